@@ -1,0 +1,158 @@
+//! Delta table operations: open (with time travel), history, rollback.
+//!
+//! Publishing products lives in [`crate::publish`]; this module is what every command that
+//! only reads or restores a table needs.
+
+use chrono::{DateTime, Utc};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use url::Url;
+
+use crate::error::{EngineError, Result};
+use crate::location::display_location;
+use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata, ENGINE_VERSION};
+
+/// Opens the Delta table at `url`, at `version` or the latest.
+pub async fn open_table(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
+    let location = display_location(url);
+    let not_a_table = || EngineError::NotATable {
+        location: location.clone(),
+    };
+    let table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(|_| not_a_table())?
+        .build()
+        .map_err(|_| not_a_table())?;
+    if !table.verify_deltatable_existence().await.unwrap_or(false) {
+        return Err(not_a_table());
+    }
+    let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|_| not_a_table())?;
+    if let Some(version) = version {
+        builder = builder.with_version(version);
+    }
+    match builder.load().await {
+        Ok(table) => Ok(table),
+        Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
+            Err(not_a_table())
+        }
+        Err(error) => match version {
+            Some(version) => {
+                let latest = latest_version(url).await;
+                Err(EngineError::Delta {
+                    context: format!(
+                        "cannot read version {version} of {location}{}",
+                        latest
+                            .map(|v| format!(" (versions 0 to {v} exist)"))
+                            .unwrap_or_default()
+                    ),
+                    source: error,
+                })
+            }
+            None => Err(EngineError::delta(format!("cannot open {location}"), error)),
+        },
+    }
+}
+
+/// Opens the latest version of the table at `url`, or `None` when there is no table yet.
+pub async fn open_existing(url: &Url) -> Result<Option<DeltaTable>> {
+    match open_table(url, None).await {
+        Ok(table) => Ok(Some(table)),
+        Err(EngineError::NotATable { .. }) => Ok(None),
+        Err(other) => Err(other),
+    }
+}
+
+/// True when there is a Delta table at `url`.
+pub async fn is_delta_table(url: &Url) -> bool {
+    match DeltaTableBuilder::from_url(url.clone()).and_then(|b| b.build()) {
+        Ok(table) => table.verify_deltatable_existence().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+async fn latest_version(url: &Url) -> Option<u64> {
+    let table = DeltaTableBuilder::from_url(url.clone()).ok()?.load().await.ok()?;
+    table.version()
+}
+
+/// One commit of a table's history.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The version the commit made.
+    pub version: u64,
+    /// When it was made.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// Delta's operation name (`CREATE TABLE`, `WRITE`, `RESTORE`, ...).
+    pub operation: String,
+    /// Lakeforge's record, when Lakeforge made the commit.
+    pub lakeforge: Option<CommitMetadata>,
+}
+
+/// The table's commits, newest first (at most `limit`).
+pub async fn history(url: &Url, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
+    let table = open_table(url, None).await?;
+    let latest = table.version().unwrap_or_default();
+    let infos: Vec<_> = table
+        .history(limit)
+        .try_collect()
+        .await
+        .map_err(|e| EngineError::delta(format!("cannot read history of {}", display_location(url)), e))?;
+    Ok(infos
+        .into_iter()
+        .enumerate()
+        .map(|(index, info)| {
+            // `history` yields contiguous commits newest first, so the n-th is latest - n.
+            let version = latest.saturating_sub(index as u64);
+            let lakeforge = info
+                .info
+                .get(COMMIT_INFO_KEY)
+                .and_then(|value| serde_json::from_value(value.clone()).ok());
+            HistoryEntry {
+                version,
+                timestamp: info
+                    .timestamp
+                    .and_then(DateTime::<Utc>::from_timestamp_millis),
+                operation: info.operation.unwrap_or_default(),
+                lakeforge,
+            }
+        })
+        .collect())
+}
+
+/// Restores the table's contents at `to_version` as a new version, and returns it.
+pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
+    let location = display_location(url);
+    let table = open_table(url, None).await?;
+    let latest = table.version().unwrap_or_default();
+    if to_version >= latest {
+        return Err(EngineError::Usage(format!(
+            "cannot roll {location} back to version {to_version}: the latest version is {latest}; \
+             pick an earlier one"
+        )));
+    }
+    let metadata = CommitMetadata {
+        operation: "rollback".to_string(),
+        run_id: run_id.to_string(),
+        job: None,
+        product: None,
+        spec_hash: None,
+        vars: Default::default(),
+        engine_version: ENGINE_VERSION.to_string(),
+        rows_written: None,
+        inputs: Vec::new(),
+        restored_version: Some(to_version),
+    };
+    let properties = CommitProperties::default().with_metadata([(
+        COMMIT_INFO_KEY.to_string(),
+        serde_json::to_value(&metadata).unwrap_or_default(),
+    )]);
+    let (restored, _metrics) = table
+        .restore()
+        .with_version_to_restore(to_version)
+        .with_commit_properties(properties)
+        .await
+        .map_err(|e| {
+            EngineError::delta(format!("cannot restore {location} to version {to_version}"), e)
+        })?;
+    Ok(restored.version().unwrap_or_default())
+}

@@ -1,0 +1,119 @@
+//! The engine's error type.
+
+use datafusion::error::DataFusionError;
+use deltalake::DeltaTableError;
+use lakeforge_planner::PlannerError;
+
+/// Everything that can stop a Lakeforge operation, each naming what is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The job spec or one of its statements is wrong.
+    #[error(transparent)]
+    Planner(#[from] PlannerError),
+
+    /// A source cannot be found or read.
+    #[error("source '{name}' ({location}): {message}")]
+    Source {
+        /// The source's name in the spec.
+        name: String,
+        /// Where it points.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A product cannot be computed or published.
+    #[error("product '{product}': {message}")]
+    Product {
+        /// The product's name in the spec.
+        product: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A path or URL that cannot be used as a location.
+    #[error("invalid location '{location}': {message}")]
+    Location {
+        /// The text as given.
+        location: String,
+        /// Why it is refused.
+        message: String,
+    },
+
+    /// There is no Delta table where one was expected.
+    #[error("no Delta table at {location}")]
+    NotATable {
+        /// The location.
+        location: String,
+    },
+
+    /// DataFusion failed while doing what `context` says.
+    #[error("{context}: {message}")]
+    DataFusion {
+        /// What was being done.
+        context: String,
+        /// DataFusion's message, without backtrace.
+        message: String,
+    },
+
+    /// delta-rs failed while doing what `context` says.
+    #[error("{context}: {source}")]
+    Delta {
+        /// What was being done.
+        context: String,
+        /// delta-rs's error.
+        source: DeltaTableError,
+    },
+
+    /// A run failed; it was recorded under `run_id` and published nothing (see the source for
+    /// the exception of a commit failing after earlier products were committed).
+    #[error("run {run_id} failed: {source}")]
+    RunFailed {
+        /// The run's id.
+        run_id: String,
+        /// Why.
+        source: Box<EngineError>,
+    },
+
+    /// A command-line argument is malformed.
+    #[error("{0}")]
+    Usage(String),
+
+    /// Reading or writing a local file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    /// Wraps a DataFusion error with what was being done.
+    pub fn datafusion(context: impl Into<String>, error: DataFusionError) -> Self {
+        EngineError::DataFusion {
+            context: context.into(),
+            message: error.strip_backtrace(),
+        }
+    }
+
+    /// Wraps a delta-rs error with what was being done.
+    pub fn delta(context: impl Into<String>, source: DeltaTableError) -> Self {
+        EngineError::Delta {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An error about one product.
+    pub fn product(product: &str, message: impl Into<String>) -> Self {
+        EngineError::Product {
+            product: product.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

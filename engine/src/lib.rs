@@ -1,0 +1,25 @@
+//! Lakeforge's engine: runs jobs embedded in the process and publishes their products as
+//! versioned Delta tables.
+//!
+//! A run goes: [`job::LoadedJob::load`] (spec, variables, warehouse) → a DataFusion session
+//! ([`session::new_session`]) → sources registered ([`sources`]) → steps and products planned
+//! (`lakeforge-planner`) → every product's files written ([`publish::stage_product`]) → one
+//! Delta commit per product ([`publish::commit_product`]) → a run record ([`runs`]).
+//!
+//! This crate is the only one that knows Delta Lake and the command line (`src/main.rs`).
+
+pub mod config;
+pub mod delta;
+pub mod error;
+pub mod job;
+pub mod location;
+pub mod metadata;
+pub mod publish;
+pub mod runs;
+pub mod session;
+pub mod sources;
+pub mod tables;
+
+pub use config::EngineConfig;
+pub use error::{EngineError, Result};
+pub use job::{LoadedJob, RunSummary, run_job, validate_job};

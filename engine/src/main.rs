@@ -1,0 +1,476 @@
+//! The `lakeforge` command line.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use arrow::array::RecordBatch;
+use clap::{Args, Parser, Subcommand};
+use lakeforge_benchmarks::datagen::churn::{ChurnConfig, generate_churn};
+use lakeforge_engine::config::parse_byte_size;
+use lakeforge_engine::delta::{history, rollback};
+use lakeforge_engine::job::{
+    LoadedJob, RunEvent, RunObserver, RunSummary, location_argument, run_job, table_argument,
+    validate_job,
+};
+use lakeforge_engine::location::display_location;
+use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
+use lakeforge_engine::EngineConfig;
+
+/// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
+#[derive(Debug, Parser)]
+#[command(name = "lakeforge", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Print results as JSON lines instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings of the embedded engine.
+#[derive(Debug, Args)]
+struct EngineArgs {
+    /// Partitions work is split into [default: number of cores].
+    #[arg(long, global = true, env = "LAKEFORGE_TARGET_PARTITIONS")]
+    target_partitions: Option<usize>,
+    /// Rows per Arrow batch.
+    #[arg(long, global = true, default_value_t = 8192, env = "LAKEFORGE_BATCH_SIZE")]
+    batch_size: usize,
+    /// Memory operators may use before spilling, e.g. 4G; "none" for no limit
+    /// [default: 70% of physical memory].
+    #[arg(long, global = true, env = "LAKEFORGE_MEMORY_LIMIT")]
+    memory_limit: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job: compute its products and publish each as a new Delta table version.
+    Run {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// Set a ${KEY} variable used in the job's SQL (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Parse a job and plan every statement without reading data.
+    Validate {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// Set a ${KEY} variable used in the job's SQL (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// Print each product's logical and physical plan.
+    Plan {
+        /// The job spec (TOML).
+        job: PathBuf,
+        /// Set a ${KEY} variable used in the job's SQL (repeatable).
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+    },
+    /// List a Delta table's versions: version, timestamp, operation, run id, job, rows written.
+    History {
+        /// The table: a path or URL.
+        table: String,
+        /// Show at most this many versions, newest first.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Print a Delta table's rows.
+    Show {
+        /// The table: a path or URL.
+        table: String,
+        /// Read this version instead of the latest (time travel).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Print at most this many rows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Restore an earlier version of a Delta table as a new version.
+    Rollback {
+        /// The table: a path or URL.
+        table: String,
+        /// The version whose contents to restore.
+        #[arg(long = "to-version")]
+        to_version: u64,
+    },
+    /// Run ad-hoc SQL over Delta tables and Parquet/CSV/JSON files.
+    Sql {
+        /// The query.
+        query: String,
+        /// Make a location queryable as NAME (repeatable).
+        #[arg(long = "table", value_name = "NAME=LOCATION")]
+        tables: Vec<String>,
+    },
+    /// List the run records of a warehouse, newest first.
+    Runs {
+        /// The warehouse: a path or URL.
+        warehouse: String,
+        /// Show at most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Generate a sample dataset and run its example job end to end.
+    Example {
+        /// The example to run.
+        #[arg(value_parser = ["churn"], default_value = "churn")]
+        name: String,
+        /// The example's folder (holding job.toml); data is generated under DIR/data.
+        #[arg(long, default_value = "examples/churn")]
+        dir: PathBuf,
+        /// Number of customers to generate.
+        #[arg(long, default_value_t = 50_000)]
+        customers: u64,
+        /// Number of events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = engine_config(&cli.engine)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Run { job, vars } => {
+            let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
+            let summary = run_with_progress(&loaded, &config).await?;
+            print_summary(&summary, json);
+        }
+        Command::Validate { job, vars } => {
+            let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
+            let reports = validate_job(&loaded, &config).await?;
+            println!("job '{}' is valid", loaded.job.name());
+            for report in reports {
+                let columns = report
+                    .columns
+                    .iter()
+                    .map(|(name, ty)| format!("{name}: {ty}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let state = if report.table_exists { "existing table" } else { "new table" };
+                println!("  product {} -> {} ({state})\n    {columns}", report.name, report.table);
+            }
+        }
+        Command::Plan { job, vars } => {
+            let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
+            for report in validate_job(&loaded, &config).await? {
+                println!("== product {} -> {}", report.name, report.table);
+                println!("-- logical plan\n{}", report.logical_plan);
+                println!("-- physical plan\n{}", report.physical_plan);
+            }
+        }
+        Command::History { table, limit } => {
+            let url = table_argument(&table)?;
+            let entries = history(&url, limit).await?;
+            print_batches(&[history_batch(&entries)?], json)?;
+        }
+        Command::Show { table, version, limit } => {
+            let url = table_argument(&table)?;
+            let batches = show_table(&url, version, limit, &config).await?;
+            print_batches(&batches, json)?;
+        }
+        Command::Rollback { table, to_version } => {
+            let url = table_argument(&table)?;
+            let run_id = uuid::Uuid::new_v4().to_string();
+            let version = rollback(&url, to_version, &run_id).await?;
+            println!(
+                "restored {} to the contents of version {to_version} as new version {version}",
+                display_location(&url)
+            );
+        }
+        Command::Sql { query, tables } => {
+            let tables = tables
+                .iter()
+                .map(|t| {
+                    let (name, location) = t
+                        .split_once('=')
+                        .with_context(|| format!("--table '{t}' must be NAME=LOCATION"))?;
+                    Ok((name.trim().to_string(), location_argument(location.trim())?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let batches = run_sql(&query, &tables, &config).await?;
+            print_batches(&batches, json)?;
+        }
+        Command::Runs { warehouse, limit } => {
+            let url = table_argument(&warehouse)?;
+            let batches = list_runs(&url, limit, &config).await?;
+            print_batches(&batches, json)?;
+        }
+        Command::Example { name: _, dir, customers, events } => {
+            run_example(&dir, customers, events, &config, json).await?;
+        }
+    }
+    Ok(())
+}
+
+fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
+    let mut config = EngineConfig::default();
+    if let Some(partitions) = args.target_partitions {
+        if partitions == 0 {
+            bail!("--target-partitions must be at least 1");
+        }
+        config.target_partitions = partitions;
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    config.batch_size = args.batch_size;
+    match args.memory_limit.as_deref() {
+        None => {}
+        Some("none") => config.memory_limit = None,
+        Some(text) => config.memory_limit = Some(parse_byte_size(text)?),
+    }
+    Ok(config)
+}
+
+fn parse_vars(vars: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    vars.iter()
+        .map(|v| {
+            let (key, value) = v
+                .split_once('=')
+                .with_context(|| format!("--var '{v}' must be KEY=VALUE"))?;
+            if key.trim().is_empty() {
+                bail!("--var '{v}' has an empty KEY");
+            }
+            Ok((key.trim().to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+async fn run_example(
+    dir: &Path,
+    customers: u64,
+    events: u64,
+    config: &EngineConfig,
+    json: bool,
+) -> anyhow::Result<()> {
+    let job_path = dir.join("job.toml");
+    if !job_path.is_file() {
+        bail!(
+            "no example job at {}; run this from the repository root or pass --dir",
+            job_path.display()
+        );
+    }
+    let data = dir.join("data");
+    let churn = ChurnConfig {
+        customers,
+        events,
+        ..ChurnConfig::default()
+    };
+    let dataset = tokio::task::spawn_blocking(move || generate_churn(&data, &churn)).await??;
+    if dataset.generated {
+        eprintln!("generated {customers} customers and {events} events under {}", dataset.root.display());
+    } else {
+        eprintln!("reusing the sample data under {}", dataset.root.display());
+    }
+    let loaded = LoadedJob::load(&job_path, &BTreeMap::new())?;
+    let summary = run_with_progress(&loaded, config).await?;
+    print_summary(&summary, json);
+    if !json && let Some(first) = summary.products.first() {
+        println!("\nfirst rows of {} (lakeforge show {}):", first.name, display_location(&first.table));
+        let batches = show_table(&first.table, None, 5, config).await?;
+        print_batches(&batches, false)?;
+    }
+    Ok(())
+}
+
+async fn run_with_progress(loaded: &LoadedJob, config: &EngineConfig) -> anyhow::Result<RunSummary> {
+    let progress = TerminalProgress::new();
+    let summary = run_job(loaded, config, &progress).await;
+    progress.finish();
+    let summary = summary?;
+    if let Some(warning) = &summary.record_warning {
+        eprintln!("warning: the run succeeded but its record was not written: {warning}");
+    }
+    Ok(summary)
+}
+
+fn print_summary(summary: &RunSummary, json: bool) {
+    if json {
+        let products: Vec<_> = summary
+            .products
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "product": p.name, "table": p.table.to_string(), "version": p.version,
+                    "rows": p.rows, "files": p.files, "bytes": p.bytes,
+                    "duration_ms": p.duration.as_millis() as u64,
+                })
+            })
+            .collect();
+        let line = serde_json::json!({
+            "run_id": summary.run_id, "job": summary.job, "status": "succeeded",
+            "duration_ms": summary.duration.as_millis() as u64, "products": products,
+        });
+        println!("{line}");
+        return;
+    }
+    println!(
+        "run {} of job '{}' succeeded in {}",
+        summary.run_id,
+        summary.job,
+        format_duration(summary.duration)
+    );
+    let header = ["product", "version", "rows", "files", "size", "time", "table"];
+    let rows: Vec<[String; 7]> = summary
+        .products
+        .iter()
+        .map(|p| {
+            [
+                p.name.clone(),
+                p.version.to_string(),
+                p.rows.to_string(),
+                p.files.to_string(),
+                format_bytes(p.bytes),
+                format_duration(p.duration),
+                display_location(&p.table),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(header.to_vec()));
+    for row in &rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+fn print_batches(batches: &[RecordBatch], json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut writer = arrow::json::LineDelimitedWriter::new(std::io::stdout());
+        for batch in batches {
+            writer.write(batch)?;
+        }
+        writer.finish()?;
+    } else {
+        println!("{}", arrow::util::pretty::pretty_format_batches(batches)?);
+    }
+    Ok(())
+}
+
+fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds < 1.0 {
+        format!("{:.0}ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.2}s")
+    }
+}
+
+fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}B") } else { format!("{value:.1}{}", UNITS[unit]) }
+}
+
+/// A spinner on stderr showing what a run is doing; silent when stderr is not a terminal.
+struct TerminalProgress {
+    bar: Option<indicatif::ProgressBar>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl TerminalProgress {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        TerminalProgress { bar, ticker: Mutex::new(None) }
+    }
+
+    fn stop_ticker(&self) {
+        if let Ok(mut ticker) = self.ticker.lock()
+            && let Some(handle) = ticker.take()
+        {
+            handle.abort();
+        }
+    }
+
+    fn finish(&self) {
+        self.stop_ticker();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl RunObserver for TerminalProgress {
+    fn on_event(&self, event: RunEvent) {
+        let Some(bar) = &self.bar else { return };
+        self.stop_ticker();
+        match event {
+            RunEvent::Planning => bar.set_message("planning"),
+            RunEvent::Committing => bar.set_message("committing"),
+            RunEvent::Writing { product, rows } => {
+                let bar = bar.clone();
+                let rows = Arc::clone(&rows);
+                let handle = tokio::spawn(async move {
+                    loop {
+                        bar.set_message(format!(
+                            "writing {product}: {} rows",
+                            rows.load(Ordering::Relaxed)
+                        ));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                });
+                if let Ok(mut ticker) = self.ticker.lock() {
+                    *ticker = Some(handle);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! Publishing products as Delta table versions, in two phases.
+//!
+//! 1. [`stage_product`] executes a product's plan and writes its Parquet files into the table
+//!    location, one writer per output partition, running in parallel. Nothing is committed: the
+//!    files are invisible to every Delta reader.
+//! 2. [`commit_product`] makes ONE Delta commit with those files (plus the removes of an
+//!    overwrite and the metadata of a schema change) and Lakeforge's [`CommitMetadata`].
+//!
+//! A run stages every product before it commits any, so a failure while computing any product
+//! publishes nothing; [`discard_staged`] deletes the files of a run that will not commit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use datafusion::common::Column;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, cast, col};
+use datafusion::physical_plan::ExecutionPlanProperties;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType, new_metadata};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::{StreamExt, TryStreamExt};
+use lakeforge_planner::WriteMode;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::delta::open_existing;
+use crate::error::{EngineError, Result};
+use crate::location::display_location;
+use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
+
+/// Files roll over at this size, so large products become many files readers can split.
+const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// Where and how a product is published.
+#[derive(Debug, Clone)]
+pub struct ProductTarget {
+    /// The product's name.
+    pub name: String,
+    /// The table's location.
+    pub url: Url,
+    /// Overwrite or append.
+    pub mode: WriteMode,
+    /// Partition columns.
+    pub partition_by: Vec<String>,
+    /// Stored as the table's description.
+    pub description: Option<String>,
+    /// Stored in the table's configuration as `lakeforge.owner`.
+    pub owner: Option<String>,
+}
+
+/// A product whose plan is ready to run against its target table: the output cast to types
+/// Delta can hold, and checked against the existing table. Preparing reads no data.
+#[derive(Debug)]
+pub struct PreparedProduct {
+    /// The target.
+    pub target: ProductTarget,
+    /// The product's plan with a final projection to Delta-compatible types.
+    pub plan: LogicalPlan,
+    /// The Arrow schema of the files (all columns nullable, as Delta readers expect).
+    pub schema: SchemaRef,
+    /// The table as it is now, when it exists.
+    pub existing: Option<DeltaTable>,
+}
+
+/// A product whose files are written but not committed.
+#[derive(Debug)]
+pub struct StagedProduct {
+    /// The prepared product.
+    pub prepared: PreparedProduct,
+    /// The files written.
+    pub adds: Vec<Add>,
+    /// Rows written.
+    pub rows: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Casts the product's plan to Delta types and checks it against the table at the target.
+pub async fn prepare_product(target: ProductTarget, plan: LogicalPlan) -> Result<PreparedProduct> {
+    let product = target.name.clone();
+    let plan = cast_to_delta_types(&product, plan)?;
+    let schema = nullable_schema(plan.schema().as_arrow());
+    let existing = open_existing(&target.url).await?;
+    if let Some(table) = &existing {
+        check_against_table(&target, &schema, table)?;
+    }
+    Ok(PreparedProduct {
+        target,
+        plan,
+        schema,
+        existing,
+    })
+}
+
+/// Runs the prepared product's plan and writes its files, one writer per output partition.
+///
+/// `rows_progress` is incremented as rows are written, for progress displays. On failure every
+/// file this call wrote is deleted (best effort) and nothing is committed.
+pub async fn stage_product(
+    ctx: &SessionContext,
+    prepared: PreparedProduct,
+    rows_progress: Arc<AtomicU64>,
+) -> Result<StagedProduct> {
+    let product = prepared.target.name.clone();
+    let physical = ctx
+        .state()
+        .create_physical_plan(&prepared.plan)
+        .await
+        .map_err(|e| EngineError::product(&product, format!("cannot plan: {}", e.strip_backtrace())))?;
+    let partitions = physical.output_partitioning().partition_count();
+    let task_ctx = ctx.task_ctx();
+    let mut writers = JoinSet::new();
+    for partition in 0..partitions {
+        let stream = physical
+            .execute(partition, Arc::clone(&task_ctx))
+            .map_err(|e| EngineError::product(&product, e.strip_backtrace()))?;
+        let writer = RecordBatchWriter::try_new(
+            prepared.target.url.as_str(),
+            Arc::clone(&prepared.schema),
+            Some(prepared.target.partition_by.clone()),
+            None,
+        )
+        .map_err(|e| EngineError::delta(format!("product '{product}': cannot start writing"), e))?
+        .with_target_file_size(TARGET_FILE_SIZE);
+        writers.spawn(write_partition(stream, writer, Arc::clone(&rows_progress)));
+    }
+
+    let mut adds = Vec::new();
+    let mut rows = 0;
+    let mut failure = None;
+    while let Some(joined) = writers.join_next().await {
+        match joined {
+            Ok(Ok((partition_adds, partition_rows))) => {
+                adds.extend(partition_adds);
+                rows += partition_rows;
+            }
+            Ok(Err(error)) => {
+                failure.get_or_insert(error);
+                writers.abort_all();
+            }
+            Err(join_error) if join_error.is_cancelled() => {}
+            Err(join_error) => {
+                failure.get_or_insert(format!("a writer task failed: {join_error}"));
+                writers.abort_all();
+            }
+        }
+    }
+    let bytes = adds.iter().map(|a| u64::try_from(a.size).unwrap_or(0)).sum();
+    let staged = StagedProduct {
+        prepared,
+        adds,
+        rows,
+        bytes,
+    };
+    if let Some(message) = failure {
+        discard_staged(&staged).await;
+        return Err(EngineError::product(&product, message));
+    }
+    Ok(staged)
+}
+
+async fn write_partition(
+    mut stream: SendableRecordBatchStream,
+    mut writer: RecordBatchWriter,
+    rows_progress: Arc<AtomicU64>,
+) -> std::result::Result<(Vec<Add>, u64), String> {
+    let mut rows = 0u64;
+    loop {
+        match stream.next().await {
+            Some(Ok(batch)) => {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let count = batch.num_rows() as u64;
+                if let Err(error) = writer.write(batch).await {
+                    writer.reset();
+                    return Err(format!("cannot write files: {error}"));
+                }
+                rows += count;
+                rows_progress.fetch_add(count, Ordering::Relaxed);
+            }
+            Some(Err(error)) => {
+                writer.reset();
+                return Err(error.strip_backtrace());
+            }
+            None => break,
+        }
+    }
+    let adds = writer
+        .flush()
+        .await
+        .map_err(|e| format!("cannot finish files: {e}"))?;
+    Ok((adds, rows))
+}
+
+/// Deletes the files of a staged product that will not be committed. Best effort: a file that
+/// cannot be deleted is only logged, since uncommitted files are invisible to readers and a
+/// Delta `VACUUM` removes them.
+pub async fn discard_staged(staged: &StagedProduct) {
+    let Ok(table) = deltalake::DeltaTableBuilder::from_url(staged.prepared.target.url.clone())
+        .and_then(|b| b.build())
+    else {
+        return;
+    };
+    let store = table.object_store();
+    for add in &staged.adds {
+        let path = ObjectPath::from_url_path(&add.path).unwrap_or_else(|_| ObjectPath::from(add.path.as_str()));
+        if let Err(error) = store.delete(&path).await {
+            tracing::warn!(file = %add.path, %error, "could not delete an uncommitted file");
+        }
+    }
+}
+
+/// Commits a staged product as one new table version and returns it.
+pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -> Result<u64> {
+    let target = &staged.prepared.target;
+    let product = &target.name;
+    let lakeforge = serde_json::to_value(metadata)
+        .map_err(|e| EngineError::product(product, format!("cannot encode commit metadata: {e}")))?;
+    let operation_metrics = serde_json::json!({
+        "numOutputRows": staged.rows,
+        "numFiles": staged.adds.len(),
+        "numOutputBytes": staged.bytes,
+    });
+    let properties = CommitProperties::default().with_metadata([
+        (COMMIT_INFO_KEY.to_string(), lakeforge),
+        ("operationMetrics".to_string(), operation_metrics),
+    ]);
+    let delta_schema: StructType = staged
+        .prepared
+        .schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| EngineError::product(product, format!("schema not supported by Delta: {e}")))?;
+    let adds = staged.adds.iter().cloned().map(Action::Add);
+    let commit_error = |e: deltalake::DeltaTableError| EngineError::delta(format!("product '{product}': cannot commit to {}", display_location(&target.url)), e);
+
+    let Some(table) = &staged.prepared.existing else {
+        let mut create = CreateBuilder::new()
+            .with_location(target.url.as_str())
+            .with_table_name(product.as_str())
+            .with_columns(delta_schema.fields().cloned())
+            .with_partition_columns(target.partition_by.clone())
+            .with_raise_if_key_not_exists(false)
+            .with_actions(adds)
+            .with_commit_properties(properties);
+        if let Some(description) = &target.description {
+            create = create.with_comment(description.as_str());
+        }
+        if let Some(owner) = &target.owner {
+            create = create.with_configuration([("lakeforge.owner", Some(owner.as_str()))]);
+        }
+        let table = create.await.map_err(commit_error)?;
+        return Ok(table.version().unwrap_or_default());
+    };
+
+    let snapshot = table.snapshot().map_err(commit_error)?;
+    let mut actions = Vec::new();
+    let save_mode = match target.mode {
+        WriteMode::Append => SaveMode::Append,
+        WriteMode::Overwrite => {
+            let current = snapshot.metadata();
+            let schema_changed = current.parse_schema().ok().as_ref() != Some(&delta_schema);
+            let partitions_changed = current.partition_columns() != &target.partition_by;
+            let description_changed = current.description() != target.description.as_deref();
+            if schema_changed || partitions_changed || description_changed {
+                let mut replaced = new_metadata(
+                    &delta_schema,
+                    target.partition_by.clone(),
+                    current.configuration().clone(),
+                )
+                .and_then(|m| m.with_table_id(current.id().to_string()))
+                .and_then(|m| m.with_name(product.clone()))
+                .map_err(|e| commit_error(e.into()))?;
+                if let Some(description) = &target.description {
+                    replaced = replaced
+                        .with_description(description.clone())
+                        .map_err(|e| commit_error(e.into()))?;
+                }
+                actions.push(Action::Metadata(replaced));
+            }
+            let removes: Vec<Action> = snapshot
+                .snapshot()
+                .file_views(table.log_store().as_ref(), None)
+                .map_ok(|file| Action::Remove(file.remove_action(true)))
+                .try_collect()
+                .await
+                .map_err(commit_error)?;
+            actions.extend(removes);
+            SaveMode::Overwrite
+        }
+    };
+    actions.extend(adds);
+    let operation = DeltaOperation::Write {
+        mode: save_mode,
+        partition_by: (!target.partition_by.is_empty()).then(|| target.partition_by.clone()),
+        predicate: None,
+    };
+    let committed = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(commit_error)?;
+    Ok(committed.version())
+}
+
+/// Checks that the product's output can go into the existing table under its write mode.
+fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTable) -> Result<()> {
+    let product = &target.name;
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| EngineError::delta(format!("product '{product}': cannot read the existing table"), e))?;
+    if target.mode == WriteMode::Overwrite {
+        return Ok(());
+    }
+    let existing_partitions = snapshot.metadata().partition_columns();
+    if existing_partitions != &target.partition_by {
+        return Err(EngineError::product(
+            product,
+            format!(
+                "append mode: partition_by {:?} differs from the table's partition columns {:?} \
+                 at {}; use mode = \"overwrite\" to change the layout",
+                target.partition_by,
+                existing_partitions,
+                display_location(&target.url)
+            ),
+        ));
+    }
+    let kernel_schema = snapshot.schema();
+    let existing: Schema = kernel_schema
+        .as_ref()
+        .try_into_arrow()
+        .map_err(|e| EngineError::product(product, format!("cannot read the table's schema: {e}")))?;
+    let differences = schema_differences(&existing, schema);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::product(
+        product,
+        format!(
+            "append mode: the query's columns no longer match the table at {}: {}; \
+             use mode = \"overwrite\" to replace the table",
+            display_location(&target.url),
+            differences.join("; ")
+        ),
+    ))
+}
+
+/// Human-readable differences between a table's schema and a new output schema (names and
+/// types; nullability is ignored because products are written all-nullable).
+fn schema_differences(existing: &Schema, new: &Schema) -> Vec<String> {
+    let mut differences = Vec::new();
+    for field in existing.fields() {
+        match new.field_with_name(field.name()) {
+            Err(_) => differences.push(format!("column '{}' is missing", field.name())),
+            Ok(new_field) if !types_match(field.data_type(), new_field.data_type()) => {
+                differences.push(format!(
+                    "column '{}' changes type from {} to {}",
+                    field.name(),
+                    field.data_type(),
+                    new_field.data_type()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    for field in new.fields() {
+        if existing.field_with_name(field.name()).is_err() {
+            differences.push(format!("column '{}' is new", field.name()));
+        }
+    }
+    differences
+}
+
+/// Types are equal up to nullability of nested fields.
+fn types_match(a: &DataType, b: &DataType) -> bool {
+    strip_nullability(a) == strip_nullability(b)
+}
+
+fn strip_nullability(data_type: &DataType) -> DataType {
+    let field = |f: &Arc<Field>| Arc::new(Field::new(f.name(), strip_nullability(f.data_type()), true));
+    match data_type {
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// All top-level fields nullable: Delta readers (and later appends) expect nullable columns, and
+/// a plan's nullability is an artefact of the optimizer, not a contract of the product.
+fn nullable_schema(schema: &Schema) -> SchemaRef {
+    let fields: Fields = schema
+        .fields()
+        .iter()
+        .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, HashMap::new()))
+}
+
+/// Adds a projection casting every column whose type Delta cannot store to the nearest type
+/// it can. Types with no Delta equivalent are an error naming the column.
+fn cast_to_delta_types(product: &str, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut needs_cast = false;
+    let mut exprs = Vec::with_capacity(plan.schema().fields().len());
+    for (qualifier, field) in plan.schema().iter() {
+        let target = delta_type(field.data_type()).map_err(|reason| {
+            EngineError::product(
+                product,
+                format!(
+                    "column '{}' has type {}, which Delta tables cannot store ({reason}); cast it in the SQL",
+                    field.name(),
+                    field.data_type()
+                ),
+            )
+        })?;
+        let column = col(Column::from((qualifier, field)));
+        if &target == field.data_type() {
+            exprs.push(column);
+        } else {
+            needs_cast = true;
+            exprs.push(cast(column, target).alias(field.name()));
+        }
+    }
+    if !needs_cast {
+        return Ok(plan);
+    }
+    LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| EngineError::product(product, format!("cannot cast to Delta types: {}", e.strip_backtrace())))
+}
+
+/// The Arrow type Delta stores for `data_type`.
+fn delta_type(data_type: &DataType) -> std::result::Result<DataType, String> {
+    let field = |f: &Arc<Field>| -> std::result::Result<Arc<Field>, String> {
+        Ok(Arc::new(Field::new(f.name(), delta_type(f.data_type())?, f.is_nullable())))
+    };
+    Ok(match data_type {
+        DataType::Null => DataType::Utf8,
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        DataType::Float16 => DataType::Float32,
+        DataType::Date64 => DataType::Date32,
+        DataType::Timestamp(_, tz) => DataType::Timestamp(
+            TimeUnit::Microsecond,
+            tz.as_ref().map(|_| Arc::from("UTC")),
+        ),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+        DataType::Decimal256(p, s) if *p <= 38 => DataType::Decimal128(*p, *s),
+        DataType::Dictionary(_, value) => delta_type(value)?,
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) | DataType::FixedSizeList(f, _) => {
+            DataType::List(field(f)?)
+        }
+        DataType::Struct(fields) => DataType::Struct(
+            fields.iter().map(field).collect::<std::result::Result<Fields, _>>()?,
+        ),
+        DataType::Map(f, sorted) => DataType::Map(field(f)?, *sorted),
+        DataType::Time32(_) | DataType::Time64(_) => return Err("no time-of-day type".to_string()),
+        DataType::Duration(_) | DataType::Interval(_) => return Err("no interval type".to_string()),
+        DataType::Decimal256(..) => return Err("decimal precision above 38".to_string()),
+        DataType::Union(..) | DataType::RunEndEncoded(..) => return Err("no union type".to_string()),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_types() {
+        assert_eq!(delta_type(&DataType::Utf8View).unwrap(), DataType::Utf8);
+        assert_eq!(
+            delta_type(&DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()))).unwrap(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(delta_type(&DataType::UInt32).unwrap(), DataType::Int64);
+        assert!(delta_type(&DataType::Time64(TimeUnit::Microsecond)).is_err());
+    }
+
+    #[test]
+    fn differences_name_columns() {
+        let old = Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]);
+        let new = Schema::new(vec![
+            Field::new("a", DataType::Float64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]);
+        let diff = schema_differences(&old, &new);
+        assert_eq!(
+            diff,
+            vec![
+                "column 'a' changes type from Int64 to Float64",
+                "column 'b' is missing",
+                "column 'c' is new"
+            ]
+        );
+        assert!(schema_differences(&old, &old).is_empty());
+    }
+}

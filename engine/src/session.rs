@@ -1,0 +1,29 @@
+//! The DataFusion session every Lakeforge operation runs in.
+
+use std::sync::Arc;
+
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::EngineConfig;
+use crate::error::{EngineError, Result};
+
+/// A session configured from `config`, with Lakeforge's functions registered.
+pub fn new_session(config: &EngineConfig) -> Result<SessionContext> {
+    let session_config = SessionConfig::new()
+        .with_target_partitions(config.target_partitions.max(1))
+        .with_batch_size(config.batch_size.max(1))
+        .with_information_schema(true);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(limit) = config.memory_limit {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    let runtime = runtime
+        .build_arc()
+        .map_err(|e| EngineError::datafusion("cannot build the execution runtime", e))?;
+    let ctx = SessionContext::new_with_config_rt(session_config, runtime);
+    lakeforge_udfs::register_all(&ctx);
+    Ok(ctx)
+}

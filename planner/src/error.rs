@@ -1,0 +1,68 @@
+//! The planner's error type.
+
+use std::path::PathBuf;
+
+use crate::spec::StatementKind;
+
+/// Everything that can go wrong between a job file and its logical plans.
+///
+/// Every variant names what is at fault (file, key, step, product, column) so the CLI can
+/// print it as is.
+#[derive(Debug, thiserror::Error)]
+pub enum PlannerError {
+    /// The TOML does not parse or does not fit the spec model (unknown key, wrong type).
+    #[error("invalid job spec {origin}: {message}")]
+    SpecSyntax {
+        /// The file (or other origin) of the text.
+        origin: String,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+
+    /// A file the spec refers to could not be read.
+    #[error("cannot read {what} at {}: {source}", path.display())]
+    ReadFile {
+        /// What the file is for.
+        what: String,
+        /// Its path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+
+    /// The spec parses but says something inconsistent.
+    #[error("invalid job spec: {0}")]
+    InvalidSpec(String),
+
+    /// A `${VAR}` has no value.
+    #[error("{kind} '{name}': variable '{variable}' is not defined; pass --var {variable}=VALUE or set it in [job.vars]")]
+    UnknownVariable {
+        /// Step or product.
+        kind: StatementKind,
+        /// Its name.
+        name: String,
+        /// The variable.
+        variable: String,
+    },
+
+    /// DataFusion refused a statement (syntax, unknown table or column, types).
+    #[error("{kind} '{name}': {message}")]
+    Sql {
+        /// Step or product.
+        kind: StatementKind,
+        /// Its name.
+        name: String,
+        /// DataFusion's message, with the position when it knows one.
+        message: String,
+    },
+
+    /// A product's output does not fit a Delta table (bad or duplicate column names,
+    /// partition columns missing).
+    #[error("product '{product}': {message}")]
+    InvalidProduct {
+        /// The product.
+        product: String,
+        /// What is wrong.
+        message: String,
+    },
+}

@@ -1,0 +1,510 @@
+//! The job spec: the TOML file a user writes, as serde types, plus loading and validation.
+//!
+//! Loading is split in two so that tools (the scheduler, tests) can work from a string:
+//! [`JobSpec::parse`] turns TOML text into the raw model, rejecting unknown keys with their
+//! line; [`JobSpec::resolve`] reads `sql_file`s, substitutes `${VAR}`s and checks the names, and
+//! yields a [`ResolvedJob`] whose every statement is final SQL text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlannerError;
+use crate::vars::substitute_vars;
+
+/// A whole job file, as written.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The `[job]` table.
+    pub job: JobSection,
+    /// Named inputs: `[sources.NAME]`.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSpec>,
+    /// Named intermediate views, planned in order: `[[steps]]`.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// Published Delta tables: `[[products]]`.
+    #[serde(default)]
+    pub products: Vec<ProductSpec>,
+}
+
+/// The `[job]` table.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    /// The job's name, recorded in every commit and run record.
+    pub name: String,
+    /// Where products and Lakeforge's own tables live: a path (relative to the spec's
+    /// folder) or a URL.
+    pub warehouse: String,
+    /// Free text shown by tools.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Default values for `${VAR}` substitution; `--var` on the command line overrides them.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// The file formats a source can have.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// A Parquet file or a folder of Parquet files.
+    Parquet,
+    /// A CSV file or a folder of CSV files.
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+    /// A Delta table, optionally pinned to a version.
+    Delta,
+}
+
+impl fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceFormat::Parquet => "parquet",
+            SourceFormat::Csv => "csv",
+            SourceFormat::Json => "json",
+            SourceFormat::Delta => "delta",
+        })
+    }
+}
+
+/// A `[sources.NAME]` table.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// The source's format.
+    pub format: SourceFormat,
+    /// A path (relative to the spec's folder) or a URL.
+    pub path: String,
+    /// Delta only: the table version to read (time travel). Default: the latest.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// CSV only: whether the first line is a header (default true).
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// CSV only: the field delimiter, one ASCII character (default `,`).
+    #[serde(default)]
+    pub delimiter: Option<String>,
+}
+
+/// One `[[steps]]` entry: a named view.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    /// The view's name, usable by later steps and products.
+    pub name: String,
+    /// Inline SQL (exactly one of `sql` and `sql_file`).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// A file holding the SQL, relative to the spec's folder.
+    #[serde(default)]
+    pub sql_file: Option<String>,
+}
+
+/// How a product run changes its table.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Replace the table's contents (and schema) with this run's rows.
+    #[default]
+    Overwrite,
+    /// Add this run's rows; the schema must match the table's.
+    Append,
+}
+
+impl fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteMode::Overwrite => "overwrite",
+            WriteMode::Append => "append",
+        })
+    }
+}
+
+/// One `[[products]]` entry: a published Delta table.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProductSpec {
+    /// The product's name; its table lives at `WAREHOUSE/<name>` unless `path` says otherwise.
+    pub name: String,
+    /// Inline SQL (exactly one of `sql` and `sql_file`).
+    #[serde(default)]
+    pub sql: Option<String>,
+    /// A file holding the SQL, relative to the spec's folder.
+    #[serde(default)]
+    pub sql_file: Option<String>,
+    /// Overwrite (default) or append.
+    #[serde(default)]
+    pub mode: WriteMode,
+    /// Partition columns of the Delta table.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Table location override: a path relative to the warehouse, or a URL.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// What the product is, stored as the table's description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Who answers for the product.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// A job whose statements are final: files read, variables substituted, names checked.
+#[derive(Debug, Clone)]
+pub struct ResolvedJob {
+    /// The spec as written.
+    pub spec: JobSpec,
+    /// The folder relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// The spec file, when it came from one.
+    pub spec_path: Option<PathBuf>,
+    /// SHA-256 (hex) of the spec text and every SQL file it reads, after substitution.
+    pub spec_hash: String,
+    /// The variables in effect (spec defaults overridden by the caller's).
+    pub vars: BTreeMap<String, String>,
+    /// Steps with their final SQL, in order.
+    pub steps: Vec<ResolvedStatement>,
+    /// Products with their final SQL, in order.
+    pub products: Vec<ResolvedStatement>,
+}
+
+/// A step or product with its final SQL text.
+#[derive(Debug, Clone)]
+pub struct ResolvedStatement {
+    /// The step or product name.
+    pub name: String,
+    /// The SQL, after `${VAR}` substitution.
+    pub sql: String,
+}
+
+impl ResolvedJob {
+    /// The product spec with this name.
+    pub fn product(&self, name: &str) -> Option<&ProductSpec> {
+        self.spec.products.iter().find(|p| p.name == name)
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.spec.job.name
+    }
+}
+
+/// Which kind of statement a name belongs to, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// A `[[steps]]` entry.
+    Step,
+    /// A `[[products]]` entry.
+    Product,
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatementKind::Step => "step",
+            StatementKind::Product => "product",
+        })
+    }
+}
+
+impl JobSpec {
+    /// Parses TOML text. `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<JobSpec, PlannerError> {
+        toml::from_str(text).map_err(|source| PlannerError::SpecSyntax {
+            origin: origin.to_string(),
+            message: source.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads and parses a job file.
+    pub fn load(path: &Path) -> Result<(JobSpec, String), PlannerError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlannerError::ReadFile {
+            what: "job spec".to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let spec = JobSpec::parse(&text, &path.display().to_string())?;
+        Ok((spec, text))
+    }
+
+    /// Checks names, reads `sql_file`s and substitutes variables.
+    ///
+    /// `text` is the spec's source text (hashed into [`ResolvedJob::spec_hash`]); `base_dir`
+    /// is where relative paths resolve; `overrides` are the caller's `--var`s.
+    pub fn resolve(
+        self,
+        text: &str,
+        base_dir: &Path,
+        spec_path: Option<&Path>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<ResolvedJob, PlannerError> {
+        self.check_names()?;
+        let mut vars = self.job.vars.clone();
+        vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        let mut hasher = sha2_hasher();
+        hasher.update(text.as_bytes());
+
+        let mut resolve_statement = |kind: StatementKind,
+                                     name: &str,
+                                     sql: &Option<String>,
+                                     sql_file: &Option<String>|
+         -> Result<ResolvedStatement, PlannerError> {
+            let raw = match (sql, sql_file) {
+                (Some(sql), None) => sql.clone(),
+                (None, Some(file)) => {
+                    let path = base_dir.join(file);
+                    std::fs::read_to_string(&path).map_err(|source| PlannerError::ReadFile {
+                        what: format!("sql_file of {kind} '{name}'"),
+                        path,
+                        source,
+                    })?
+                }
+                (Some(_), Some(_)) => {
+                    return Err(PlannerError::InvalidSpec(format!(
+                        "{kind} '{name}' has both `sql` and `sql_file`; give exactly one"
+                    )));
+                }
+                (None, None) => {
+                    return Err(PlannerError::InvalidSpec(format!(
+                        "{kind} '{name}' has neither `sql` nor `sql_file`"
+                    )));
+                }
+            };
+            let sql = substitute_vars(&raw, &vars).map_err(|missing| {
+                PlannerError::UnknownVariable {
+                    kind,
+                    name: name.to_string(),
+                    variable: missing,
+                }
+            })?;
+            hasher.update(sql.as_bytes());
+            Ok(ResolvedStatement {
+                name: name.to_string(),
+                sql,
+            })
+        };
+
+        let steps = self
+            .steps
+            .iter()
+            .map(|s| resolve_statement(StatementKind::Step, &s.name, &s.sql, &s.sql_file))
+            .collect::<Result<Vec<_>, _>>()?;
+        let products = self
+            .products
+            .iter()
+            .map(|p| resolve_statement(StatementKind::Product, &p.name, &p.sql, &p.sql_file))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (k, v) in &vars {
+            hasher.update(k.as_bytes());
+            hasher.update(v.as_bytes());
+        }
+
+        Ok(ResolvedJob {
+            spec: self,
+            base_dir: base_dir.to_path_buf(),
+            spec_path: spec_path.map(Path::to_path_buf),
+            spec_hash: hasher.finish_hex(),
+            vars,
+            steps,
+            products,
+        })
+    }
+
+    /// Names must be SQL identifiers that DataFusion will not fold (lower case), unique across
+    /// sources, steps and products; products need at least one entry.
+    fn check_names(&self) -> Result<(), PlannerError> {
+        if self.job.name.trim().is_empty() {
+            return Err(PlannerError::InvalidSpec("`job.name` is empty".to_string()));
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let named = self
+            .sources
+            .keys()
+            .map(|n| (n.as_str(), "source"))
+            .chain(self.steps.iter().map(|s| (s.name.as_str(), "step")))
+            .chain(self.products.iter().map(|p| (p.name.as_str(), "product")));
+        for (name, kind) in named {
+            if !is_plain_identifier(name) {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "{kind} name '{name}' must be a lower-case SQL identifier \
+                     ([a-z_][a-z0-9_]*), so SQL can refer to it unquoted"
+                )));
+            }
+            if let Some(previous) = seen.insert(name, kind) {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "name '{name}' is used by a {previous} and a {kind}; names must be unique"
+                )));
+            }
+        }
+        if self.products.is_empty() {
+            return Err(PlannerError::InvalidSpec(
+                "the job has no [[products]]; nothing would be published".to_string(),
+            ));
+        }
+        for (name, source) in &self.sources {
+            if source.version.is_some() && source.format != SourceFormat::Delta {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "source '{name}': `version` applies to delta sources only (format is {})",
+                    source.format
+                )));
+            }
+            if (source.header.is_some() || source.delimiter.is_some())
+                && source.format != SourceFormat::Csv
+            {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "source '{name}': `header` and `delimiter` apply to csv sources only \
+                     (format is {})",
+                    source.format
+                )));
+            }
+            if let Some(delimiter) = &source.delimiter
+                && (delimiter.len() != 1 || !delimiter.is_ascii())
+            {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "source '{name}': `delimiter` must be one ASCII character, got {delimiter:?}"
+                )));
+            }
+        }
+        for product in &self.products {
+            let mut partitions = BTreeSet::new();
+            for column in &product.partition_by {
+                if !partitions.insert(column) {
+                    return Err(PlannerError::InvalidSpec(format!(
+                        "product '{}': partition column '{column}' is listed twice",
+                        product.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for `[a-z_][a-z0-9_]*`.
+pub fn is_plain_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A tiny wrapper so the hashing above reads as one concept.
+struct SpecHasher(sha2::Sha256);
+
+fn sha2_hasher() -> SpecHasher {
+    use sha2::Digest;
+    SpecHasher(sha2::Sha256::new())
+}
+
+impl SpecHasher {
+    fn update(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.0.update(bytes);
+    }
+
+    fn finish_hex(self) -> String {
+        use sha2::Digest;
+        hex::encode(self.0.finalize())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[job]
+name = "j"
+warehouse = "wh"
+
+[sources.customers]
+format = "parquet"
+path = "data/customers"
+
+[[steps]]
+name = "recent"
+sql = "SELECT * FROM customers WHERE day = '${run_date}'"
+
+[[products]]
+name = "out"
+sql = "SELECT * FROM recent"
+"#;
+
+    fn resolve(text: &str, vars: &[(&str, &str)]) -> Result<ResolvedJob, PlannerError> {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        JobSpec::parse(text, "job.toml")?.resolve(text, Path::new("."), None, &vars)
+    }
+
+    #[test]
+    fn parses_and_substitutes() {
+        let job = resolve(MINIMAL, &[("run_date", "2026-01-02")]).unwrap();
+        assert_eq!(
+            job.steps[0].sql,
+            "SELECT * FROM customers WHERE day = '2026-01-02'"
+        );
+        assert_eq!(job.spec.products[0].mode, WriteMode::Overwrite);
+        assert_eq!(job.spec_hash.len(), 64);
+    }
+
+    #[test]
+    fn different_vars_give_different_hashes() {
+        let a = resolve(MINIMAL, &[("run_date", "2026-01-02")]).unwrap();
+        let b = resolve(MINIMAL, &[("run_date", "2026-01-03")]).unwrap();
+        assert_ne!(a.spec_hash, b.spec_hash);
+    }
+
+    #[test]
+    fn missing_variable_names_step_and_variable() {
+        let err = resolve(MINIMAL, &[]).unwrap_err().to_string();
+        assert!(err.contains("step 'recent'"), "{err}");
+        assert!(err.contains("run_date"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = MINIMAL.replace("path = \"data/customers\"", "path = \"x\"\nformt = \"csv\"");
+        let err = JobSpec::parse(&text, "job.toml").unwrap_err().to_string();
+        assert!(err.contains("formt"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+        assert!(err.contains("job.toml"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let text = MINIMAL.replace("name = \"out\"", "name = \"recent\"");
+        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
+        assert!(err.contains("'recent' is used by a step and a product"), "{err}");
+    }
+
+    #[test]
+    fn upper_case_names_are_rejected() {
+        let text = MINIMAL.replace("name = \"out\"", "name = \"Out\"");
+        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
+        assert!(err.contains("'Out'"), "{err}");
+    }
+
+    #[test]
+    fn version_only_on_delta() {
+        let text = MINIMAL.replace("path = \"data/customers\"", "path = \"x\"\nversion = 3");
+        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
+        assert!(err.contains("source 'customers'"), "{err}");
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(is_plain_identifier("a_1"));
+        assert!(is_plain_identifier("_x"));
+        assert!(!is_plain_identifier("1a"));
+        assert!(!is_plain_identifier("a-b"));
+        assert!(!is_plain_identifier(""));
+    }
+}

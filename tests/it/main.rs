@@ -1,0 +1,10 @@
+//! Lakeforge's end-to-end tests: the one integration-test binary of the workspace.
+//!
+//! Every test drives the real `lakeforge` binary in a temporary folder, the way a user does,
+//! and checks what it printed and what it left in the warehouse.
+
+mod support;
+
+mod bad_input;
+mod example;
+mod versions;
