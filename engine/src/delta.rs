@@ -28,6 +28,15 @@ pub async fn open_table(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
     }
     let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|_| not_a_table())?;
     if let Some(version) = version {
+        // Asking the log for a version past its end fails deep in the kernel with a message
+        // about log segments; say it in the user's terms instead.
+        if let Some(latest) = latest_version(url).await
+            && version > latest
+        {
+            return Err(EngineError::Usage(format!(
+                "version {version} of {location} does not exist (versions 0 to {latest} exist)"
+            )));
+        }
         builder = builder.with_version(version);
     }
     match builder.load().await {

@@ -474,7 +474,7 @@ sql = "SELECT * FROM recent"
         let text = MINIMAL.replace("path = \"data/customers\"", "path = \"x\"\nformt = \"csv\"");
         let err = JobSpec::parse(&text, "job.toml").unwrap_err().to_string();
         assert!(err.contains("formt"), "{err}");
-        assert!(err.contains("line 8"), "{err}");
+        assert!(err.contains("line 9"), "{err}");
         assert!(err.contains("job.toml"), "{err}");
     }
 

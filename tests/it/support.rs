@@ -43,7 +43,7 @@ impl Project {
             .args(args)
             .current_dir(self.path())
             .env("LAKEFORGE_TARGET_PARTITIONS", "2")
-            .env("RUST_LOG", "error")
+            .env_remove("RUST_LOG")
             .output()
             .expect("run lakeforge")
     }

@@ -1,0 +1,46 @@
+//! The example job runs end to end from the CLI on freshly generated data.
+
+use std::fs;
+
+use crate::support::Project;
+
+#[test]
+fn churn_example_runs_end_to_end() {
+    let project = Project::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
+    for file in ["job.toml", "purchase_gaps.sql"] {
+        let text = fs::read_to_string(format!("{example}/{file}")).unwrap();
+        project.write(&format!("churn/{file}"), &text);
+    }
+    let out = project.ok(&[
+        "example", "churn", "--dir", "churn", "--customers", "300", "--events", "20000",
+    ]);
+    assert!(out.contains("customer_features"), "{out}");
+    assert!(out.contains("country_daily_revenue"), "{out}");
+
+    let features = project.json(&["show", "churn/warehouse/customer_features", "--limit", "1000"]);
+    assert_eq!(features.len(), 300);
+    assert!(features.iter().all(|r| r["churned"] == 0 || r["churned"] == 1));
+    assert!(features.iter().any(|r| r["spend_rank_in_country"] == 1));
+    // Events per customer in the product equal a direct count over the generated Parquet.
+    let direct = project.json(&[
+        "sql",
+        "SELECT sum(n) AS total FROM (SELECT count(*) AS n FROM e WHERE event_ts < TIMESTAMP '2026-07-01T00:00:00Z' GROUP BY customer_id)",
+        "--table",
+        "e=churn/data/events",
+    ]);
+    let total: i64 = features.iter().map(|r| r["events"].as_i64().unwrap()).sum();
+    assert_eq!(direct[0]["total"].as_i64().unwrap(), total);
+
+    // A second run reuses the data and makes version 1 of both products.
+    let again = project.json(&["example", "churn", "--dir", "churn", "--customers", "300", "--events", "20000"]);
+    assert_eq!(again[0]["products"][0]["version"], 1);
+    assert_eq!(again[0]["products"][1]["version"], 1);
+    let partitions: Vec<_> = fs::read_dir(project.join("churn/warehouse/country_daily_revenue"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("country="))
+        .collect();
+    assert_eq!(partitions.len(), 10, "{partitions:?}");
+}
