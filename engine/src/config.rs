@@ -41,9 +41,9 @@ pub fn parse_byte_size(text: &str) -> Result<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| EngineError::Usage(format!("invalid size '{text}': expected e.g. 512M or 4G")))?;
+    let value: f64 = number.parse().map_err(|_| {
+        EngineError::Usage(format!("invalid size '{text}': expected e.g. 512M or 4G"))
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,

@@ -80,7 +80,11 @@ pub async fn is_delta_table(url: &Url) -> bool {
 }
 
 async fn latest_version(url: &Url) -> Option<u64> {
-    let table = DeltaTableBuilder::from_url(url.clone()).ok()?.load().await.ok()?;
+    let table = DeltaTableBuilder::from_url(url.clone())
+        .ok()?
+        .load()
+        .await
+        .ok()?;
     table.version()
 }
 
@@ -101,11 +105,12 @@ pub struct HistoryEntry {
 pub async fn history(url: &Url, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
     let table = open_table(url, None).await?;
     let latest = table.version().unwrap_or_default();
-    let infos: Vec<_> = table
-        .history(limit)
-        .try_collect()
-        .await
-        .map_err(|e| EngineError::delta(format!("cannot read history of {}", display_location(url)), e))?;
+    let infos: Vec<_> = table.history(limit).try_collect().await.map_err(|e| {
+        EngineError::delta(
+            format!("cannot read history of {}", display_location(url)),
+            e,
+        )
+    })?;
     Ok(infos
         .into_iter()
         .enumerate()
@@ -161,7 +166,10 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         .with_commit_properties(properties)
         .await
         .map_err(|e| {
-            EngineError::delta(format!("cannot restore {location} to version {to_version}"), e)
+            EngineError::delta(
+                format!("cannot restore {location} to version {to_version}"),
+                e,
+            )
         })?;
     Ok(restored.version().unwrap_or_default())
 }

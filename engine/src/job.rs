@@ -337,13 +337,15 @@ pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<V
     for product in prepared {
         let name = product.target.name.clone();
         let state = ctx.state();
-        let optimized = state
-            .optimize(&product.plan)
-            .map_err(|e| EngineError::product(&name, format!("cannot optimize: {}", e.strip_backtrace())))?;
+        let optimized = state.optimize(&product.plan).map_err(|e| {
+            EngineError::product(&name, format!("cannot optimize: {}", e.strip_backtrace()))
+        })?;
         let physical = state
             .create_physical_plan(&product.plan)
             .await
-            .map_err(|e| EngineError::product(&name, format!("cannot plan: {}", e.strip_backtrace())))?;
+            .map_err(|e| {
+                EngineError::product(&name, format!("cannot plan: {}", e.strip_backtrace()))
+            })?;
         reports.push(ProductReport {
             table: display_location(&product.target.url),
             columns: product

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use clap::{Args, Parser, Subcommand};
 use lakeforge_benchmarks::datagen::churn::{ChurnConfig, generate_churn};
+use lakeforge_engine::EngineConfig;
 use lakeforge_engine::config::parse_byte_size;
 use lakeforge_engine::delta::{history, rollback};
 use lakeforge_engine::job::{
@@ -20,7 +21,6 @@ use lakeforge_engine::job::{
 };
 use lakeforge_engine::location::display_location;
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
-use lakeforge_engine::EngineConfig;
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
@@ -42,7 +42,12 @@ struct EngineArgs {
     #[arg(long, global = true, env = "LAKEFORGE_TARGET_PARTITIONS")]
     target_partitions: Option<usize>,
     /// Rows per Arrow batch.
-    #[arg(long, global = true, default_value_t = 8192, env = "LAKEFORGE_BATCH_SIZE")]
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 8192,
+        env = "LAKEFORGE_BATCH_SIZE"
+    )]
     batch_size: usize,
     /// Memory operators may use before spilling, e.g. 4G; "none" for no limit
     /// [default: 70% of physical memory].
@@ -139,7 +144,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -186,8 +194,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     .map(|(name, ty)| format!("{name}: {ty}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let state = if report.table_exists { "existing table" } else { "new table" };
-                println!("  product {} -> {} ({state})\n    {columns}", report.name, report.table);
+                let state = if report.table_exists {
+                    "existing table"
+                } else {
+                    "new table"
+                };
+                println!(
+                    "  product {} -> {} ({state})\n    {columns}",
+                    report.name, report.table
+                );
             }
         }
         Command::Plan { job, vars } => {
@@ -203,7 +218,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let entries = history(&url, limit).await?;
             print_batches(&[history_batch(&entries)?], json)?;
         }
-        Command::Show { table, version, limit } => {
+        Command::Show {
+            table,
+            version,
+            limit,
+        } => {
             let url = table_argument(&table)?;
             let batches = show_table(&url, version, limit, &config).await?;
             print_batches(&batches, json)?;
@@ -235,7 +254,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let batches = list_runs(&url, limit, &config).await?;
             print_batches(&batches, json)?;
         }
-        Command::Example { name: _, dir, customers, events } => {
+        Command::Example {
+            name: _,
+            dir,
+            customers,
+            events,
+        } => {
             run_example(&dir, customers, events, &config, json).await?;
         }
     }
@@ -298,7 +322,10 @@ async fn run_example(
     };
     let dataset = tokio::task::spawn_blocking(move || generate_churn(&data, &churn)).await??;
     if dataset.generated {
-        eprintln!("generated {customers} customers and {events} events under {}", dataset.root.display());
+        eprintln!(
+            "generated {customers} customers and {events} events under {}",
+            dataset.root.display()
+        );
     } else {
         eprintln!("reusing the sample data under {}", dataset.root.display());
     }
@@ -306,14 +333,21 @@ async fn run_example(
     let summary = run_with_progress(&loaded, config).await?;
     print_summary(&summary, json);
     if !json && let Some(first) = summary.products.first() {
-        println!("\nfirst rows of {} (lakeforge show {}):", first.name, display_location(&first.table));
+        println!(
+            "\nfirst rows of {} (lakeforge show {}):",
+            first.name,
+            display_location(&first.table)
+        );
         let batches = show_table(&first.table, None, 5, config).await?;
         print_batches(&batches, false)?;
     }
     Ok(())
 }
 
-async fn run_with_progress(loaded: &LoadedJob, config: &EngineConfig) -> anyhow::Result<RunSummary> {
+async fn run_with_progress(
+    loaded: &LoadedJob,
+    config: &EngineConfig,
+) -> anyhow::Result<RunSummary> {
     let progress = TerminalProgress::new();
     let summary = run_job(loaded, config, &progress).await;
     progress.finish();
@@ -350,7 +384,9 @@ fn print_summary(summary: &RunSummary, json: bool) {
         summary.job,
         format_duration(summary.duration)
     );
-    let header = ["product", "version", "rows", "files", "size", "time", "table"];
+    let header = [
+        "product", "version", "rows", "files", "size", "time", "table",
+    ];
     let rows: Vec<[String; 7]> = summary
         .products
         .iter()
@@ -367,7 +403,13 @@ fn print_summary(summary: &RunSummary, json: bool) {
         })
         .collect();
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<&str>| {
         cells
@@ -415,7 +457,11 @@ fn format_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes}B") } else { format!("{value:.1}{}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
 }
 
 /// A spinner on stderr showing what a run is doing; silent when stderr is not a terminal.
@@ -431,7 +477,10 @@ impl TerminalProgress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        TerminalProgress { bar, ticker: Mutex::new(None) }
+        TerminalProgress {
+            bar,
+            ticker: Mutex::new(None),
+        }
     }
 
     fn stop_ticker(&self) {

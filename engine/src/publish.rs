@@ -116,7 +116,9 @@ pub async fn stage_product(
         .state()
         .create_physical_plan(&prepared.plan)
         .await
-        .map_err(|e| EngineError::product(&product, format!("cannot plan: {}", e.strip_backtrace())))?;
+        .map_err(|e| {
+            EngineError::product(&product, format!("cannot plan: {}", e.strip_backtrace()))
+        })?;
     let partitions = physical.output_partitioning().partition_count();
     let task_ctx = ctx.task_ctx();
     let mut writers = JoinSet::new();
@@ -155,7 +157,10 @@ pub async fn stage_product(
             }
         }
     }
-    let bytes = adds.iter().map(|a| u64::try_from(a.size).unwrap_or(0)).sum();
+    let bytes = adds
+        .iter()
+        .map(|a| u64::try_from(a.size).unwrap_or(0))
+        .sum();
     let staged = StagedProduct {
         prepared,
         adds,
@@ -214,7 +219,8 @@ pub async fn discard_staged(staged: &StagedProduct) {
     };
     let store = table.object_store();
     for add in &staged.adds {
-        let path = ObjectPath::from_url_path(&add.path).unwrap_or_else(|_| ObjectPath::from(add.path.as_str()));
+        let path = ObjectPath::from_url_path(&add.path)
+            .unwrap_or_else(|_| ObjectPath::from(add.path.as_str()));
         if let Err(error) = store.delete(&path).await {
             tracing::warn!(file = %add.path, %error, "could not delete an uncommitted file");
         }
@@ -225,8 +231,9 @@ pub async fn discard_staged(staged: &StagedProduct) {
 pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -> Result<u64> {
     let target = &staged.prepared.target;
     let product = &target.name;
-    let lakeforge = serde_json::to_value(metadata)
-        .map_err(|e| EngineError::product(product, format!("cannot encode commit metadata: {e}")))?;
+    let lakeforge = serde_json::to_value(metadata).map_err(|e| {
+        EngineError::product(product, format!("cannot encode commit metadata: {e}"))
+    })?;
     let operation_metrics = serde_json::json!({
         "numOutputRows": staged.rows,
         "numFiles": staged.adds.len(),
@@ -236,14 +243,25 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
         (COMMIT_INFO_KEY.to_string(), lakeforge),
         ("operationMetrics".to_string(), operation_metrics),
     ]);
-    let delta_schema: StructType = staged
-        .prepared
-        .schema
-        .as_ref()
-        .try_into_kernel()
-        .map_err(|e| EngineError::product(product, format!("schema not supported by Delta: {e}")))?;
+    let delta_schema: StructType =
+        staged
+            .prepared
+            .schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| {
+                EngineError::product(product, format!("schema not supported by Delta: {e}"))
+            })?;
     let adds = staged.adds.iter().cloned().map(Action::Add);
-    let commit_error = |e: deltalake::DeltaTableError| EngineError::delta(format!("product '{product}': cannot commit to {}", display_location(&target.url)), e);
+    let commit_error = |e: deltalake::DeltaTableError| {
+        EngineError::delta(
+            format!(
+                "product '{product}': cannot commit to {}",
+                display_location(&target.url)
+            ),
+            e,
+        )
+    };
 
     let Some(table) = &staged.prepared.existing else {
         let mut create = CreateBuilder::new()
@@ -317,11 +335,14 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
 /// Checks that the product's output can go into the existing table under its write mode.
 fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTable) -> Result<()> {
     let product = &target.name;
-    let snapshot = table
-        .snapshot()
-        .map_err(|e| EngineError::delta(format!("product '{product}': cannot read the existing table"), e))?;
+    let snapshot = table.snapshot().map_err(|e| {
+        EngineError::delta(
+            format!("product '{product}': cannot read the existing table"),
+            e,
+        )
+    })?;
     if target.mode == WriteMode::Overwrite {
-        return Ok(());
+        return check_protocol_allows(target, schema, table);
     }
     let existing_partitions = snapshot.metadata().partition_columns();
     if existing_partitions != &target.partition_by {
@@ -337,10 +358,9 @@ fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTab
         ));
     }
     let kernel_schema = snapshot.schema();
-    let existing: Schema = kernel_schema
-        .as_ref()
-        .try_into_arrow()
-        .map_err(|e| EngineError::product(product, format!("cannot read the table's schema: {e}")))?;
+    let existing: Schema = kernel_schema.as_ref().try_into_arrow().map_err(|e| {
+        EngineError::product(product, format!("cannot read the table's schema: {e}"))
+    })?;
     let differences = schema_differences(&existing, schema);
     if differences.is_empty() {
         return Ok(());
@@ -354,6 +374,55 @@ fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTab
             differences.join("; ")
         ),
     ))
+}
+
+/// A timestamp without time zone needs the `timestampNtz` table feature. New tables get it
+/// when created; an existing table without it cannot take such a column by overwrite (delta-rs
+/// would not upgrade the protocol), so refuse rather than write a table readers reject.
+fn check_protocol_allows(
+    target: &ProductTarget,
+    schema: &Schema,
+    table: &DeltaTable,
+) -> Result<()> {
+    let Some(column) = schema
+        .fields()
+        .iter()
+        .find(|f| has_timestamp_without_zone(f.data_type()))
+    else {
+        return Ok(());
+    };
+    let protocol = table
+        .snapshot()
+        .ok()
+        .and_then(|s| serde_json::to_value(s.protocol()).ok())
+        .unwrap_or_default();
+    let supported = protocol["writerFeatures"]
+        .as_array()
+        .is_some_and(|features| features.iter().any(|f| f == "timestampNtz"));
+    if supported {
+        return Ok(());
+    }
+    Err(EngineError::product(
+        &target.name,
+        format!(
+            "column '{}' is a timestamp without time zone, which the existing table at {} does \
+             not support (no timestampNtz feature); cast it to a timestamp with time zone, \
+             e.g. `arrow_cast(col, 'Timestamp(Microsecond, Some(\"UTC\"))')`",
+            column.name(),
+            display_location(&target.url)
+        ),
+    ))
+}
+
+fn has_timestamp_without_zone(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Timestamp(_, None) => true,
+        DataType::List(f) | DataType::Map(f, _) => has_timestamp_without_zone(f.data_type()),
+        DataType::Struct(fields) => fields
+            .iter()
+            .any(|f| has_timestamp_without_zone(f.data_type())),
+        _ => false,
+    }
 }
 
 /// Human-readable differences between a table's schema and a new output schema (names and
@@ -388,7 +457,8 @@ fn types_match(a: &DataType, b: &DataType) -> bool {
 }
 
 fn strip_nullability(data_type: &DataType) -> DataType {
-    let field = |f: &Arc<Field>| Arc::new(Field::new(f.name(), strip_nullability(f.data_type()), true));
+    let field =
+        |f: &Arc<Field>| Arc::new(Field::new(f.name(), strip_nullability(f.data_type()), true));
     match data_type {
         DataType::List(f) => DataType::List(field(f)),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
@@ -438,41 +508,58 @@ fn cast_to_delta_types(product: &str, plan: LogicalPlan) -> Result<LogicalPlan> 
     LogicalPlanBuilder::from(plan)
         .project(exprs)
         .and_then(|b| b.build())
-        .map_err(|e| EngineError::product(product, format!("cannot cast to Delta types: {}", e.strip_backtrace())))
+        .map_err(|e| {
+            EngineError::product(
+                product,
+                format!("cannot cast to Delta types: {}", e.strip_backtrace()),
+            )
+        })
 }
 
 /// The Arrow type Delta stores for `data_type`.
 fn delta_type(data_type: &DataType) -> std::result::Result<DataType, String> {
     let field = |f: &Arc<Field>| -> std::result::Result<Arc<Field>, String> {
-        Ok(Arc::new(Field::new(f.name(), delta_type(f.data_type())?, f.is_nullable())))
+        Ok(Arc::new(Field::new(
+            f.name(),
+            delta_type(f.data_type())?,
+            f.is_nullable(),
+        )))
     };
     Ok(match data_type {
         DataType::Null => DataType::Utf8,
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
+        DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => {
+            DataType::Binary
+        }
         DataType::UInt8 => DataType::Int16,
         DataType::UInt16 => DataType::Int32,
         DataType::UInt32 | DataType::UInt64 => DataType::Int64,
         DataType::Float16 => DataType::Float32,
         DataType::Date64 => DataType::Date32,
-        DataType::Timestamp(_, tz) => DataType::Timestamp(
-            TimeUnit::Microsecond,
-            tz.as_ref().map(|_| Arc::from("UTC")),
-        ),
+        DataType::Timestamp(_, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| Arc::from("UTC")))
+        }
         DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
         DataType::Decimal256(p, s) if *p <= 38 => DataType::Decimal128(*p, *s),
         DataType::Dictionary(_, value) => delta_type(value)?,
-        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) | DataType::LargeListView(f) | DataType::FixedSizeList(f, _) => {
-            DataType::List(field(f)?)
-        }
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => DataType::List(field(f)?),
         DataType::Struct(fields) => DataType::Struct(
-            fields.iter().map(field).collect::<std::result::Result<Fields, _>>()?,
+            fields
+                .iter()
+                .map(field)
+                .collect::<std::result::Result<Fields, _>>()?,
         ),
         DataType::Map(f, sorted) => DataType::Map(field(f)?, *sorted),
         DataType::Time32(_) | DataType::Time64(_) => return Err("no time-of-day type".to_string()),
         DataType::Duration(_) | DataType::Interval(_) => return Err("no interval type".to_string()),
         DataType::Decimal256(..) => return Err("decimal precision above 38".to_string()),
-        DataType::Union(..) | DataType::RunEndEncoded(..) => return Err("no union type".to_string()),
+        DataType::Union(..) | DataType::RunEndEncoded(..) => {
+            return Err("no union type".to_string());
+        }
         other => other.clone(),
     })
 }
@@ -485,7 +572,11 @@ mod tests {
     fn delta_types() {
         assert_eq!(delta_type(&DataType::Utf8View).unwrap(), DataType::Utf8);
         assert_eq!(
-            delta_type(&DataType::Timestamp(TimeUnit::Nanosecond, Some("+00:00".into()))).unwrap(),
+            delta_type(&DataType::Timestamp(
+                TimeUnit::Nanosecond,
+                Some("+00:00".into())
+            ))
+            .unwrap(),
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
         );
         assert_eq!(delta_type(&DataType::UInt32).unwrap(), DataType::Int64);

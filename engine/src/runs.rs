@@ -101,12 +101,21 @@ pub fn runs_table_url(warehouse: &Url) -> Result<Url> {
 pub async fn record_run(warehouse: &Url, record: &RunRecord) -> Result<()> {
     let url = runs_table_url(warehouse)?;
     let batch = record_batch(record)?;
-    let context = || format!("cannot record run {} in {}", record.run_id, display_location(&url));
+    let context = || {
+        format!(
+            "cannot record run {} in {}",
+            record.run_id,
+            display_location(&url)
+        )
+    };
     let mut table = DeltaTableBuilder::from_url(url.clone())
         .and_then(|b| b.build())
         .map_err(|e| EngineError::delta(context(), e))?;
     if table.verify_deltatable_existence().await.unwrap_or(false) {
-        table.load().await.map_err(|e| EngineError::delta(context(), e))?;
+        table
+            .load()
+            .await
+            .map_err(|e| EngineError::delta(context(), e))?;
     }
     table
         .write(vec![batch])
@@ -126,8 +135,12 @@ fn record_batch(record: &RunRecord) -> Result<RecordBatch> {
         Arc::new(StringArray::from(vec![record.run_id.as_str()])),
         Arc::new(StringArray::from(vec![record.job.as_str()])),
         Arc::new(StringArray::from(vec![record.status.as_str()])),
-        Arc::new(TimestampMicrosecondArray::from(vec![micros(record.started_at)]).with_timezone("UTC")),
-        Arc::new(TimestampMicrosecondArray::from(vec![micros(record.ended_at)]).with_timezone("UTC")),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![micros(record.started_at)]).with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![micros(record.ended_at)]).with_timezone("UTC"),
+        ),
         Arc::new(Int64Array::from(vec![duration])),
         Arc::new(StringArray::from(vec![record.spec_hash.as_str()])),
         Arc::new(StringArray::from(vec![products])),

@@ -14,7 +14,10 @@ use crate::metadata::{FileIdentity, InputIdentity, MAX_LISTED_FILES};
 
 /// Registers every source of `job` in `ctx` under its name and returns their identities, in
 /// the spec's (alphabetical) order.
-pub async fn register_sources(ctx: &SessionContext, job: &ResolvedJob) -> Result<Vec<InputIdentity>> {
+pub async fn register_sources(
+    ctx: &SessionContext,
+    job: &ResolvedJob,
+) -> Result<Vec<InputIdentity>> {
     let mut identities = Vec::with_capacity(job.spec.sources.len());
     for (name, spec) in &job.spec.sources {
         let url = resolve_location(&job.base_dir, &spec.path)?;
@@ -82,14 +85,18 @@ pub async fn register_source(
         }
         SourceFormat::Delta => Ok(()),
     };
-    registered.map_err(|e| source_error(format!("cannot read its schema: {}", e.strip_backtrace())))?;
+    registered
+        .map_err(|e| source_error(format!("cannot read its schema: {}", e.strip_backtrace())))?;
     Ok(identity)
 }
 
 /// The extension DataFusion should list: the file's own when the location is one file, else
 /// the format's usual one.
 fn file_extension(format: SourceFormat, url: &Url) -> String {
-    let last = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default();
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default();
     if !last.is_empty()
         && let Some((_, ext)) = last.rsplit_once('.')
     {
@@ -153,15 +160,21 @@ async fn list_files(
 
 /// Registers a location for ad-hoc SQL, guessing its format: a Delta table when it has a
 /// `_delta_log`, otherwise by the files' extension.
-pub async fn register_location(ctx: &SessionContext, name: &str, url: &Url) -> Result<InputIdentity> {
+pub async fn register_location(
+    ctx: &SessionContext,
+    name: &str,
+    url: &Url,
+) -> Result<InputIdentity> {
     let format = if delta::is_delta_table(url).await {
         SourceFormat::Delta
     } else {
-        guess_file_format(ctx, url).await.ok_or_else(|| EngineError::Source {
-            name: name.to_string(),
-            location: display_location(url),
-            message: "neither a Delta table nor .parquet, .csv or .json files".to_string(),
-        })?
+        guess_file_format(ctx, url)
+            .await
+            .ok_or_else(|| EngineError::Source {
+                name: name.to_string(),
+                location: display_location(url),
+                message: "neither a Delta table nor .parquet, .csv or .json files".to_string(),
+            })?
     };
     let spec = SourceSpec {
         format,
@@ -185,7 +198,10 @@ async fn guess_file_format(ctx: &SessionContext, url: &Url) -> Option<SourceForm
         if url.path().ends_with(extension) {
             return Some(format);
         }
-        if list_files(ctx, "", format, &with_slash, extension).await.is_ok() {
+        if list_files(ctx, "", format, &with_slash, extension)
+            .await
+            .is_ok()
+        {
             return Some(format);
         }
     }

@@ -24,14 +24,15 @@ pub async fn show_table(
 ) -> Result<Vec<RecordBatch>> {
     let ctx = new_session(config)?;
     let table = open_table(url, version).await?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| EngineError::datafusion(format!("cannot read {}", display_location(url)), e))?;
+    let provider = table.table_provider().await.map_err(|e| {
+        EngineError::datafusion(format!("cannot read {}", display_location(url)), e)
+    })?;
     let frame = ctx
         .read_table(provider)
         .and_then(|df| df.limit(0, Some(limit)))
-        .map_err(|e| EngineError::datafusion(format!("cannot read {}", display_location(url)), e))?;
+        .map_err(|e| {
+            EngineError::datafusion(format!("cannot read {}", display_location(url)), e)
+        })?;
     frame
         .collect()
         .await
@@ -39,7 +40,11 @@ pub async fn show_table(
 }
 
 /// Runs `query` over the named locations (Delta tables, Parquet, CSV or JSON files).
-pub async fn run_sql(query: &str, tables: &[(String, Url)], config: &EngineConfig) -> Result<Vec<RecordBatch>> {
+pub async fn run_sql(
+    query: &str,
+    tables: &[(String, Url)],
+    config: &EngineConfig,
+) -> Result<Vec<RecordBatch>> {
     let ctx = new_session(config)?;
     for (name, url) in tables {
         register_location(&ctx, name, url).await?;
@@ -59,11 +64,18 @@ async fn collect_sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatc
 }
 
 /// The warehouse's run records, newest first, at most `limit`.
-pub async fn list_runs(warehouse: &Url, limit: usize, config: &EngineConfig) -> Result<Vec<RecordBatch>> {
+pub async fn list_runs(
+    warehouse: &Url,
+    limit: usize,
+    config: &EngineConfig,
+) -> Result<Vec<RecordBatch>> {
     let url = runs_table_url(warehouse)?;
     let table = open_table(&url, None).await.map_err(|error| match error {
         EngineError::NotATable { .. } => EngineError::NotATable {
-            location: format!("{} (no job has run in this warehouse yet)", display_location(&url)),
+            location: format!(
+                "{} (no job has run in this warehouse yet)",
+                display_location(&url)
+            ),
         },
         other => other,
     })?;
@@ -113,7 +125,12 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
                 .collect::<TimestampMillisecondArray>()
                 .with_timezone("UTC"),
         ),
-        Arc::new(entries.iter().map(|e| Some(e.operation.as_str())).collect::<StringArray>()),
+        Arc::new(
+            entries
+                .iter()
+                .map(|e| Some(e.operation.as_str()))
+                .collect::<StringArray>(),
+        ),
         Arc::new(lakeforge(|m| Some(m.run_id.clone()))),
         Arc::new(lakeforge(|m| m.job.clone())),
         Arc::new(

@@ -35,7 +35,9 @@ pub enum PlannerError {
     InvalidSpec(String),
 
     /// A `${VAR}` has no value.
-    #[error("{kind} '{name}': variable '{variable}' is not defined; pass --var {variable}=VALUE or set it in [job.vars]")]
+    #[error(
+        "{kind} '{name}': variable '{variable}' is not defined; pass --var {variable}=VALUE or set it in [job.vars]"
+    )]
     UnknownVariable {
         /// Step or product.
         kind: StatementKind,

@@ -81,7 +81,8 @@ pub async fn plan_statement(
     let parsed = state
         .sql_to_statement(&statement.sql, &dialect)
         .map_err(|e| sql_error(kind, &statement.name, &statement.sql, &e))?;
-    let is_query = matches!(&parsed, DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
+    let is_query =
+        matches!(&parsed, DfStatement::Statement(s) if matches!(**s, SqlStatement::Query(_)));
     if !is_query {
         return Err(PlannerError::Sql {
             kind,

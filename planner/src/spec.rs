@@ -277,13 +277,12 @@ impl JobSpec {
                     )));
                 }
             };
-            let sql = substitute_vars(&raw, &vars).map_err(|missing| {
-                PlannerError::UnknownVariable {
+            let sql =
+                substitute_vars(&raw, &vars).map_err(|missing| PlannerError::UnknownVariable {
                     kind,
                     name: name.to_string(),
                     variable: missing,
-                }
-            })?;
+                })?;
             hasher.update(sql.as_bytes());
             Ok(ResolvedStatement {
                 name: name.to_string(),
@@ -481,21 +480,30 @@ sql = "SELECT * FROM recent"
     #[test]
     fn duplicate_names_are_rejected() {
         let text = MINIMAL.replace("name = \"out\"", "name = \"recent\"");
-        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
-        assert!(err.contains("'recent' is used by a step and a product"), "{err}");
+        let err = resolve(&text, &[("run_date", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'recent' is used by a step and a product"),
+            "{err}"
+        );
     }
 
     #[test]
     fn upper_case_names_are_rejected() {
         let text = MINIMAL.replace("name = \"out\"", "name = \"Out\"");
-        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
+        let err = resolve(&text, &[("run_date", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'Out'"), "{err}");
     }
 
     #[test]
     fn version_only_on_delta() {
         let text = MINIMAL.replace("path = \"data/customers\"", "path = \"x\"\nversion = 3");
-        let err = resolve(&text, &[("run_date", "x")]).unwrap_err().to_string();
+        let err = resolve(&text, &[("run_date", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source 'customers'"), "{err}");
     }
 

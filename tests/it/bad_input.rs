@@ -18,8 +18,16 @@ fn fails_cleanly(bad_job: &str, needles: &[&str]) -> String {
     for needle in needles {
         assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
     }
-    assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
-    assert_eq!(project.snapshot_log(TABLE), before, "the table's log changed");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        project.snapshot_log(TABLE),
+        before,
+        "the table's log changed"
+    );
     err
 }
 
@@ -32,12 +40,22 @@ fn unknown_key_names_key_and_line() {
 #[test]
 fn missing_source_path_names_the_source() {
     let bad = COUNTRY_JOB.replace("data/customers", "data/no_such_folder");
-    fails_cleanly(&bad, &["source 'customers'", "no_such_folder", "no .csv files found"]);
+    fails_cleanly(
+        &bad,
+        &[
+            "source 'customers'",
+            "no_such_folder",
+            "no .csv files found",
+        ],
+    );
 }
 
 #[test]
 fn sql_syntax_error_names_the_step_and_position() {
-    let bad = COUNTRY_JOB.replace("SELECT * FROM customers WHERE", "SELECT * FROM customers WHER");
+    let bad = COUNTRY_JOB.replace(
+        "SELECT * FROM customers WHERE",
+        "SELECT * FROM customers WHER",
+    );
     fails_cleanly(&bad, &["step 'adults'", "Line: 1, Column"]);
 }
 
@@ -56,7 +74,10 @@ fn unknown_column_names_the_product_and_column() {
 #[test]
 fn undefined_variable_names_the_variable() {
     let bad = COUNTRY_JOB.replace("'${tag}'", "'${run_date}'");
-    fails_cleanly(&bad, &["product 'customers_by_country'", "run_date", "--var"]);
+    fails_cleanly(
+        &bad,
+        &["product 'customers_by_country'", "run_date", "--var"],
+    );
 }
 
 #[test]
@@ -143,7 +164,11 @@ sql = "SELECT * FROM countries"
     assert!(project.delta_versions("wh/copy").is_empty());
     assert_eq!(project.snapshot_log(TABLE), before);
     let runs = project.json(&["runs", "wh"]);
-    assert!(runs.iter().any(|r| r["status"] == "failed" && r["job"] == "down"), "{runs:?}");
+    assert!(
+        runs.iter()
+            .any(|r| r["status"] == "failed" && r["job"] == "down"),
+        "{runs:?}"
+    );
 }
 
 #[test]
@@ -158,7 +183,10 @@ fn non_query_statements_are_refused() {
 #[test]
 fn unnamed_expressions_must_be_aliased() {
     let bad = COUNTRY_JOB.replace("count(*) AS customers", "count(*)");
-    fails_cleanly(&bad, &["product 'customers_by_country'", "count(*)", "alias"]);
+    fails_cleanly(
+        &bad,
+        &["product 'customers_by_country'", "count(*)", "alias"],
+    );
 }
 
 #[test]

@@ -13,14 +13,30 @@ fn churn_example_runs_end_to_end() {
         project.write(&format!("churn/{file}"), &text);
     }
     let out = project.ok(&[
-        "example", "churn", "--dir", "churn", "--customers", "300", "--events", "20000",
+        "example",
+        "churn",
+        "--dir",
+        "churn",
+        "--customers",
+        "300",
+        "--events",
+        "20000",
     ]);
     assert!(out.contains("customer_features"), "{out}");
     assert!(out.contains("country_daily_revenue"), "{out}");
 
-    let features = project.json(&["show", "churn/warehouse/customer_features", "--limit", "1000"]);
+    let features = project.json(&[
+        "show",
+        "churn/warehouse/customer_features",
+        "--limit",
+        "1000",
+    ]);
     assert_eq!(features.len(), 300);
-    assert!(features.iter().all(|r| r["churned"] == 0 || r["churned"] == 1));
+    assert!(
+        features
+            .iter()
+            .all(|r| r["churned"] == 0 || r["churned"] == 1)
+    );
     assert!(features.iter().any(|r| r["spend_rank_in_country"] == 1));
     // Events per customer in the product equal a direct count over the generated Parquet.
     let direct = project.json(&[
@@ -33,7 +49,16 @@ fn churn_example_runs_end_to_end() {
     assert_eq!(direct[0]["total"].as_i64().unwrap(), total);
 
     // A second run reuses the data and makes version 1 of both products.
-    let again = project.json(&["example", "churn", "--dir", "churn", "--customers", "300", "--events", "20000"]);
+    let again = project.json(&[
+        "example",
+        "churn",
+        "--dir",
+        "churn",
+        "--customers",
+        "300",
+        "--events",
+        "20000",
+    ]);
     assert_eq!(again[0]["products"][0]["version"], 1);
     assert_eq!(again[0]["products"][1]["version"], 1);
     let partitions: Vec<_> = fs::read_dir(project.join("churn/warehouse/country_daily_revenue"))

@@ -77,7 +77,12 @@ fn commit_metadata_records_inputs_and_spec() {
     assert_eq!(input["kind"], "files");
     assert_eq!(input["source"], "customers");
     assert_eq!(input["file_count"], 1);
-    assert!(input["files"][0]["path"].as_str().unwrap().ends_with("customers.csv"));
+    assert!(
+        input["files"][0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("customers.csv")
+    );
     assert!(input["files"][0]["size"].as_u64().unwrap() > 0);
     assert_eq!(commit["operationMetrics"]["numOutputRows"], 3);
 }
@@ -85,13 +90,22 @@ fn commit_metadata_records_inputs_and_spec() {
 #[test]
 fn append_adds_rows_and_overwrite_replaces_them() {
     let project = Project::new();
-    project.write("job.toml", &COUNTRY_JOB.replace("mode = \"overwrite\"", "mode = \"append\""));
+    project.write(
+        "job.toml",
+        &COUNTRY_JOB.replace("mode = \"overwrite\"", "mode = \"append\""),
+    );
     project.ok(&["run", "job.toml"]);
     project.ok(&["run", "job.toml", "--var", "tag=second"]);
     let rows = project.json(&["show", TABLE, "--limit", "100"]);
     assert_eq!(rows.len(), 6);
-    let tags: BTreeSet<String> = rows.iter().map(|r| r["tag"].as_str().unwrap().to_string()).collect();
-    assert_eq!(tags, BTreeSet::from(["first".to_string(), "second".to_string()]));
+    let tags: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tags,
+        BTreeSet::from(["first".to_string(), "second".to_string()])
+    );
 
     // Switching the same product to overwrite replaces the rows.
     project.write("job.toml", COUNTRY_JOB);
@@ -138,9 +152,21 @@ fn runs_table_records_successes_and_failures() {
 
     let runs = project.json(&["runs", "wh"]);
     assert_eq!(runs.len(), 2, "{runs:?}");
-    let failed = runs.iter().find(|r| r["status"] == "failed").expect("failed run");
-    assert!(failed["error"].as_str().unwrap().contains("customers_by_country"), "{failed}");
-    let succeeded = runs.iter().find(|r| r["status"] == "succeeded").expect("succeeded run");
+    let failed = runs
+        .iter()
+        .find(|r| r["status"] == "failed")
+        .expect("failed run");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("customers_by_country"),
+        "{failed}"
+    );
+    let succeeded = runs
+        .iter()
+        .find(|r| r["status"] == "succeeded")
+        .expect("succeeded run");
     let products: Value = serde_json::from_str(succeeded["products"].as_str().unwrap()).unwrap();
     assert_eq!(products[0]["product"], "customers_by_country");
     assert_eq!(products[0]["version"], 0);
@@ -162,7 +188,9 @@ fn a_failure_in_any_product_publishes_no_product() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(
-        leftovers.iter().all(|p| !p.to_string_lossy().ends_with(".parquet")),
+        leftovers
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".parquet")),
         "{leftovers:?}"
     );
 }
@@ -199,11 +227,17 @@ sql = "SELECT DISTINCT tag FROM countries"
 
     project.write("down.toml", &downstream(""));
     project.ok(&["run", "down.toml"]);
-    assert_eq!(project.json(&["show", "wh/tags"]), vec![serde_json::json!({"tag": "second"})]);
+    assert_eq!(
+        project.json(&["show", "wh/tags"]),
+        vec![serde_json::json!({"tag": "second"})]
+    );
 
     project.write("down.toml", &downstream("version = 7"));
     let err = project.fails(&["run", "down.toml"]);
-    assert!(err.contains("source 'countries'") && err.contains("version 7"), "{err}");
+    assert!(
+        err.contains("source 'countries'") && err.contains("version 7"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -213,10 +247,16 @@ fn sql_validate_and_plan() {
     let out = project.ok(&["validate", "job.toml"]);
     assert!(out.contains("job 'countries' is valid"), "{out}");
     assert!(out.contains("customers: Int64"), "{out}");
-    assert!(project.delta_versions(TABLE).is_empty(), "validate must not write");
+    assert!(
+        project.delta_versions(TABLE).is_empty(),
+        "validate must not write"
+    );
 
     let plan = project.ok(&["plan", "job.toml"]);
-    assert!(plan.contains("-- logical plan") && plan.contains("-- physical plan"), "{plan}");
+    assert!(
+        plan.contains("-- logical plan") && plan.contains("-- physical plan"),
+        "{plan}"
+    );
     assert!(plan.contains("Aggregate"), "{plan}");
 
     project.ok(&["run", "job.toml"]);
@@ -229,7 +269,10 @@ fn sql_validate_and_plan() {
         "c=data/customers/customers.csv",
     ]);
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[2], serde_json::json!({"country": "US", "customers": 2, "n": 2}));
+    assert_eq!(
+        rows[2],
+        serde_json::json!({"country": "US", "customers": 2, "n": 2})
+    );
 }
 
 #[test]
@@ -239,7 +282,10 @@ fn tables_are_readable_without_delta_rs() {
     let project = Project::new();
     project.write(
         "job.toml",
-        &COUNTRY_JOB.replace("mode = \"overwrite\"", "mode = \"overwrite\"\npartition_by = [\"country\"]"),
+        &COUNTRY_JOB.replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\npartition_by = [\"country\"]",
+        ),
     );
     project.ok(&["run", "job.toml"]);
     project.ok(&["run", "job.toml", "--var", "tag=second"]);
@@ -270,7 +316,10 @@ fn tables_are_readable_without_delta_rs() {
         for batch in reader {
             let batch = batch.unwrap();
             let tags = batch.column_by_name("tag").unwrap();
-            let tags = tags.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let tags = tags
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap();
             assert!(tags.iter().all(|t| t == Some("second")));
             rows += batch.num_rows();
         }
@@ -281,9 +330,52 @@ fn tables_are_readable_without_delta_rs() {
 
 /// The commitInfo action of a version, read straight from the log.
 fn read_commit_info(project: &Project, table: &str, version: u64) -> Value {
-    let log = fs::read_to_string(project.join(table).join(format!("_delta_log/{version:020}.json"))).unwrap();
+    let log = fs::read_to_string(
+        project
+            .join(table)
+            .join(format!("_delta_log/{version:020}.json")),
+    )
+    .unwrap();
     log.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .find_map(|a| a.get("commitInfo").cloned())
         .expect("commitInfo")
+}
+
+#[test]
+fn overwrite_can_change_the_schema_and_old_versions_keep_theirs() {
+    let project = Project::new();
+    project.write("job.toml", COUNTRY_JOB);
+    project.ok(&["run", "job.toml"]);
+    project.write(
+        "job.toml",
+        &COUNTRY_JOB.replace("'${tag}' AS tag", "'${tag}' AS tag, max(age) AS oldest"),
+    );
+    project.ok(&["run", "job.toml"]);
+    let latest = project.json(&["show", TABLE]);
+    assert!(
+        latest
+            .iter()
+            .any(|r| r["country"] == "DE" && r["oldest"] == 51),
+        "{latest:?}"
+    );
+    let old = project.json(&["show", TABLE, "--version", "0"]);
+    assert!(old.iter().all(|r| r.get("oldest").is_none()), "{old:?}");
+
+    // A timestamp without time zone needs a table feature the existing table lacks: refused,
+    // table untouched.
+    let before = project.snapshot_log(TABLE);
+    project.write(
+        "job.toml",
+        &COUNTRY_JOB.replace(
+            "'${tag}' AS tag",
+            "'${tag}' AS tag, CAST('2026-01-01' AS TIMESTAMP) AS ts",
+        ),
+    );
+    let err = project.fails(&["run", "job.toml"]);
+    assert!(
+        err.contains("column 'ts'") && err.contains("timestampNtz"),
+        "{err}"
+    );
+    assert_eq!(project.snapshot_log(TABLE), before);
 }

@@ -249,7 +249,9 @@ fn write_events_file(dir: &Path, config: &ChurnConfig, chunk: u32) -> Result<(),
         .build();
     let mut writer = ArrowWriter::try_new(file, events_schema(), Some(properties))
         .map_err(|e| DatagenError::parquet(&path, e))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (u64::from(chunk) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        config.seed ^ (u64::from(chunk) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     const BATCH: u64 = 65_536;
     let mut start = first;
     while start < end {
@@ -261,7 +263,9 @@ fn write_events_file(dir: &Path, config: &ChurnConfig, chunk: u32) -> Result<(),
             .map_err(|e| DatagenError::parquet(&path, e))?;
         start = stop;
     }
-    writer.close().map_err(|e| DatagenError::parquet(&path, e))?;
+    writer
+        .close()
+        .map_err(|e| DatagenError::parquet(&path, e))?;
     Ok(())
 }
 
@@ -385,7 +389,11 @@ mod tests {
         let again = generate_churn(&a.path().join("d"), &small()).unwrap();
         assert!(!again.generated);
         let other = ChurnConfig { seed: 8, ..small() };
-        assert!(generate_churn(&a.path().join("d"), &other).unwrap().generated);
+        assert!(
+            generate_churn(&a.path().join("d"), &other)
+                .unwrap()
+                .generated
+        );
     }
 
     #[test]
