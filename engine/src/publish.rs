@@ -289,7 +289,7 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
         WriteMode::Overwrite => {
             let current = snapshot.metadata();
             let schema_changed = current.parse_schema().ok().as_ref() != Some(&delta_schema);
-            let partitions_changed = current.partition_columns() != &target.partition_by;
+            let partitions_changed = current.partition_columns() != target.partition_by;
             let description_changed = current.description() != target.description.as_deref();
             if schema_changed || partitions_changed || description_changed {
                 let mut replaced = new_metadata(
@@ -345,7 +345,7 @@ fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTab
         return check_protocol_allows(target, schema, table);
     }
     let existing_partitions = snapshot.metadata().partition_columns();
-    if existing_partitions != &target.partition_by {
+    if existing_partitions != target.partition_by {
         return Err(EngineError::product(
             product,
             format!(
