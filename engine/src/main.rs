@@ -24,7 +24,11 @@ use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
-#[command(name = "lakeforge", version, about, long_about = None)]
+#[command(
+    name = "lakeforge",
+    version,
+    about = "Lakeforge: SQL-defined ML data products, published as versioned Delta tables"
+)]
 struct Cli {
     #[command(flatten)]
     engine: EngineArgs,
