@@ -19,11 +19,7 @@ pub async fn open_table(url: &Url, version: Option<u64>) -> Result<DeltaTable> {
     let not_a_table = || EngineError::NotATable {
         location: location.clone(),
     };
-    let table = DeltaTableBuilder::from_url(url.clone())
-        .map_err(|_| not_a_table())?
-        .build()
-        .map_err(|_| not_a_table())?;
-    if !table.verify_deltatable_existence().await.unwrap_or(false) {
+    if !is_delta_table(url).await {
         return Err(not_a_table());
     }
     let mut builder = DeltaTableBuilder::from_url(url.clone()).map_err(|_| not_a_table())?;
