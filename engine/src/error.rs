@@ -75,6 +75,16 @@ pub enum EngineError {
         source: Box<EngineError>,
     },
 
+    /// Checks with action `fail` did not pass; nothing was committed and the results were
+    /// recorded.
+    #[error("{message}")]
+    ChecksFailed {
+        /// Names each blocking check with its counts.
+        message: String,
+        /// Every check result of the run.
+        results: Vec<crate::dq::CheckResult>,
+    },
+
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),

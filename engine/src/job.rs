@@ -6,23 +6,29 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
-use lakeforge_planner::{JobPlan, JobSpec, ResolvedJob, plan_job};
+use lakeforge_planner::{CheckedDataset, Evaluation, JobPlan, JobSpec, ResolvedJob, plan_job};
 use url::Url;
 
 use crate::config::EngineConfig;
+use crate::dq::results::{RecordedResult, observed_history, record_results};
+use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
-use crate::location::{display_location, resolve_location, resolve_table_location};
-use crate::metadata::{CommitMetadata, ENGINE_VERSION, InputIdentity};
+use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
+use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
 use crate::publish::{
-    PreparedProduct, ProductTarget, StagedProduct, commit_product, discard_staged, prepare_product,
-    stage_product,
+    CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedProduct, check_input,
+    commit_product, commit_quarantine, delta_compatible_schema, discard_input, discard_staged,
+    prepare_product, prepare_quarantine, stage_product,
 };
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
 use crate::session::new_session;
 use crate::sources::register_sources;
+
+/// Where quarantine tables live, relative to the warehouse: `<folder>/<dataset>`.
+pub const QUARANTINE_FOLDER: &str = "_lakeforge/quarantine";
 
 /// A job file read and resolved, with its warehouse located.
 #[derive(Debug, Clone)]
@@ -93,6 +99,11 @@ pub enum RunEvent {
         /// Rows written so far, updated by the writers.
         rows: Arc<AtomicU64>,
     },
+    /// The checks of a source or step are being evaluated.
+    Checking {
+        /// The source or step.
+        dataset: String,
+    },
     /// Products are being committed.
     Committing,
 }
@@ -128,6 +139,8 @@ pub struct ProductOutcome {
     pub bytes: u64,
     /// Time spent computing and writing it.
     pub duration: Duration,
+    /// Rows its checks quarantined (committed to its quarantine table).
+    pub quarantined: u64,
 }
 
 /// What a successful run did.
@@ -139,15 +152,26 @@ pub struct RunSummary {
     pub job: String,
     /// Each product, in spec order.
     pub products: Vec<ProductOutcome>,
+    /// Every check result, inputs first, in spec order.
+    pub checks: Vec<CheckResult>,
     /// Wall time of the run.
     pub duration: Duration,
     /// Set when the run succeeded but its run record could not be written.
     pub record_warning: Option<String>,
 }
 
+/// What a run collects as it goes; recorded whether it succeeds or fails.
+#[derive(Debug, Default)]
+struct RunLedger {
+    inputs: Vec<InputIdentity>,
+    checks: Vec<CheckResult>,
+    versions: BTreeMap<String, u64>,
+}
+
 /// Runs `loaded` embedded: every product is computed and its files written, then each is
 /// committed as one new version. A failure before the commits publishes nothing. The run is
-/// recorded in the warehouse's runs table either way.
+/// recorded in the warehouse's runs table either way, and its check results in the
+/// `dq_results` table.
 pub async fn run_job(
     loaded: &LoadedJob,
     config: &EngineConfig,
@@ -156,8 +180,8 @@ pub async fn run_job(
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = Utc::now();
     let clock = Instant::now();
-    let mut inputs = Vec::new();
-    let outcome = execute_run(loaded, config, observer, &run_id, &mut inputs).await;
+    let mut ledger = RunLedger::default();
+    let outcome = execute_run(loaded, config, observer, &run_id, started_at, &mut ledger).await;
     let ended_at = Utc::now();
     let (status, products, error) = match &outcome {
         Ok(products) => (
@@ -175,6 +199,22 @@ pub async fn run_job(
         ),
         Err(error) => (RunStatus::Failed, Vec::new(), Some(error.to_string())),
     };
+    let recorded_checks: Vec<RecordedResult<'_>> = ledger
+        .checks
+        .iter()
+        .map(|result| RecordedResult {
+            result,
+            product_version: ledger.versions.get(&result.dataset).copied(),
+        })
+        .collect();
+    let checks_recorded = record_results(
+        &loaded.warehouse,
+        &run_id,
+        loaded.job.name(),
+        &recorded_checks,
+        ended_at,
+    )
+    .await;
     let record = RunRecord {
         run_id: run_id.clone(),
         job: loaded.job.name().to_string(),
@@ -183,15 +223,18 @@ pub async fn run_job(
         ended_at,
         spec_hash: loaded.job.spec_hash.clone(),
         products,
-        inputs,
+        inputs: std::mem::take(&mut ledger.inputs),
         error,
     };
-    let recorded = record_run(&loaded.warehouse, &record).await;
+    let recorded = record_run(&loaded.warehouse, &record)
+        .await
+        .and(checks_recorded);
     match outcome {
         Ok(products) => Ok(RunSummary {
             run_id,
             job: loaded.job.name().to_string(),
             products,
+            checks: ledger.checks,
             duration: clock.elapsed(),
             record_warning: recorded.err().map(|e| e.to_string()),
         }),
@@ -212,13 +255,64 @@ async fn execute_run(
     config: &EngineConfig,
     observer: &dyn RunObserver,
     run_id: &str,
-    inputs: &mut Vec<InputIdentity>,
+    started_at: DateTime<Utc>,
+    ledger: &mut RunLedger,
 ) -> Result<Vec<ProductOutcome>> {
     observer.on_event(RunEvent::Planning);
     let ctx = new_session(config)?;
     let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
-    *inputs = identities;
-    let prepared = prepare_products(loaded, &plan).await?;
+    ledger.inputs = identities;
+
+    // Checks on sources and steps: one pass over each checked input.
+    let mut inputs: Vec<CheckedInput> = Vec::new();
+    let discard_inputs = |inputs: Vec<CheckedInput>| async move {
+        for input in &inputs {
+            discard_input(input).await;
+        }
+    };
+    for checked in &plan.checked_inputs {
+        observer.on_event(RunEvent::Checking {
+            dataset: checked.dataset.clone(),
+        });
+        let checked_input = async {
+            let checks = prepare_checks(
+                &ctx,
+                loaded,
+                config,
+                checked.clone(),
+                None,
+                run_id,
+                started_at,
+            )
+            .await?;
+            let quarantine = quarantine_for(loaded, &checks).await?;
+            check_input(&ctx, checks, quarantine).await
+        }
+        .await;
+        match checked_input {
+            Ok(input) => {
+                ledger.checks.extend(input.results.iter().cloned());
+                inputs.push(input);
+            }
+            Err(error) => {
+                discard_inputs(inputs).await;
+                return Err(error);
+            }
+        }
+    }
+    if let Some(error) = blocking_checks(&ledger.checks) {
+        discard_inputs(inputs).await;
+        return Err(error);
+    }
+
+    let prepared = match prepare_run_products(&ctx, loaded, config, &plan, run_id, started_at).await
+    {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            discard_inputs(inputs).await;
+            return Err(error);
+        }
+    };
 
     // Phase 1: compute every product and write its files, committing nothing.
     let mut staged: Vec<(StagedProduct, Duration)> = Vec::with_capacity(prepared.len());
@@ -230,65 +324,229 @@ async fn execute_run(
         });
         let clock = Instant::now();
         match stage_product(&ctx, product, rows).await {
-            Ok(done) => staged.push((done, clock.elapsed())),
+            Ok(done) => {
+                ledger.checks.extend(done.check_results.iter().cloned());
+                staged.push((done, clock.elapsed()));
+            }
             Err(error) => {
                 for (done, _) in &staged {
                     discard_staged(done).await;
                 }
+                discard_inputs(inputs).await;
                 return Err(error);
             }
         }
     }
+    if let Some(error) = blocking_checks(&ledger.checks) {
+        for (done, _) in &staged {
+            discard_staged(done).await;
+        }
+        discard_inputs(inputs).await;
+        return Err(error);
+    }
 
-    // Phase 2: one commit per product.
+    // Phase 2: one commit per product, then the quarantined rows.
     observer.on_event(RunEvent::Committing);
-    let mut outcomes = Vec::with_capacity(staged.len());
-    for (index, (product, duration)) in staged.iter().enumerate() {
-        let target = &product.prepared.target;
-        let metadata = CommitMetadata {
+    let input_checks: Vec<CheckSummary> = inputs
+        .iter()
+        .flat_map(|i| i.results.iter().map(CheckSummary::from))
+        .collect();
+    let metadata_for =
+        |product: Option<&str>, rows: u64, checks: Vec<CheckSummary>| CommitMetadata {
             operation: "run".to_string(),
             run_id: run_id.to_string(),
             job: Some(loaded.job.name().to_string()),
-            product: Some(target.name.clone()),
+            product: product.map(str::to_string),
             spec_hash: Some(loaded.job.spec_hash.clone()),
             vars: loaded.job.vars.clone(),
             engine_version: ENGINE_VERSION.to_string(),
-            rows_written: Some(product.rows),
-            inputs: inputs.clone(),
+            rows_written: Some(rows),
+            inputs: ledger.inputs.clone(),
             restored_version: None,
+            checks,
         };
+    let mut outcomes = Vec::with_capacity(staged.len());
+    for (index, (product, duration)) in staged.iter().enumerate() {
+        let target = &product.prepared.target;
+        let mut checks = input_checks.clone();
+        checks.extend(product.check_results.iter().map(CheckSummary::from));
+        let metadata = metadata_for(Some(&target.name), product.rows, checks);
         match commit_product(product, &metadata).await {
-            Ok(version) => outcomes.push(ProductOutcome {
-                name: target.name.clone(),
-                table: target.url.clone(),
-                version,
-                rows: product.rows,
-                files: product.adds.len(),
-                bytes: product.bytes,
-                duration: *duration,
-            }),
+            Ok(version) => {
+                ledger.versions.insert(target.name.clone(), version);
+                outcomes.push(ProductOutcome {
+                    name: target.name.clone(),
+                    table: target.url.clone(),
+                    version,
+                    rows: product.rows,
+                    files: product.adds.len(),
+                    bytes: product.bytes,
+                    duration: *duration,
+                    quarantined: product.quarantine.as_ref().map_or(0, |(_, f)| f.rows),
+                })
+            }
             Err(error) => {
                 for (rest, _) in &staged[index..] {
                     discard_staged(rest).await;
                 }
-                if outcomes.is_empty() {
-                    return Err(error);
-                }
-                // Delta has no multi-table transactions: earlier products are already
-                // committed. Say exactly which, so the operator can roll them back.
-                let committed = outcomes
-                    .iter()
-                    .map(|o| format!("{} version {}", o.name, o.version))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(EngineError::product(
-                    &target.name,
-                    format!("{error} (already committed by this run: {committed})"),
-                ));
+                discard_inputs(inputs).await;
+                return Err(partially_committed(&target.name, error, &outcomes));
             }
         }
     }
+    let quarantines = inputs
+        .iter()
+        .filter_map(|i| i.quarantine.as_ref())
+        .chain(staged.iter().filter_map(|(p, _)| p.quarantine.as_ref()));
+    for (quarantine, files) in quarantines {
+        let metadata = metadata_for(None, files.rows, Vec::new());
+        if let Err(error) = commit_quarantine(quarantine, files, &metadata).await {
+            return Err(partially_committed(
+                &quarantine.target.name,
+                error,
+                &outcomes,
+            ));
+        }
+    }
     Ok(outcomes)
+}
+
+/// Delta has no multi-table transactions: when a commit fails after earlier products were
+/// committed, say exactly which, so the operator can roll them back.
+fn partially_committed(name: &str, error: EngineError, outcomes: &[ProductOutcome]) -> EngineError {
+    if outcomes.is_empty() {
+        return error;
+    }
+    let committed = outcomes
+        .iter()
+        .map(|o| format!("{} version {}", o.name, o.version))
+        .collect::<Vec<_>>()
+        .join(", ");
+    EngineError::product(
+        name,
+        format!("{error} (already committed by this run: {committed})"),
+    )
+}
+
+/// The error stopping a run when checks with action `fail` did not pass.
+fn blocking_checks(results: &[CheckResult]) -> Option<EngineError> {
+    let blocking: Vec<String> = results
+        .iter()
+        .filter(|r| r.blocks_run())
+        .map(|r| {
+            let detail = match r.observed {
+                Some(observed) => format!("observed {observed} ({})", r.description),
+                None if r.kind == "schema" => r.message.clone().unwrap_or_default(),
+                None if r.evaluated == 0 || !crate::dq::is_row_level(&r.kind) => {
+                    r.message.clone().unwrap_or_else(|| r.description.clone())
+                }
+                None => format!(
+                    "{} of {} rows failed ({:.2}%{}), {} NULL skipped",
+                    r.failed,
+                    r.evaluated,
+                    r.failed as f64 * 100.0 / r.evaluated as f64,
+                    r.message
+                        .as_deref()
+                        .map(|m| format!(", {m}"))
+                        .unwrap_or_default(),
+                    r.null_skipped
+                ),
+            };
+            format!("check '{}' on '{}' failed: {detail}", r.check, r.dataset)
+        })
+        .collect();
+    (!blocking.is_empty()).then(|| EngineError::ChecksFailed {
+        message: format!("{}; nothing was committed", blocking.join("; ")),
+        results: results.to_vec(),
+    })
+}
+
+/// Measures what a dataset's checks need before its pass: drift references and, for anomaly
+/// checks, the history of their observed values.
+async fn prepare_checks(
+    ctx: &SessionContext,
+    loaded: &LoadedJob,
+    config: &EngineConfig,
+    checked: CheckedDataset,
+    existing: Option<&deltalake::DeltaTable>,
+    run_id: &str,
+    started_at: DateTime<Utc>,
+) -> Result<Arc<DatasetCheckRun>> {
+    let needs_history = checked
+        .checks
+        .iter()
+        .any(|c| matches!(c.evaluation, Evaluation::Anomaly { .. }));
+    let history = if needs_history {
+        observed_history(
+            &loaded.warehouse,
+            loaded.job.name(),
+            &checked.dataset,
+            config,
+        )
+        .await?
+    } else {
+        BTreeMap::new()
+    };
+    let run = DatasetCheckRun::prepare(
+        ctx,
+        checked,
+        ProductHistory { existing },
+        &history,
+        run_id,
+        started_at,
+    )
+    .await?;
+    Ok(Arc::new(run))
+}
+
+/// The quarantine table of a dataset whose checks quarantine rows.
+async fn quarantine_for(
+    loaded: &LoadedJob,
+    checks: &DatasetCheckRun,
+) -> Result<Option<QuarantineTarget>> {
+    if !checks.checked.quarantines_rows() {
+        return Ok(None);
+    }
+    let dataset = &checks.checked.dataset;
+    let url = join_folder(&loaded.warehouse, &format!("{QUARANTINE_FOLDER}/{dataset}"))?;
+    let dataset_schema = delta_compatible_schema(
+        dataset,
+        &checks.checked.plan,
+        checks.checked.dataset_columns,
+    )?;
+    prepare_quarantine(url, dataset, &dataset_schema)
+        .await
+        .map(Some)
+}
+
+/// Products prepared to run, each with its checks attached.
+async fn prepare_run_products(
+    ctx: &SessionContext,
+    loaded: &LoadedJob,
+    config: &EngineConfig,
+    plan: &JobPlan,
+    run_id: &str,
+    started_at: DateTime<Utc>,
+) -> Result<Vec<PreparedProduct>> {
+    let mut prepared = prepare_products(loaded, plan).await?;
+    for (product, named) in prepared.iter_mut().zip(&plan.products) {
+        let Some(checked) = &named.checks else {
+            continue;
+        };
+        let checks = prepare_checks(
+            ctx,
+            loaded,
+            config,
+            checked.clone(),
+            product.existing.as_ref(),
+            run_id,
+            started_at,
+        )
+        .await?;
+        product.quarantine = quarantine_for(loaded, &checks).await?;
+        product.checks = Some(checks);
+    }
+    Ok(prepared)
 }
 
 /// Registers the job's sources in `ctx` and plans its steps and products.
@@ -305,7 +563,11 @@ async fn prepare_products(loaded: &LoadedJob, plan: &JobPlan) -> Result<Vec<Prep
     let targets = loaded.product_targets()?;
     let mut prepared = Vec::with_capacity(targets.len());
     for (target, product) in targets.into_iter().zip(&plan.products) {
-        prepared.push(prepare_product(target, product.plan.clone()).await?);
+        let (plan, columns) = match &product.checks {
+            Some(checked) => (checked.plan.clone(), Some(checked.dataset_columns)),
+            None => (product.plan.clone(), None),
+        };
+        prepared.push(prepare_product(target, plan, columns).await?);
     }
     Ok(prepared)
 }

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod delta;
+pub mod dq;
 pub mod error;
 pub mod job;
 pub mod location;

@@ -12,15 +12,17 @@ use anyhow::{Context, bail};
 use arrow::array::RecordBatch;
 use clap::{Args, Parser, Subcommand};
 use lakeforge_benchmarks::datagen::churn::{ChurnConfig, generate_churn};
-use lakeforge_engine::EngineConfig;
 use lakeforge_engine::config::parse_byte_size;
 use lakeforge_engine::delta::{history, rollback};
+use lakeforge_engine::dq::CheckResult;
+use lakeforge_engine::dq::results::list_results;
 use lakeforge_engine::job::{
     LoadedJob, RunEvent, RunObserver, RunSummary, location_argument, run_job, table_argument,
     validate_job,
 };
 use lakeforge_engine::location::display_location;
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
+use lakeforge_engine::{EngineConfig, EngineError};
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
@@ -128,6 +130,20 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Show the history of check results recorded in a warehouse, newest first.
+    Dq {
+        /// The warehouse: a path or URL.
+        warehouse: String,
+        /// Only this job's results.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this check's results.
+        #[arg(long)]
+        check: Option<String>,
+        /// Show at most this many results.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Generate a sample dataset and run its example job end to end.
     Example {
         /// The example to run.
@@ -184,7 +200,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { job, vars } => {
             let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
-            let summary = run_with_progress(&loaded, &config).await?;
+            let summary = run_with_progress(&loaded, &config, json).await?;
             print_summary(&summary, json);
         }
         Command::Validate { job, vars } => {
@@ -256,6 +272,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Runs { warehouse, limit } => {
             let url = table_argument(&warehouse)?;
             let batches = list_runs(&url, limit, &config).await?;
+            print_batches(&batches, json)?;
+        }
+        Command::Dq {
+            warehouse,
+            job,
+            check,
+            limit,
+        } => {
+            let url = table_argument(&warehouse)?;
+            let batches =
+                list_results(&url, job.as_deref(), check.as_deref(), limit, &config).await?;
             print_batches(&batches, json)?;
         }
         Command::Example {
@@ -334,7 +361,7 @@ async fn run_example(
         eprintln!("reusing the sample data under {}", dataset.root.display());
     }
     let loaded = LoadedJob::load(&job_path, &BTreeMap::new())?;
-    let summary = run_with_progress(&loaded, config).await?;
+    let summary = run_with_progress(&loaded, config, json).await?;
     print_summary(&summary, json);
     if !json && let Some(first) = summary.products.first() {
         println!(
@@ -351,10 +378,24 @@ async fn run_example(
 async fn run_with_progress(
     loaded: &LoadedJob,
     config: &EngineConfig,
+    json: bool,
 ) -> anyhow::Result<RunSummary> {
     let progress = TerminalProgress::new();
     let summary = run_job(loaded, config, &progress).await;
     progress.finish();
+    if let Err(EngineError::RunFailed { run_id, source }) = &summary
+        && let EngineError::ChecksFailed { results, .. } = source.as_ref()
+    {
+        // Show every check's counts before the error line, so the failing ones are in context.
+        if json {
+            let line = serde_json::json!({
+                "run_id": run_id, "job": loaded.job.name(), "status": "failed", "checks": results,
+            });
+            println!("{line}");
+        } else {
+            print_checks(results);
+        }
+    }
     let summary = summary?;
     if let Some(warning) = &summary.record_warning {
         eprintln!("warning: the run succeeded but its record was not written: {warning}");
@@ -371,13 +412,14 @@ fn print_summary(summary: &RunSummary, json: bool) {
                 serde_json::json!({
                     "product": p.name, "table": p.table.to_string(), "version": p.version,
                     "rows": p.rows, "files": p.files, "bytes": p.bytes,
-                    "duration_ms": p.duration.as_millis() as u64,
+                    "duration_ms": p.duration.as_millis() as u64, "quarantined": p.quarantined,
                 })
             })
             .collect();
         let line = serde_json::json!({
             "run_id": summary.run_id, "job": summary.job, "status": "succeeded",
             "duration_ms": summary.duration.as_millis() as u64, "products": products,
+            "checks": summary.checks,
         });
         println!("{line}");
         return;
@@ -391,11 +433,11 @@ fn print_summary(summary: &RunSummary, json: bool) {
     let header = [
         "product", "version", "rows", "files", "size", "time", "table",
     ];
-    let rows: Vec<[String; 7]> = summary
+    let rows: Vec<Vec<String>> = summary
         .products
         .iter()
         .map(|p| {
-            [
+            vec![
                 p.name.clone(),
                 p.version.to_string(),
                 p.rows.to_string(),
@@ -406,6 +448,67 @@ fn print_summary(summary: &RunSummary, json: bool) {
             ]
         })
         .collect();
+    print_table(&header, &rows);
+    for product in summary.products.iter().filter(|p| p.quarantined > 0) {
+        println!(
+            "{} rows of {} quarantined (lakeforge show WAREHOUSE/_lakeforge/quarantine/{})",
+            product.quarantined, product.name, product.name
+        );
+    }
+    print_checks(&summary.checks);
+}
+
+/// One table of check results per dataset.
+fn print_checks(results: &[CheckResult]) {
+    let mut datasets: Vec<&str> = Vec::new();
+    for result in results {
+        if !datasets.contains(&result.dataset.as_str()) {
+            datasets.push(&result.dataset);
+        }
+    }
+    for dataset in datasets {
+        println!("\nchecks on {dataset}:");
+        let header = [
+            "check",
+            "action",
+            "evaluated",
+            "failed",
+            "%",
+            "observed",
+            "passed",
+            "details",
+        ];
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .filter(|r| r.dataset == dataset)
+            .map(|r| {
+                vec![
+                    r.check.clone(),
+                    r.action.clone(),
+                    r.evaluated.to_string(),
+                    r.failed.to_string(),
+                    r.failed_percent()
+                        .map(|p| format!("{p:.2}"))
+                        .unwrap_or_else(|| "-".to_string()),
+                    r.observed
+                        .map(|o| {
+                            format!("{o:.6}")
+                                .trim_end_matches('0')
+                                .trim_end_matches('.')
+                                .to_string()
+                        })
+                        .unwrap_or_else(|| "-".to_string()),
+                    if r.passed { "yes" } else { "NO" }.to_string(),
+                    r.message.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&header, &rows);
+    }
+}
+
+/// Prints left-aligned columns under a header.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -426,7 +529,7 @@ fn print_summary(summary: &RunSummary, json: bool) {
             .to_string()
     };
     println!("{}", line(header.to_vec()));
-    for row in &rows {
+    for row in rows {
         println!("{}", line(row.iter().map(String::as_str).collect()));
     }
 }
@@ -510,6 +613,7 @@ impl RunObserver for TerminalProgress {
         match event {
             RunEvent::Planning => bar.set_message("planning"),
             RunEvent::Committing => bar.set_message("committing"),
+            RunEvent::Checking { dataset } => bar.set_message(format!("checking {dataset}")),
             RunEvent::Writing { product, rows } => {
                 let bar = bar.clone();
                 let rows = Arc::clone(&rows);

@@ -47,6 +47,46 @@ pub struct CommitMetadata {
     /// For a rollback: the version whose contents were restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_version: Option<u64>,
+    /// The results of the checks on this product and on the inputs it was computed from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSummary>,
+}
+
+/// A check result in compact form, as stored in commit metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckSummary {
+    /// The dataset checked.
+    pub dataset: String,
+    /// The check.
+    pub check: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its action.
+    pub action: String,
+    /// Rows evaluated.
+    pub evaluated: u64,
+    /// Rows failing.
+    pub failed: u64,
+    /// The measured value of dataset-level checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// Whether it passed.
+    pub passed: bool,
+}
+
+impl From<&crate::dq::CheckResult> for CheckSummary {
+    fn from(result: &crate::dq::CheckResult) -> Self {
+        CheckSummary {
+            dataset: result.dataset.clone(),
+            check: result.check.clone(),
+            kind: result.kind.clone(),
+            action: result.action.clone(),
+            evaluated: result.evaluated,
+            failed: result.failed,
+            observed: result.observed,
+            passed: result.passed,
+        }
+    }
 }
 
 /// Which data exactly a source was.

@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use crate::delta::open_existing;
+use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
@@ -70,6 +71,43 @@ pub struct PreparedProduct {
     pub schema: SchemaRef,
     /// The table as it is now, when it exists.
     pub existing: Option<DeltaTable>,
+    /// The product's checks, evaluated while its files are written.
+    pub checks: Option<Arc<DatasetCheckRun>>,
+    /// Where rows its checks quarantine go.
+    pub quarantine: Option<QuarantineTarget>,
+}
+
+/// A quarantine table: `WAREHOUSE/_lakeforge/quarantine/<dataset>`, appended to by every run
+/// that quarantines rows of the dataset.
+#[derive(Debug, Clone)]
+pub struct QuarantineTarget {
+    /// The table, as a publishing target (append mode).
+    pub target: ProductTarget,
+    /// `failed_checks`, `run_id`, then the dataset's columns.
+    pub schema: SchemaRef,
+    /// The table as it is now, when it exists.
+    pub existing: Option<DeltaTable>,
+}
+
+/// Files written but not committed.
+#[derive(Debug, Default, Clone)]
+pub struct StagedFiles {
+    /// The files.
+    pub adds: Vec<Add>,
+    /// Rows in them.
+    pub rows: u64,
+    /// Their total size.
+    pub bytes: u64,
+}
+
+impl StagedFiles {
+    fn new(adds: Vec<Add>, rows: u64) -> StagedFiles {
+        let bytes = adds
+            .iter()
+            .map(|a| u64::try_from(a.size).unwrap_or(0))
+            .sum();
+        StagedFiles { adds, rows, bytes }
+    }
 }
 
 /// A product whose files are written but not committed.
@@ -83,13 +121,34 @@ pub struct StagedProduct {
     pub rows: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Quarantined rows written, when checks quarantined any.
+    pub quarantine: Option<(QuarantineTarget, StagedFiles)>,
+    /// The product's check results.
+    pub check_results: Vec<CheckResult>,
+}
+
+/// An input dataset (source or step) after its check pass.
+#[derive(Debug)]
+pub struct CheckedInput {
+    /// The check results.
+    pub results: Vec<CheckResult>,
+    /// Quarantined rows written, when checks quarantined any.
+    pub quarantine: Option<(QuarantineTarget, StagedFiles)>,
 }
 
 /// Casts the product's plan to Delta types and checks it against the table at the target.
-pub async fn prepare_product(target: ProductTarget, plan: LogicalPlan) -> Result<PreparedProduct> {
+///
+/// `dataset_columns` is how many leading columns of `plan` are the product's (the rest are
+/// check columns, left as they are); `None` means all of them.
+pub async fn prepare_product(
+    target: ProductTarget,
+    plan: LogicalPlan,
+    dataset_columns: Option<usize>,
+) -> Result<PreparedProduct> {
     let product = target.name.clone();
-    let plan = cast_to_delta_types(&product, plan)?;
-    let schema = nullable_schema(plan.schema().as_arrow());
+    let columns = dataset_columns.unwrap_or(plan.schema().fields().len());
+    let plan = cast_to_delta_types(&product, plan, columns)?;
+    let schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
     let existing = open_existing(&target.url).await?;
     if let Some(table) = &existing {
         check_against_table(&target, &schema, table)?;
@@ -99,10 +158,82 @@ pub async fn prepare_product(target: ProductTarget, plan: LogicalPlan) -> Result
         plan,
         schema,
         existing,
+        checks: None,
+        quarantine: None,
     })
 }
 
-/// Runs the prepared product's plan and writes its files, one writer per output partition.
+/// The schema the first `columns` columns of `plan` are written with: Delta types, nullable.
+pub fn delta_compatible_schema(
+    dataset: &str,
+    plan: &LogicalPlan,
+    columns: usize,
+) -> Result<SchemaRef> {
+    let cast = cast_to_delta_types(dataset, plan.clone(), columns)?;
+    Ok(leading_nullable_schema(cast.schema().as_arrow(), columns))
+}
+
+/// Locates a dataset's quarantine table and checks that rows of `dataset_schema` can be
+/// appended to it.
+pub async fn prepare_quarantine(
+    url: Url,
+    dataset: &str,
+    dataset_schema: &Schema,
+) -> Result<QuarantineTarget> {
+    let target = ProductTarget {
+        name: format!("quarantine of {dataset}"),
+        url,
+        mode: WriteMode::Append,
+        partition_by: Vec::new(),
+        description: Some(format!("Rows of '{dataset}' that failed quarantine checks")),
+        owner: None,
+    };
+    let schema = DatasetCheckRun::quarantine_schema(dataset_schema);
+    let existing = open_existing(&target.url).await?;
+    if let Some(table) = &existing {
+        check_against_table(&target, &schema, table)?;
+    }
+    Ok(QuarantineTarget {
+        target,
+        schema,
+        existing,
+    })
+}
+
+/// Runs an input dataset's checks (one pass over its checked plan), writing quarantined rows
+/// but committing nothing.
+pub async fn check_input(
+    ctx: &SessionContext,
+    checks: Arc<DatasetCheckRun>,
+    quarantine: Option<QuarantineTarget>,
+) -> Result<CheckedInput> {
+    let dataset = checks.checked.dataset.clone();
+    let columns = checks.checked.dataset_columns;
+    let plan = cast_to_delta_types(&dataset, checks.checked.plan.clone(), columns)?;
+    let dataset_schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
+    let streamed = stream_to_tables(
+        ctx,
+        &dataset,
+        &plan,
+        None,
+        &dataset_schema,
+        Some(&checks),
+        quarantine.as_ref(),
+        Arc::new(AtomicU64::new(0)),
+    )
+    .await?;
+    let results = checks.finish(streamed.checkers);
+    let quarantine = quarantine
+        .filter(|_| streamed.quarantined.rows > 0)
+        .map(|q| (q, streamed.quarantined));
+    Ok(CheckedInput {
+        results,
+        quarantine,
+    })
+}
+
+/// Runs the prepared product's plan and writes its files, one writer per output partition,
+/// evaluating its checks (and writing quarantined rows) in the same pass.
 ///
 /// `rows_progress` is incremented as rows are written, for progress displays. On failure every
 /// file this call wrote is deleted (best effort) and nothing is committed.
@@ -112,39 +243,109 @@ pub async fn stage_product(
     rows_progress: Arc<AtomicU64>,
 ) -> Result<StagedProduct> {
     let product = prepared.target.name.clone();
-    let physical = ctx
-        .state()
-        .create_physical_plan(&prepared.plan)
-        .await
-        .map_err(|e| {
-            EngineError::product(&product, format!("cannot plan: {}", e.strip_backtrace()))
-        })?;
+    let streamed = stream_to_tables(
+        ctx,
+        &product,
+        &prepared.plan,
+        Some(&prepared.target),
+        &prepared.schema,
+        prepared.checks.as_ref(),
+        prepared.quarantine.as_ref(),
+        rows_progress,
+    )
+    .await?;
+    let check_results = match &prepared.checks {
+        Some(checks) => checks.finish(streamed.checkers),
+        None => Vec::new(),
+    };
+    let quarantine = prepared
+        .quarantine
+        .clone()
+        .filter(|_| streamed.quarantined.rows > 0)
+        .map(|q| (q, streamed.quarantined));
+    Ok(StagedProduct {
+        prepared,
+        adds: streamed.published.adds,
+        rows: streamed.published.rows,
+        bytes: streamed.published.bytes,
+        quarantine,
+        check_results,
+    })
+}
+
+/// What streaming a plan into its tables produced.
+struct Streamed {
+    published: StagedFiles,
+    quarantined: StagedFiles,
+    checkers: Vec<PartitionChecker>,
+}
+
+/// Executes `plan` partition by partition: checks evaluated per batch, valid rows written to
+/// `target` (when publishing), quarantined rows to `quarantine`. On failure, every file written
+/// is deleted and the error names `dataset`.
+#[allow(clippy::too_many_arguments)]
+async fn stream_to_tables(
+    ctx: &SessionContext,
+    dataset: &str,
+    plan: &LogicalPlan,
+    target: Option<&ProductTarget>,
+    dataset_schema: &SchemaRef,
+    checks: Option<&Arc<DatasetCheckRun>>,
+    quarantine: Option<&QuarantineTarget>,
+    rows_progress: Arc<AtomicU64>,
+) -> Result<Streamed> {
+    let physical = ctx.state().create_physical_plan(plan).await.map_err(|e| {
+        EngineError::product(dataset, format!("cannot plan: {}", e.strip_backtrace()))
+    })?;
     let partitions = physical.output_partitioning().partition_count();
     let task_ctx = ctx.task_ctx();
+    let new_writer = |url: &Url, schema: &SchemaRef, partition_by: &[String]| {
+        RecordBatchWriter::try_new(
+            url.as_str(),
+            Arc::clone(schema),
+            Some(partition_by.to_vec()),
+            None,
+        )
+        .map(|w| w.with_target_file_size(TARGET_FILE_SIZE))
+        .map_err(|e| EngineError::delta(format!("'{dataset}': cannot start writing"), e))
+    };
     let mut writers = JoinSet::new();
     for partition in 0..partitions {
         let stream = physical
             .execute(partition, Arc::clone(&task_ctx))
-            .map_err(|e| EngineError::product(&product, e.strip_backtrace()))?;
-        let writer = RecordBatchWriter::try_new(
-            prepared.target.url.as_str(),
-            Arc::clone(&prepared.schema),
-            Some(prepared.target.partition_by.clone()),
-            None,
-        )
-        .map_err(|e| EngineError::delta(format!("product '{product}': cannot start writing"), e))?
-        .with_target_file_size(TARGET_FILE_SIZE);
-        writers.spawn(write_partition(stream, writer, Arc::clone(&rows_progress)));
+            .map_err(|e| EngineError::product(dataset, e.strip_backtrace()))?;
+        let sinks = PartitionSinks {
+            dataset_schema: Arc::clone(dataset_schema),
+            published: target
+                .map(|t| new_writer(&t.url, dataset_schema, &t.partition_by))
+                .transpose()?,
+            quarantine: quarantine
+                .map(|q| {
+                    Ok::<_, EngineError>((
+                        new_writer(&q.target.url, &q.schema, &[])?,
+                        Arc::clone(&q.schema),
+                    ))
+                })
+                .transpose()?,
+            checker: checks.map(|c| c.partition()).transpose()?,
+            rows_progress: Arc::clone(&rows_progress),
+        };
+        writers.spawn(sinks.consume(stream));
     }
 
-    let mut adds = Vec::new();
-    let mut rows = 0;
+    let mut published = Vec::new();
+    let mut quarantined = Vec::new();
+    let (mut published_rows, mut quarantined_rows) = (0, 0);
+    let mut checkers = Vec::new();
     let mut failure = None;
     while let Some(joined) = writers.join_next().await {
         match joined {
-            Ok(Ok((partition_adds, partition_rows))) => {
-                adds.extend(partition_adds);
-                rows += partition_rows;
+            Ok(Ok(done)) => {
+                published.extend(done.published.0);
+                published_rows += done.published.1;
+                quarantined.extend(done.quarantined.0);
+                quarantined_rows += done.quarantined.1;
+                checkers.extend(done.checker);
             }
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
@@ -157,68 +358,145 @@ pub async fn stage_product(
             }
         }
     }
-    let bytes = adds
-        .iter()
-        .map(|a| u64::try_from(a.size).unwrap_or(0))
-        .sum();
-    let staged = StagedProduct {
-        prepared,
-        adds,
-        rows,
-        bytes,
-    };
     if let Some(message) = failure {
-        discard_staged(&staged).await;
-        return Err(EngineError::product(&product, message));
+        if let Some(target) = target {
+            delete_files(&target.url, &published).await;
+        }
+        if let Some(quarantine) = quarantine {
+            delete_files(&quarantine.target.url, &quarantined).await;
+        }
+        return Err(EngineError::product(dataset, message));
     }
-    Ok(staged)
+    Ok(Streamed {
+        published: StagedFiles::new(published, published_rows),
+        quarantined: StagedFiles::new(quarantined, quarantined_rows),
+        checkers,
+    })
 }
 
-async fn write_partition(
-    mut stream: SendableRecordBatchStream,
-    mut writer: RecordBatchWriter,
+/// Where one partition's rows go.
+struct PartitionSinks {
+    dataset_schema: SchemaRef,
+    published: Option<RecordBatchWriter>,
+    quarantine: Option<(RecordBatchWriter, SchemaRef)>,
+    checker: Option<PartitionChecker>,
     rows_progress: Arc<AtomicU64>,
-) -> std::result::Result<(Vec<Add>, u64), String> {
-    let mut rows = 0u64;
-    loop {
-        match stream.next().await {
-            Some(Ok(batch)) => {
+}
+
+/// What one partition wrote: (files, rows) published and quarantined, and its check state.
+struct PartitionDone {
+    published: (Vec<Add>, u64),
+    quarantined: (Vec<Add>, u64),
+    checker: Option<PartitionChecker>,
+}
+
+impl PartitionSinks {
+    async fn consume(
+        mut self,
+        mut stream: SendableRecordBatchStream,
+    ) -> std::result::Result<PartitionDone, String> {
+        let (mut published_rows, mut quarantined_rows) = (0u64, 0u64);
+        let outcome: std::result::Result<(), String> = async {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| e.strip_backtrace())?;
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                let count = batch.num_rows() as u64;
-                if let Err(error) = writer.write(batch).await {
-                    writer.reset();
-                    return Err(format!("cannot write files: {error}"));
+                let (valid, quarantined) = match &mut self.checker {
+                    Some(checker) => {
+                        let split = checker.observe(
+                            &batch,
+                            &self.dataset_schema,
+                            self.quarantine.as_ref().map(|(_, schema)| schema),
+                        )?;
+                        (split.valid, split.quarantined)
+                    }
+                    None => (batch, None),
+                };
+                if let Some(writer) = &mut self.published
+                    && valid.num_rows() > 0
+                {
+                    let count = valid.num_rows() as u64;
+                    writer
+                        .write(valid)
+                        .await
+                        .map_err(|e| format!("cannot write files: {e}"))?;
+                    published_rows += count;
+                    self.rows_progress.fetch_add(count, Ordering::Relaxed);
                 }
-                rows += count;
-                rows_progress.fetch_add(count, Ordering::Relaxed);
+                if let (Some((writer, _)), Some(rows)) = (&mut self.quarantine, quarantined)
+                    && rows.num_rows() > 0
+                {
+                    let count = rows.num_rows() as u64;
+                    writer
+                        .write(rows)
+                        .await
+                        .map_err(|e| format!("cannot write quarantined rows: {e}"))?;
+                    quarantined_rows += count;
+                }
             }
-            Some(Err(error)) => {
-                writer.reset();
-                return Err(error.strip_backtrace());
-            }
-            None => break,
+            Ok(())
         }
+        .await;
+        if let Err(error) = outcome {
+            if let Some(writer) = &mut self.published {
+                writer.reset();
+            }
+            if let Some((writer, _)) = &mut self.quarantine {
+                writer.reset();
+            }
+            return Err(error);
+        }
+        let published = match &mut self.published {
+            Some(writer) => writer
+                .flush()
+                .await
+                .map_err(|e| format!("cannot finish files: {e}"))?,
+            None => Vec::new(),
+        };
+        let quarantined = match &mut self.quarantine {
+            Some((writer, _)) if quarantined_rows > 0 => writer
+                .flush()
+                .await
+                .map_err(|e| format!("cannot finish quarantine files: {e}"))?,
+            _ => Vec::new(),
+        };
+        Ok(PartitionDone {
+            published: (published, published_rows),
+            quarantined: (quarantined, quarantined_rows),
+            checker: self.checker,
+        })
     }
-    let adds = writer
-        .flush()
-        .await
-        .map_err(|e| format!("cannot finish files: {e}"))?;
-    Ok((adds, rows))
 }
 
-/// Deletes the files of a staged product that will not be committed. Best effort: a file that
-/// cannot be deleted is only logged, since uncommitted files are invisible to readers and a
-/// Delta `VACUUM` removes them.
+/// Deletes the files of a staged product (and its quarantined rows) that will not be
+/// committed. Best effort: a file that cannot be deleted is only logged, since uncommitted files
+/// are invisible to readers and a Delta `VACUUM` removes them.
 pub async fn discard_staged(staged: &StagedProduct) {
-    let Ok(table) = deltalake::DeltaTableBuilder::from_url(staged.prepared.target.url.clone())
-        .and_then(|b| b.build())
+    delete_files(&staged.prepared.target.url, &staged.adds).await;
+    if let Some((quarantine, files)) = &staged.quarantine {
+        delete_files(&quarantine.target.url, &files.adds).await;
+    }
+}
+
+/// Deletes the quarantined rows of an input that will not be committed.
+pub async fn discard_input(checked: &CheckedInput) {
+    if let Some((quarantine, files)) = &checked.quarantine {
+        delete_files(&quarantine.target.url, &files.adds).await;
+    }
+}
+
+async fn delete_files(table_url: &Url, adds: &[Add]) {
+    if adds.is_empty() {
+        return;
+    }
+    let Ok(table) =
+        deltalake::DeltaTableBuilder::from_url(table_url.clone()).and_then(|b| b.build())
     else {
         return;
     };
     let store = table.object_store();
-    for add in &staged.adds {
+    for add in adds {
         let path = ObjectPath::from_url_path(&add.path)
             .unwrap_or_else(|_| ObjectPath::from(add.path.as_str()));
         if let Err(error) = store.delete(&path).await {
@@ -227,9 +505,48 @@ pub async fn discard_staged(staged: &StagedProduct) {
     }
 }
 
+/// Commits a dataset's quarantined rows as one new version of its quarantine table.
+pub async fn commit_quarantine(
+    quarantine: &QuarantineTarget,
+    files: &StagedFiles,
+    metadata: &CommitMetadata,
+) -> Result<u64> {
+    commit_files(
+        &quarantine.target,
+        &quarantine.schema,
+        quarantine.existing.as_ref(),
+        files,
+        metadata,
+    )
+    .await
+}
+
 /// Commits a staged product as one new table version and returns it.
 pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -> Result<u64> {
-    let target = &staged.prepared.target;
+    let files = StagedFiles {
+        adds: staged.adds.clone(),
+        rows: staged.rows,
+        bytes: staged.bytes,
+    };
+    commit_files(
+        &staged.prepared.target,
+        &staged.prepared.schema,
+        staged.prepared.existing.as_ref(),
+        &files,
+        metadata,
+    )
+    .await
+}
+
+/// Commits `files` to the table at `target` as one version: a new table, an append, or an
+/// overwrite (removing the current files, with new metadata when the schema changes).
+async fn commit_files(
+    target: &ProductTarget,
+    schema: &SchemaRef,
+    existing: Option<&DeltaTable>,
+    staged: &StagedFiles,
+    metadata: &CommitMetadata,
+) -> Result<u64> {
     let product = &target.name;
     let lakeforge = serde_json::to_value(metadata).map_err(|e| {
         EngineError::product(product, format!("cannot encode commit metadata: {e}"))
@@ -243,15 +560,9 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
         (COMMIT_INFO_KEY.to_string(), lakeforge),
         ("operationMetrics".to_string(), operation_metrics),
     ]);
-    let delta_schema: StructType =
-        staged
-            .prepared
-            .schema
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| {
-                EngineError::product(product, format!("schema not supported by Delta: {e}"))
-            })?;
+    let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
+        EngineError::product(product, format!("schema not supported by Delta: {e}"))
+    })?;
     let adds = staged.adds.iter().cloned().map(Action::Add);
     let commit_error = |e: deltalake::DeltaTableError| {
         EngineError::delta(
@@ -263,10 +574,10 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
         )
     };
 
-    let Some(table) = &staged.prepared.existing else {
+    let Some(table) = existing else {
         let mut create = CreateBuilder::new()
             .with_location(target.url.as_str())
-            .with_table_name(product.as_str())
+            .with_table_name(product.replace(' ', "_"))
             .with_columns(delta_schema.fields().cloned())
             .with_partition_columns(target.partition_by.clone())
             .with_raise_if_key_not_exists(false)
@@ -298,7 +609,7 @@ pub async fn commit_product(staged: &StagedProduct, metadata: &CommitMetadata) -
                     current.configuration().clone(),
                 )
                 .and_then(|m| m.with_table_id(current.id().to_string()))
-                .and_then(|m| m.with_name(product.clone()))
+                .and_then(|m| m.with_name(product.replace(' ', "_")))
                 .map_err(|e| commit_error(e.into()))?;
                 if let Some(description) = &target.description {
                     replaced = replaced
@@ -467,12 +778,14 @@ fn strip_nullability(data_type: &DataType) -> DataType {
     }
 }
 
-/// All top-level fields nullable: Delta readers (and later appends) expect nullable columns, and
-/// a plan's nullability is an artefact of the optimizer, not a contract of the product.
-fn nullable_schema(schema: &Schema) -> SchemaRef {
+/// The first `columns` fields, all nullable: Delta readers (and later appends) expect nullable
+/// columns, and a plan's nullability is an artefact of the optimizer, not a contract of the
+/// product.
+fn leading_nullable_schema(schema: &Schema, columns: usize) -> SchemaRef {
     let fields: Fields = schema
         .fields()
         .iter()
+        .take(columns)
         .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
         .collect();
     Arc::new(Schema::new_with_metadata(fields, HashMap::new()))
@@ -480,10 +793,16 @@ fn nullable_schema(schema: &Schema) -> SchemaRef {
 
 /// Adds a projection casting every column whose type Delta cannot store to the nearest type
 /// it can. Types with no Delta equivalent are an error naming the column.
-fn cast_to_delta_types(product: &str, plan: LogicalPlan) -> Result<LogicalPlan> {
+///
+/// Only the first `columns` columns are published; later ones (check columns) pass unchanged.
+fn cast_to_delta_types(product: &str, plan: LogicalPlan, columns: usize) -> Result<LogicalPlan> {
     let mut needs_cast = false;
     let mut exprs = Vec::with_capacity(plan.schema().fields().len());
-    for (qualifier, field) in plan.schema().iter() {
+    for (index, (qualifier, field)) in plan.schema().iter().enumerate() {
+        if index >= columns {
+            exprs.push(col(Column::from((qualifier, field))));
+            continue;
+        }
         let target = delta_type(field.data_type()).map_err(|reason| {
             EngineError::product(
                 product,

@@ -182,6 +182,7 @@ pub async fn register_location(
         version: None,
         header: None,
         delimiter: None,
+        key: Vec::new(),
     };
     register_source(ctx, name, &spec, url).await
 }

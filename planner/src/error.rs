@@ -67,4 +67,16 @@ pub enum PlannerError {
         /// What is wrong.
         message: String,
     },
+
+    /// A `[[checks]]` entry is inconsistent or cannot be evaluated on its dataset (unknown
+    /// column, wrong type), found before any data is read.
+    #[error("check '{check}' on '{dataset}': {message}")]
+    InvalidCheck {
+        /// The check's name.
+        check: String,
+        /// The source, step or product it is on.
+        dataset: String,
+        /// What is wrong.
+        message: String,
+    },
 }

@@ -22,15 +22,25 @@
 //! assert_eq!(job.products[0].name, "numbers");
 //! ```
 
+mod check_spec;
+mod checks;
 mod error;
 mod plan;
 mod spec;
 mod vars;
 
+pub use check_spec::{
+    AnomalyMetric, CheckAction, CheckKind, CheckSpec, DEFAULT_SAMPLES, DriftMethod, NullPolicy,
+    parse_duration,
+};
+pub use checks::{
+    CHECK_COLUMN_PREFIX, CheckedDataset, CompiledCheck, DEFAULT_DRIFT_BINS, DriftReference,
+    Evaluation, QUARANTINE_COLUMNS, Statistic, compile_checks,
+};
 pub use error::PlannerError;
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
 pub use spec::{
-    JobSection, JobSpec, ProductSpec, ResolvedJob, ResolvedStatement, SourceFormat, SourceSpec,
-    StatementKind, StepSpec, WriteMode, is_plain_identifier,
+    DatasetKind, JobSection, JobSpec, ProductSpec, ResolvedJob, ResolvedStatement, SourceFormat,
+    SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,
 };
 pub use vars::substitute_vars;

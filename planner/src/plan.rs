@@ -14,8 +14,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
+use crate::check_spec::CheckSpec;
+use crate::checks::{CheckedDataset, compile_checks};
 use crate::error::PlannerError;
-use crate::spec::{ResolvedJob, ResolvedStatement, StatementKind};
+use crate::spec::{DatasetKind, ResolvedJob, ResolvedStatement, StatementKind};
 
 /// The logical plans of a job.
 #[derive(Debug, Clone)]
@@ -24,6 +26,9 @@ pub struct JobPlan {
     pub steps: Vec<NamedPlan>,
     /// Each product's plan, in spec order.
     pub products: Vec<NamedPlan>,
+    /// Sources and steps with checks, in the order they are planned (sources first). Their
+    /// registered views already leave out rows a drop or quarantine check removes.
+    pub checked_inputs: Vec<CheckedDataset>,
 }
 
 /// A step's or product's logical plan.
@@ -35,22 +40,74 @@ pub struct NamedPlan {
     pub sql: String,
     /// The unoptimized logical plan.
     pub plan: LogicalPlan,
+    /// For a product with checks: its plan with the check columns appended.
+    pub checks: Option<CheckedDataset>,
 }
 
 /// Plans every step (registering it as a view in `ctx`) and every product of `job`.
 ///
 /// The sources must already be registered in `ctx` under their names.
 pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan, PlannerError> {
+    let mut checked_inputs = Vec::new();
+    for name in job.spec.sources.keys() {
+        let checks: Vec<&CheckSpec> = job.checks_on(name).collect();
+        if checks.is_empty() {
+            continue;
+        }
+        let plan = ctx
+            .table(name.as_str())
+            .await
+            .map_err(|e| PlannerError::InvalidSpec(format!("source '{name}': {e}")))?
+            .into_unoptimized_plan();
+        let checked = compile_checks(
+            ctx,
+            name,
+            DatasetKind::Source,
+            plan,
+            &checks,
+            job.key_of(name),
+        )
+        .await?;
+        if checked.filters_rows() {
+            // Downstream statements read the source without the rows its checks remove.
+            let filtered = checked.filtered_plan()?;
+            ctx.deregister_table(name.as_str())
+                .and_then(|_| {
+                    ctx.register_table(name.as_str(), Arc::new(ViewTable::new(filtered, None)))
+                })
+                .map_err(|e| PlannerError::InvalidSpec(format!("source '{name}': {e}")))?;
+        }
+        checked_inputs.push(checked);
+    }
+
     let mut steps = Vec::with_capacity(job.steps.len());
     for step in &job.steps {
         let plan = plan_statement(ctx, StatementKind::Step, step).await?;
-        let view = ViewTable::new(plan.clone(), Some(step.sql.clone()));
+        let checks: Vec<&CheckSpec> = job.checks_on(&step.name).collect();
+        let mut visible = plan.clone();
+        if !checks.is_empty() {
+            let checked = compile_checks(
+                ctx,
+                &step.name,
+                DatasetKind::Step,
+                plan.clone(),
+                &checks,
+                job.key_of(&step.name),
+            )
+            .await?;
+            if checked.filters_rows() {
+                visible = checked.filtered_plan()?;
+            }
+            checked_inputs.push(checked);
+        }
+        let view = ViewTable::new(visible, Some(step.sql.clone()));
         ctx.register_table(step.name.as_str(), Arc::new(view))
             .map_err(|e| sql_error(StatementKind::Step, &step.name, &step.sql, &e))?;
         steps.push(NamedPlan {
             name: step.name.clone(),
             sql: step.sql.clone(),
             plan,
+            checks: None,
         });
     }
     let mut products = Vec::with_capacity(job.products.len());
@@ -61,13 +118,34 @@ pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan
             .map(|p| p.partition_by.as_slice())
             .unwrap_or_default();
         check_product_schema(&product.name, &plan, partition_by)?;
+        let checks_on: Vec<&CheckSpec> = job.checks_on(&product.name).collect();
+        let checks = if checks_on.is_empty() {
+            None
+        } else {
+            Some(
+                compile_checks(
+                    ctx,
+                    &product.name,
+                    DatasetKind::Product,
+                    plan.clone(),
+                    &checks_on,
+                    job.key_of(&product.name),
+                )
+                .await?,
+            )
+        };
         products.push(NamedPlan {
             name: product.name.clone(),
             sql: product.sql.clone(),
             plan,
+            checks,
         });
     }
-    Ok(JobPlan { steps, products })
+    Ok(JobPlan {
+        steps,
+        products,
+        checked_inputs,
+    })
 }
 
 /// Plans one SQL statement, which must be a single query.

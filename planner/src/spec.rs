@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::check_spec::{CheckKind, CheckSpec};
 use crate::error::PlannerError;
 use crate::vars::substitute_vars;
 
@@ -29,6 +30,9 @@ pub struct JobSpec {
     /// Published Delta tables: `[[products]]`.
     #[serde(default)]
     pub products: Vec<ProductSpec>,
+    /// Data-quality assertions on sources, steps and products: `[[checks]]`.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
 }
 
 /// The `[job]` table.
@@ -90,6 +94,9 @@ pub struct SourceSpec {
     /// CSV only: the field delimiter, one ASCII character (default `,`).
     #[serde(default)]
     pub delimiter: Option<String>,
+    /// Columns identifying a row, shown with failing rows of checks.
+    #[serde(default)]
+    pub key: Vec<String>,
 }
 
 /// One `[[steps]]` entry: a named view.
@@ -104,6 +111,9 @@ pub struct StepSpec {
     /// A file holding the SQL, relative to the spec's folder.
     #[serde(default)]
     pub sql_file: Option<String>,
+    /// Columns identifying a row, shown with failing rows of checks.
+    #[serde(default)]
+    pub key: Vec<String>,
 }
 
 /// How a product run changes its table.
@@ -153,6 +163,9 @@ pub struct ProductSpec {
     /// Who answers for the product.
     #[serde(default)]
     pub owner: Option<String>,
+    /// Columns identifying a row, shown with failing rows of checks.
+    #[serde(default)]
+    pub key: Vec<String>,
 }
 
 /// A job whose statements are final: files read, variables substituted, names checked.
@@ -192,6 +205,59 @@ impl ResolvedJob {
     /// The job's name.
     pub fn name(&self) -> &str {
         &self.spec.job.name
+    }
+
+    /// The checks on `dataset`, in spec order.
+    pub fn checks_on<'a>(&'a self, dataset: &'a str) -> impl Iterator<Item = &'a CheckSpec> + 'a {
+        self.spec.checks.iter().filter(move |c| c.on == dataset)
+    }
+
+    /// The key columns declared for a source, step or product.
+    pub fn key_of(&self, dataset: &str) -> &[String] {
+        if let Some(source) = self.spec.sources.get(dataset) {
+            return &source.key;
+        }
+        if let Some(step) = self.spec.steps.iter().find(|s| s.name == dataset) {
+            return &step.key;
+        }
+        self.product(dataset)
+            .map(|p| p.key.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// What kind of dataset `name` is, if any.
+    pub fn dataset_kind(&self, name: &str) -> Option<DatasetKind> {
+        if self.spec.sources.contains_key(name) {
+            Some(DatasetKind::Source)
+        } else if self.spec.steps.iter().any(|s| s.name == name) {
+            Some(DatasetKind::Step)
+        } else if self.product(name).is_some() {
+            Some(DatasetKind::Product)
+        } else {
+            None
+        }
+    }
+}
+
+/// The three kinds of named datasets a job has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatasetKind {
+    /// A `[sources.NAME]` input.
+    Source,
+    /// A `[[steps]]` view.
+    Step,
+    /// A `[[products]]` table.
+    Product,
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DatasetKind::Source => "source",
+            DatasetKind::Step => "step",
+            DatasetKind::Product => "product",
+        })
     }
 }
 
@@ -371,6 +437,7 @@ impl JobSpec {
                 )));
             }
         }
+        self.check_checks(&seen)?;
         for product in &self.products {
             let mut partitions = BTreeSet::new();
             for column in &product.partition_by {
@@ -380,6 +447,77 @@ impl JobSpec {
                         product.name
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JobSpec {
+    /// Every check is on a known dataset, fits its kind, and has a name unique on its dataset;
+    /// references name sources or steps.
+    fn check_checks(&self, datasets: &BTreeMap<&str, &str>) -> Result<(), PlannerError> {
+        let mut names = BTreeSet::new();
+        for check in &self.checks {
+            let Some(kind_of_dataset) = datasets.get(check.on.as_str()) else {
+                return Err(PlannerError::InvalidSpec(format!(
+                    "a check is on '{}', which is not a source, step or product of the job",
+                    check.on
+                )));
+            };
+            check.validate()?;
+            let name = check.effective_name()?;
+            let kind = check.effective_kind()?;
+            let invalid = |message: String| PlannerError::InvalidCheck {
+                check: name.clone(),
+                dataset: check.on.clone(),
+                message,
+            };
+            if !is_plain_identifier(&name) {
+                return Err(invalid(
+                    "check names must be lower-case identifiers ([a-z_][a-z0-9_]*)".to_string(),
+                ));
+            }
+            if !names.insert((check.on.clone(), name.clone())) {
+                return Err(invalid(
+                    "two checks on the same dataset have this name; names must be unique per \
+                     dataset (set `name`)"
+                        .to_string(),
+                ));
+            }
+            let is_product = *kind_of_dataset == "product";
+            match kind {
+                CheckKind::Referential => {
+                    let reference = check.reference.as_deref().unwrap_or_default();
+                    match datasets.get(reference) {
+                        Some(&"source") | Some(&"step") => {}
+                        _ => {
+                            return Err(invalid(format!(
+                                "`reference` '{reference}' must name a source or step of the job"
+                            )));
+                        }
+                    }
+                }
+                CheckKind::Drift => match check.reference.as_deref() {
+                    None | Some("previous") if !is_product => {
+                        return Err(invalid(
+                            "only products have previous versions; give `reference` = a \
+                                 source or step to compare with"
+                                .to_string(),
+                        ));
+                    }
+                    None | Some("previous") => {}
+                    Some(reference) => match datasets.get(reference) {
+                        Some(&"source") | Some(&"step") if reference != check.on => {}
+                        _ => {
+                            return Err(invalid(format!(
+                                "`reference` '{reference}' must be \"previous\" or another \
+                                     source or step of the job"
+                            )));
+                        }
+                    },
+                },
+                _ => {}
             }
         }
         Ok(())

@@ -1,0 +1,1096 @@
+//! Evaluating data-quality checks while a dataset streams through the engine.
+//!
+//! The planner compiles a dataset's checks into one plan ([`CheckedDataset`]): the dataset's
+//! columns followed by one column per row-level predicate and per statistic input. Here each
+//! output partition of that plan gets a [`PartitionChecker`] that, batch by batch, counts
+//! failing and NULL predicates, keeps the K smallest failing rows as samples, feeds the
+//! statistics (moments, extremes, t-digest quantiles, newest timestamp, drift histograms), and
+//! splits the rows into published and quarantined ones. The partitions' states are merged into
+//! [`CheckResult`]s when the stream ends, so every check is evaluated in the same single pass
+//! that publishes the data.
+//!
+//! Semantics (see also the README's data-quality section):
+//! - a row fails a row-level check when its predicate is FALSE, or NULL with `nulls = "fail"`;
+//!   a NULL predicate otherwise counts in `null_skipped` and passes;
+//! - a row-level check passes when `(evaluated - failed) / evaluated >= mostly` (an empty
+//!   dataset passes); `evaluated` counts every row;
+//! - `drop` removes failing rows from what is published; `quarantine` moves them to the
+//!   quarantine table with the names of every check they fail; a row failing both kinds is
+//!   quarantined;
+//! - a `fail` check that does not pass stops the run before anything is committed.
+
+pub mod drift;
+pub mod results;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::buffer::BooleanBuffer;
+use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use chrono::{DateTime, Utc};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::approx_percentile_cont::ApproxPercentileAccumulator;
+use datafusion::logical_expr::{Accumulator, cast, col};
+use datafusion::prelude::{DataFrame, SessionContext};
+use deltalake::DeltaTable;
+use futures::StreamExt;
+use lakeforge_planner::{
+    AnomalyMetric, CheckAction, CheckKind, CheckedDataset, CompiledCheck, DriftReference,
+    Evaluation, NullPolicy, Statistic,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::dq::drift::{Histogram, NumericBins};
+use crate::error::{EngineError, Result};
+
+/// One check's outcome in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The source, step or product checked.
+    pub dataset: String,
+    /// The check's name.
+    pub check: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its action.
+    pub action: String,
+    /// What it checks, in SQL-like text.
+    pub description: String,
+    /// Rows evaluated.
+    pub evaluated: u64,
+    /// Rows failing (row-level kinds).
+    pub failed: u64,
+    /// Rows whose predicate was NULL and that passed (row-level kinds).
+    pub null_skipped: u64,
+    /// The value measured (dataset-level kinds): a count, statistic, age in seconds, p-value or
+    /// distance.
+    pub observed: Option<f64>,
+    /// Whether the check passed.
+    pub passed: bool,
+    /// Details: bounds, reference, why it could not be evaluated.
+    pub message: Option<String>,
+    /// Up to K failing rows: the dataset's key columns and the columns the check reads, as text,
+    /// smallest first.
+    pub samples: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CheckResult {
+    /// Whether this result stops the run.
+    pub fn blocks_run(&self) -> bool {
+        !self.passed && self.action == CheckAction::Fail.to_string()
+    }
+
+    /// `failed / evaluated` in percent, for row-level results.
+    pub fn failed_percent(&self) -> Option<f64> {
+        (self.evaluated > 0 && self.observed.is_none())
+            .then(|| self.failed as f64 * 100.0 / self.evaluated as f64)
+    }
+}
+
+/// A drift check's reference, measured before the dataset streams.
+#[derive(Debug, Clone)]
+enum Baseline {
+    /// The reference histogram (its bins are the current histogram's bins too).
+    Ready {
+        histogram: Histogram,
+        reference_rows: u64,
+        reference_std: f64,
+        described: String,
+    },
+    /// Nothing to compare with yet (a product's first version): the check passes.
+    NoReference(String),
+    /// The reference cannot be compared (e.g. it lacks the column): the check fails.
+    Unusable(String),
+}
+
+/// A dataset's checks, ready to evaluate: drift references measured, anomaly history loaded.
+#[derive(Debug)]
+pub struct DatasetCheckRun {
+    /// The compiled checks.
+    pub checked: CheckedDataset,
+    baselines: Vec<Option<Baseline>>,
+    histories: Vec<Vec<f64>>,
+    run_started: DateTime<Utc>,
+    run_id: String,
+}
+
+/// Where drift references that are versions of the checked product come from.
+#[derive(Debug, Clone, Copy)]
+pub struct ProductHistory<'a> {
+    /// The product's table as it is before this run, if it exists.
+    pub existing: Option<&'a DeltaTable>,
+}
+
+impl DatasetCheckRun {
+    /// Measures drift references and loads anomaly history (`history` holds the previous
+    /// observed values per check name, oldest first).
+    pub async fn prepare(
+        ctx: &SessionContext,
+        checked: CheckedDataset,
+        product: ProductHistory<'_>,
+        history: &std::collections::BTreeMap<String, Vec<f64>>,
+        run_id: &str,
+        run_started: DateTime<Utc>,
+    ) -> Result<DatasetCheckRun> {
+        let mut baselines = Vec::with_capacity(checked.checks.len());
+        let mut histories = Vec::with_capacity(checked.checks.len());
+        for check in &checked.checks {
+            histories.push(history.get(&check.name).cloned().unwrap_or_default());
+            let Evaluation::Drift {
+                column,
+                categorical,
+                bins,
+                reference,
+                ..
+            } = &check.evaluation
+            else {
+                baselines.push(None);
+                continue;
+            };
+            let baseline = measure_baseline(
+                ctx,
+                &checked.dataset,
+                check,
+                column,
+                *categorical,
+                *bins,
+                reference,
+                product,
+            )
+            .await?;
+            baselines.push(Some(baseline));
+        }
+        Ok(DatasetCheckRun {
+            checked,
+            baselines,
+            histories,
+            run_started,
+            run_id: run_id.to_string(),
+        })
+    }
+
+    /// A fresh state for one output partition.
+    pub fn partition(self: &Arc<Self>) -> Result<PartitionChecker> {
+        let schema = self.checked.plan.schema();
+        let mut states = Vec::with_capacity(self.checked.checks.len());
+        for (index, check) in self.checked.checks.iter().enumerate() {
+            states.push(match &check.evaluation {
+                Evaluation::Row { sample_columns, .. } => {
+                    let fields = sample_columns
+                        .iter()
+                        .map(|&c| SortField::new(schema.field(c).data_type().clone()))
+                        .collect();
+                    let converter = RowConverter::new(fields).map_err(|e| {
+                        EngineError::product(
+                            &self.checked.dataset,
+                            format!("check '{}': cannot sample rows: {e}", check.name),
+                        )
+                    })?;
+                    CheckState::Row {
+                        failed: 0,
+                        null_skipped: 0,
+                        samples: Samples {
+                            limit: check.samples,
+                            columns: sample_columns.clone(),
+                            converter,
+                            kept: Vec::new(),
+                        },
+                    }
+                }
+                Evaluation::RowCount { .. } | Evaluation::Schema { .. } => CheckState::Nothing,
+                Evaluation::Statistic { statistic, .. } => match statistic {
+                    Statistic::Mean | Statistic::Stddev => CheckState::Moments(Moments::default()),
+                    Statistic::Min | Statistic::Max => CheckState::Extremes(Extremes::default()),
+                    Statistic::NullFraction => CheckState::Nulls(0),
+                    Statistic::Quantile(q) => CheckState::Quantile(Box::new(
+                        ApproxPercentileAccumulator::new(*q, DataType::Float64),
+                    )),
+                },
+                Evaluation::Freshness { .. } => CheckState::Newest(None),
+                Evaluation::Drift { .. } => match &self.baselines[index] {
+                    Some(Baseline::Ready { histogram, .. }) => {
+                        CheckState::Histogram(empty_like(histogram))
+                    }
+                    _ => CheckState::Nothing,
+                },
+                Evaluation::Anomaly { metric, .. } => match metric {
+                    AnomalyMetric::RowCount => CheckState::Nothing,
+                    AnomalyMetric::NullFraction => CheckState::Nulls(0),
+                    AnomalyMetric::Mean | AnomalyMetric::Stddev => {
+                        CheckState::Moments(Moments::default())
+                    }
+                    AnomalyMetric::Min | AnomalyMetric::Max => {
+                        CheckState::Extremes(Extremes::default())
+                    }
+                },
+            });
+        }
+        Ok(PartitionChecker {
+            run: Arc::clone(self),
+            rows: 0,
+            states,
+        })
+    }
+
+    /// The schema of quarantined rows: `failed_checks`, `run_id`, then `dataset` (the
+    /// dataset's columns as published).
+    pub fn quarantine_schema(dataset: &Schema) -> SchemaRef {
+        let mut fields = vec![
+            Field::new(
+                "failed_checks",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+            Field::new("run_id", DataType::Utf8, true),
+        ];
+        fields.extend(dataset.fields().iter().map(|f| f.as_ref().clone()));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Merges the partitions' states into one result per check.
+    pub fn finish(&self, partitions: Vec<PartitionChecker>) -> Vec<CheckResult> {
+        let mut partitions = partitions.into_iter();
+        let Some(mut merged) = partitions.next() else {
+            return self.results(0, Vec::new());
+        };
+        for partition in partitions {
+            merged.rows += partition.rows;
+            for (state, other) in merged.states.iter_mut().zip(partition.states) {
+                state.merge(other);
+            }
+        }
+        self.results(merged.rows, merged.states)
+    }
+
+    fn results(&self, rows: u64, mut states: Vec<CheckState>) -> Vec<CheckResult> {
+        if states.is_empty() {
+            states = self
+                .checked
+                .checks
+                .iter()
+                .map(|_| CheckState::Nothing)
+                .collect();
+        }
+        let schema = self.checked.plan.schema();
+        self.checked
+            .checks
+            .iter()
+            .zip(states)
+            .enumerate()
+            .map(|(index, (check, state))| {
+                let mut result = CheckResult {
+                    dataset: self.checked.dataset.clone(),
+                    check: check.name.clone(),
+                    kind: check.kind.to_string(),
+                    action: check.action.to_string(),
+                    description: check.description.clone(),
+                    evaluated: rows,
+                    failed: 0,
+                    null_skipped: 0,
+                    observed: None,
+                    passed: true,
+                    message: None,
+                    samples: Vec::new(),
+                };
+                self.evaluate(index, check, rows, state, &mut result, schema.as_arrow());
+                result
+            })
+            .collect()
+    }
+
+    fn evaluate(
+        &self,
+        index: usize,
+        check: &CompiledCheck,
+        rows: u64,
+        mut state: CheckState,
+        result: &mut CheckResult,
+        schema: &Schema,
+    ) {
+        let within = |value: f64, min: Option<f64>, max: Option<f64>| {
+            min.is_none_or(|lo| value >= lo) && max.is_none_or(|hi| value <= hi)
+        };
+        match &check.evaluation {
+            Evaluation::Row { .. } => {
+                if let CheckState::Row {
+                    failed,
+                    null_skipped,
+                    samples,
+                } = state
+                {
+                    result.failed = failed;
+                    result.null_skipped = null_skipped;
+                    result.passed =
+                        rows == 0 || (rows - failed) as f64 / rows as f64 >= check.mostly;
+                    result.samples = samples.into_json(schema);
+                    if check.mostly < 1.0 {
+                        result.message = Some(format!("mostly {}", check.mostly));
+                    }
+                }
+            }
+            Evaluation::RowCount { min, max } => {
+                result.observed = Some(rows as f64);
+                result.passed = within(rows as f64, min.map(|v| v as f64), max.map(|v| v as f64));
+            }
+            Evaluation::Statistic {
+                statistic,
+                min,
+                max,
+                ..
+            } => match state.statistic(*statistic, rows) {
+                Some(value) => {
+                    result.observed = Some(value);
+                    result.passed = within(value, *min, *max);
+                }
+                None => {
+                    result.passed = false;
+                    result.message = Some("no non-null values to measure".to_string());
+                }
+            },
+            Evaluation::Freshness { max_age, .. } => {
+                if let CheckState::Newest(Some(newest)) = state {
+                    let age = (self.run_started.timestamp_micros() - newest) as f64 / 1e6;
+                    result.observed = Some(age);
+                    result.passed = age <= max_age.as_secs_f64();
+                    result.message = Some(format!(
+                        "newest value {}s old at the run's start; limit {}s",
+                        age.round(),
+                        max_age.as_secs()
+                    ));
+                } else {
+                    result.passed = false;
+                    result.message = Some("no values: nothing is fresh".to_string());
+                }
+            }
+            Evaluation::Schema { problems } => {
+                result.passed = problems.is_empty();
+                if !problems.is_empty() {
+                    result.message = Some(problems.join("; "));
+                }
+            }
+            Evaluation::Drift {
+                method,
+                threshold,
+                categorical,
+                ..
+            } => match (&self.baselines[index], state) {
+                (
+                    Some(Baseline::Ready {
+                        histogram,
+                        reference_rows,
+                        reference_std,
+                        described,
+                    }),
+                    CheckState::Histogram(current),
+                ) => {
+                    let method = method
+                        .unwrap_or_else(|| drift::default_method(*categorical, *reference_rows));
+                    let threshold = threshold.unwrap_or(method.default_threshold());
+                    let (r, c, centers) = drift::align(histogram, &current);
+                    let outcome = drift::compare(
+                        method,
+                        threshold,
+                        &r,
+                        &c,
+                        centers.as_deref(),
+                        *reference_std,
+                    );
+                    result.observed = Some(outcome.observed());
+                    result.passed = !outcome.drifted;
+                    result.message = Some(format!(
+                        "{} {} {:.6} (threshold {}{}) vs {described} ({} reference values, {} \
+                         current)",
+                        method.as_str(),
+                        if outcome.p_value.is_some() {
+                            "p-value"
+                        } else {
+                            "="
+                        },
+                        outcome.observed(),
+                        if outcome.p_value.is_some() {
+                            "p < "
+                        } else {
+                            ">= "
+                        },
+                        threshold,
+                        histogram.total(),
+                        current.total()
+                    ));
+                }
+                (Some(Baseline::NoReference(message)), _) => {
+                    result.message = Some(message.clone());
+                }
+                (Some(Baseline::Unusable(message)), _) => {
+                    result.passed = false;
+                    result.message = Some(message.clone());
+                }
+                _ => {}
+            },
+            Evaluation::Anomaly {
+                metric,
+                max_change,
+                min_history,
+                window,
+                ..
+            } => {
+                let value = match metric {
+                    AnomalyMetric::RowCount => Some(rows as f64),
+                    AnomalyMetric::NullFraction => state.statistic(Statistic::NullFraction, rows),
+                    AnomalyMetric::Mean => state.statistic(Statistic::Mean, rows),
+                    AnomalyMetric::Stddev => state.statistic(Statistic::Stddev, rows),
+                    AnomalyMetric::Min => state.statistic(Statistic::Min, rows),
+                    AnomalyMetric::Max => state.statistic(Statistic::Max, rows),
+                };
+                let history = &self.histories[index];
+                let recent = &history[history.len().saturating_sub(*window)..];
+                match value {
+                    None => {
+                        result.passed = false;
+                        result.message = Some("no non-null values to measure".to_string());
+                    }
+                    Some(value) if recent.len() < *min_history => {
+                        result.observed = Some(value);
+                        result.message = Some(format!(
+                            "history has {} of the {min_history} results needed; not judged yet",
+                            recent.len()
+                        ));
+                    }
+                    Some(value) => {
+                        let baseline = recent.iter().sum::<f64>() / recent.len() as f64;
+                        let change = if baseline == 0.0 {
+                            if value == 0.0 { 0.0 } else { f64::INFINITY }
+                        } else {
+                            (value - baseline).abs() / baseline.abs()
+                        };
+                        result.observed = Some(value);
+                        result.passed = change <= *max_change;
+                        result.message = Some(format!(
+                            "{:+.1}% vs the mean {baseline} of the last {} results (limit ±{}%)",
+                            if baseline == 0.0 {
+                                change * 100.0
+                            } else {
+                                (value - baseline) / baseline.abs() * 100.0
+                            },
+                            recent.len(),
+                            max_change * 100.0
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn measure_baseline(
+    ctx: &SessionContext,
+    dataset: &str,
+    check: &CompiledCheck,
+    column: &str,
+    categorical: bool,
+    bins: usize,
+    reference: &DriftReference,
+    product: ProductHistory<'_>,
+) -> Result<Baseline> {
+    let failure = |e: datafusion::error::DataFusionError| {
+        EngineError::datafusion(
+            format!(
+                "check '{}' on '{dataset}': cannot read the drift reference",
+                check.name
+            ),
+            e,
+        )
+    };
+    let (frame, described): (DataFrame, String) = match reference {
+        DriftReference::Dataset(name) => (
+            ctx.table(name.as_str()).await.map_err(failure)?,
+            name.clone(),
+        ),
+        DriftReference::PreviousVersion | DriftReference::Version(_) => {
+            let Some(table) = product.existing else {
+                return Ok(Baseline::NoReference(
+                    "no previous version to compare with (the product is new)".to_string(),
+                ));
+            };
+            let (table, version) = match reference {
+                DriftReference::Version(version) => {
+                    let mut pinned = table.clone();
+                    if let Err(e) = pinned.load_version(*version).await {
+                        return Ok(Baseline::Unusable(format!(
+                            "reference version {version} cannot be read: {e}"
+                        )));
+                    }
+                    (pinned, *version)
+                }
+                _ => {
+                    let version = table
+                        .version()
+                        .and_then(|v| u64::try_from(v).ok())
+                        .unwrap_or(0);
+                    (table.clone(), version)
+                }
+            };
+            let provider = table.table_provider().await.map_err(failure)?;
+            (
+                ctx.read_table(provider).map_err(failure)?,
+                format!("version {version}"),
+            )
+        }
+    };
+    if frame.schema().field_with_unqualified_name(column).is_err() {
+        return Ok(Baseline::Unusable(format!(
+            "the reference ({described}) has no column '{column}'"
+        )));
+    }
+    let target = if categorical {
+        DataType::Utf8
+    } else {
+        DataType::Float64
+    };
+    let values = frame
+        .select(vec![
+            cast(
+                col(datafusion::common::Column::new_unqualified(column)),
+                target,
+            )
+            .alias("value"),
+        ])
+        .map_err(failure)?;
+    let (histogram, reference_std) = if categorical {
+        (Histogram::categorical(), 0.0)
+    } else {
+        use datafusion::functions_aggregate::expr_fn::{max, min, stddev_pop};
+        let summary = values
+            .clone()
+            .aggregate(
+                vec![],
+                vec![
+                    min(col("value")).alias("lo"),
+                    max(col("value")).alias("hi"),
+                    stddev_pop(col("value")).alias("sd"),
+                ],
+            )
+            .map_err(failure)?
+            .collect()
+            .await
+            .map_err(failure)?;
+        let scalar = |name: &str| -> Option<f64> {
+            summary.first().and_then(|b| {
+                let array = b.column_by_name(name)?;
+                let values = array.as_primitive_opt::<Float64Type>()?;
+                (!values.is_null(0)).then(|| values.value(0))
+            })
+        };
+        match (scalar("lo"), scalar("hi")) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => (
+                Histogram::numeric(NumericBins::new(lo, hi, bins)),
+                scalar("sd").unwrap_or(0.0),
+            ),
+            _ => {
+                return Ok(Baseline::Unusable(format!(
+                    "the reference ({described}) has no finite values in '{column}'"
+                )));
+            }
+        }
+    };
+    let mut histogram = histogram;
+    let mut stream = values.execute_stream().await.map_err(failure)?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(failure)?;
+        histogram.observe(batch.column(0).as_ref());
+    }
+    let reference_rows = histogram.total();
+    if reference_rows == 0 {
+        return Ok(Baseline::Unusable(format!(
+            "the reference ({described}) has no non-null values in '{column}'"
+        )));
+    }
+    Ok(Baseline::Ready {
+        histogram,
+        reference_rows,
+        reference_std,
+        described,
+    })
+}
+
+fn empty_like(histogram: &Histogram) -> Histogram {
+    match histogram {
+        Histogram::Numeric { bins, .. } => Histogram::numeric(bins.clone()),
+        Histogram::Categorical { .. } => Histogram::categorical(),
+    }
+}
+
+/// What one batch becomes after its checks.
+#[derive(Debug)]
+pub struct Split {
+    /// The rows to publish (the dataset's columns only).
+    pub valid: RecordBatch,
+    /// Rows to quarantine, in the quarantine schema.
+    pub quarantined: Option<RecordBatch>,
+}
+
+/// One output partition's check state.
+#[derive(Debug)]
+pub struct PartitionChecker {
+    run: Arc<DatasetCheckRun>,
+    rows: u64,
+    states: Vec<CheckState>,
+}
+
+impl PartitionChecker {
+    /// Evaluates the checks on `batch` (dataset columns then check columns) and splits its rows.
+    /// `dataset_schema` is the schema of the dataset columns as published.
+    pub fn observe(
+        &mut self,
+        batch: &RecordBatch,
+        dataset_schema: &SchemaRef,
+        quarantine_schema: Option<&SchemaRef>,
+    ) -> std::result::Result<Split, String> {
+        let run = Arc::clone(&self.run);
+        let checks = &run.checked.checks;
+        let rows = batch.num_rows();
+        self.rows += rows as u64;
+        let mut removed: Option<BooleanBuffer> = None;
+        let mut quarantined: Option<BooleanBuffer> = None;
+        let mut failing_masks: Vec<Option<BooleanBuffer>> = Vec::with_capacity(checks.len());
+        for (check, state) in checks.iter().zip(self.states.iter_mut()) {
+            let mut failing_mask = None;
+            match (&check.evaluation, state) {
+                (
+                    Evaluation::Row { predicate, .. },
+                    CheckState::Row {
+                        failed,
+                        null_skipped,
+                        samples,
+                    },
+                ) => {
+                    let predicate = as_boolean(batch.column(*predicate))?;
+                    let failing = failing_rows(&predicate, check.nulls);
+                    let count = failing.count_set_bits() as u64;
+                    *failed += count;
+                    if check.nulls == NullPolicy::Pass {
+                        *null_skipped += predicate.null_count() as u64;
+                    }
+                    if count > 0 {
+                        samples.offer(batch, &failing)?;
+                        if matches!(check.action, CheckAction::Drop | CheckAction::Quarantine) {
+                            removed = Some(or(removed.take(), &failing));
+                        }
+                        if check.action == CheckAction::Quarantine {
+                            quarantined = Some(or(quarantined.take(), &failing));
+                        }
+                        failing_mask = Some(failing);
+                    }
+                }
+                (Evaluation::Statistic { input, .. }, state)
+                | (Evaluation::Freshness { input, .. }, state)
+                | (Evaluation::Drift { input, .. }, state)
+                | (
+                    Evaluation::Anomaly {
+                        input: Some(input), ..
+                    },
+                    state,
+                ) => state.observe(batch.column(*input))?,
+                _ => {}
+            }
+            failing_masks.push(failing_mask);
+        }
+
+        let dataset_columns = run.checked.dataset_columns;
+        let dataset = RecordBatch::try_new(
+            Arc::clone(dataset_schema),
+            batch.columns()[..dataset_columns].to_vec(),
+        )
+        .map_err(|e| format!("cannot separate the checked rows: {e}"))?;
+        let Some(removed) = removed else {
+            return Ok(Split {
+                valid: dataset,
+                quarantined: None,
+            });
+        };
+        let keep = BooleanArray::new(!&removed, None);
+        let valid = filter_record_batch(&dataset, &keep).map_err(|e| e.to_string())?;
+        let quarantined = match (quarantined, quarantine_schema) {
+            (Some(mask), Some(schema)) => Some(quarantine_batch(
+                &dataset,
+                &mask,
+                checks,
+                &failing_masks,
+                &run.run_id,
+                schema,
+            )?),
+            _ => None,
+        };
+        Ok(Split { valid, quarantined })
+    }
+}
+
+fn quarantine_batch(
+    dataset: &RecordBatch,
+    mask: &BooleanBuffer,
+    checks: &[CompiledCheck],
+    failing_masks: &[Option<BooleanBuffer>],
+    run_id: &str,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, String> {
+    let selected = BooleanArray::new(mask.clone(), None);
+    let rows = filter_record_batch(dataset, &selected).map_err(|e| e.to_string())?;
+    let mut failed_checks = ListBuilder::new(StringBuilder::new());
+    for row in mask.set_indices() {
+        for (check, failing) in checks.iter().zip(failing_masks) {
+            if failing.as_ref().is_some_and(|f| f.value(row)) {
+                failed_checks.values().append_value(&check.name);
+            }
+        }
+        failed_checks.append(true);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(failed_checks.finish()),
+        Arc::new(StringArray::from(vec![run_id; rows.num_rows()])),
+    ];
+    columns.extend(rows.columns().iter().cloned());
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+}
+
+fn as_boolean(array: &ArrayRef) -> std::result::Result<BooleanArray, String> {
+    if let Some(values) = array.as_boolean_opt() {
+        return Ok(values.clone());
+    }
+    arrow::compute::cast(array, &DataType::Boolean)
+        .map(|a| a.as_boolean().clone())
+        .map_err(|e| format!("a check predicate is not boolean: {e}"))
+}
+
+/// Rows failing a predicate: FALSE, or NULL when NULLs fail.
+fn failing_rows(predicate: &BooleanArray, nulls: NullPolicy) -> BooleanBuffer {
+    let values = predicate.values();
+    match (predicate.nulls(), nulls) {
+        (None, _) => !values,
+        (Some(valid), NullPolicy::Pass) => valid.inner() & &!values,
+        (Some(valid), NullPolicy::Fail) => !&(valid.inner() & values),
+    }
+}
+
+fn or(current: Option<BooleanBuffer>, more: &BooleanBuffer) -> BooleanBuffer {
+    match current {
+        None => more.clone(),
+        Some(current) => &current | more,
+    }
+}
+
+/// Running mean and variance (Welford), mergeable across partitions (Chan et al.).
+#[derive(Debug, Default, Clone, Copy)]
+struct Moments {
+    count: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Moments {
+    fn add(&mut self, value: f64) {
+        self.count += 1;
+        let delta = value - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (value - self.mean);
+    }
+
+    fn merge(&mut self, other: Moments) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = other;
+            return;
+        }
+        let count = self.count + other.count;
+        let delta = other.mean - self.mean;
+        self.mean += delta * other.count as f64 / count as f64;
+        self.m2 += other.m2 + delta * delta * self.count as f64 * other.count as f64 / count as f64;
+        self.count = count;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Extremes {
+    min: f64,
+    max: f64,
+    count: u64,
+}
+
+impl Default for Extremes {
+    fn default() -> Self {
+        Extremes {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            count: 0,
+        }
+    }
+}
+
+/// Per-check state of one partition.
+#[derive(Debug)]
+enum CheckState {
+    Nothing,
+    Row {
+        failed: u64,
+        null_skipped: u64,
+        samples: Samples,
+    },
+    Moments(Moments),
+    Extremes(Extremes),
+    Quantile(Box<ApproxPercentileAccumulator>),
+    Nulls(u64),
+    Newest(Option<i64>),
+    Histogram(Histogram),
+}
+
+impl CheckState {
+    fn observe(&mut self, array: &ArrayRef) -> std::result::Result<(), String> {
+        match self {
+            CheckState::Moments(moments) => {
+                if let Some(values) = array.as_primitive_opt::<Float64Type>() {
+                    values
+                        .iter()
+                        .flatten()
+                        .filter(|v| !v.is_nan())
+                        .for_each(|v| moments.add(v));
+                }
+            }
+            CheckState::Extremes(extremes) => {
+                if let Some(values) = array.as_primitive_opt::<Float64Type>() {
+                    for value in values.iter().flatten().filter(|v| !v.is_nan()) {
+                        extremes.min = extremes.min.min(value);
+                        extremes.max = extremes.max.max(value);
+                        extremes.count += 1;
+                    }
+                }
+            }
+            CheckState::Quantile(accumulator) => accumulator
+                .update_batch(std::slice::from_ref(array))
+                .map_err(|e| e.strip_backtrace())?,
+            CheckState::Nulls(count) => *count += array.null_count() as u64,
+            CheckState::Newest(newest) => {
+                if let Some(values) = array.as_primitive_opt::<Int64Type>()
+                    && let Some(max) = arrow::compute::max(values)
+                {
+                    *newest = Some(newest.map_or(max, |n| n.max(max)));
+                }
+            }
+            CheckState::Histogram(histogram) => histogram.observe(array.as_ref()),
+            CheckState::Nothing | CheckState::Row { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: CheckState) {
+        match (self, other) {
+            (
+                CheckState::Row {
+                    failed,
+                    null_skipped,
+                    samples,
+                },
+                CheckState::Row {
+                    failed: f,
+                    null_skipped: n,
+                    samples: s,
+                },
+            ) => {
+                *failed += f;
+                *null_skipped += n;
+                samples.absorb(s);
+            }
+            (CheckState::Moments(a), CheckState::Moments(b)) => a.merge(b),
+            (CheckState::Extremes(a), CheckState::Extremes(b)) => {
+                a.min = a.min.min(b.min);
+                a.max = a.max.max(b.max);
+                a.count += b.count;
+            }
+            (CheckState::Quantile(a), CheckState::Quantile(mut b)) => {
+                let merged = b.state().and_then(|state| {
+                    let arrays = state
+                        .iter()
+                        .map(ScalarValue::to_array)
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
+                    a.merge_batch(&arrays)
+                });
+                if let Err(error) = merged {
+                    tracing::warn!(%error, "could not merge quantile digests");
+                }
+            }
+            (CheckState::Nulls(a), CheckState::Nulls(b)) => *a += b,
+            (CheckState::Newest(a), CheckState::Newest(b)) => {
+                *a = match (*a, b) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+            (CheckState::Histogram(a), CheckState::Histogram(b)) => a.merge(b),
+            _ => {}
+        }
+    }
+
+    fn statistic(&mut self, statistic: Statistic, rows: u64) -> Option<f64> {
+        match (statistic, self) {
+            (Statistic::Mean, CheckState::Moments(m)) => (m.count > 0).then_some(m.mean),
+            (Statistic::Stddev, CheckState::Moments(m)) => {
+                (m.count > 1).then(|| (m.m2 / (m.count - 1) as f64).sqrt())
+            }
+            (Statistic::Min, CheckState::Extremes(e)) => (e.count > 0).then_some(e.min),
+            (Statistic::Max, CheckState::Extremes(e)) => (e.count > 0).then_some(e.max),
+            (Statistic::NullFraction, CheckState::Nulls(n)) => {
+                (rows > 0).then(|| *n as f64 / rows as f64)
+            }
+            (Statistic::Quantile(_), CheckState::Quantile(accumulator)) => {
+                match accumulator.evaluate() {
+                    Ok(ScalarValue::Float64(value)) => value,
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The K smallest failing rows of a check, ordered by the sample columns' values, so samples
+/// do not depend on how the data was partitioned.
+#[derive(Debug)]
+struct Samples {
+    limit: usize,
+    columns: Vec<usize>,
+    converter: RowConverter,
+    /// (sort key, the row's sample values as text)
+    kept: Vec<(Vec<u8>, Vec<Option<String>>)>,
+}
+
+impl Samples {
+    fn offer(
+        &mut self,
+        batch: &RecordBatch,
+        failing: &BooleanBuffer,
+    ) -> std::result::Result<(), String> {
+        if self.limit == 0 || self.columns.is_empty() {
+            return Ok(());
+        }
+        let mask = BooleanArray::new(failing.clone(), None);
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter()
+            .map(|&c| arrow::compute::filter(batch.column(c), &mask))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let sort: Vec<SortColumn> = columns
+            .iter()
+            .map(|values| SortColumn {
+                values: Arc::clone(values),
+                options: None,
+            })
+            .collect();
+        let order = lexsort_to_indices(&sort, Some(self.limit)).map_err(|e| e.to_string())?;
+        let smallest: Vec<ArrayRef> = columns
+            .iter()
+            .map(|c| take(c.as_ref(), &order, None))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let encoded = self
+            .converter
+            .convert_columns(&smallest)
+            .map_err(|e| e.to_string())?;
+        let options = FormatOptions::default();
+        let formatters: Vec<ArrayFormatter> = smallest
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..smallest.first().map_or(0, |c| c.len()) {
+            let values = smallest
+                .iter()
+                .zip(&formatters)
+                .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
+                .collect();
+            self.kept.push((encoded.row(row).as_ref().to_vec(), values));
+        }
+        self.trim();
+        Ok(())
+    }
+
+    fn absorb(&mut self, other: Samples) {
+        self.kept.extend(other.kept);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        self.kept.sort_by(|a, b| a.0.cmp(&b.0));
+        self.kept.truncate(self.limit);
+    }
+
+    fn into_json(self, schema: &Schema) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        self.kept
+            .into_iter()
+            .map(|(_, values)| {
+                self.columns
+                    .iter()
+                    .zip(values)
+                    .map(|(&c, value)| {
+                        (
+                            schema.field(c).name().clone(),
+                            value.map_or(serde_json::Value::Null, serde_json::Value::String),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Whether any check of these results is row-level (for reports).
+pub fn is_row_level(kind: &str) -> bool {
+    [
+        CheckKind::Expect,
+        CheckKind::NotNull,
+        CheckKind::Unique,
+        CheckKind::InSet,
+        CheckKind::Between,
+        CheckKind::Regex,
+        CheckKind::Referential,
+    ]
+    .iter()
+    .any(|k| k.as_str() == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_merge_like_one_pass() {
+        let values = [1.0, 2.0, 4.0, 8.0, 16.0, 3.5];
+        let mut whole = Moments::default();
+        values.iter().for_each(|v| whole.add(*v));
+        let (mut a, mut b) = (Moments::default(), Moments::default());
+        values[..2].iter().for_each(|v| a.add(*v));
+        values[2..].iter().for_each(|v| b.add(*v));
+        a.merge(b);
+        assert!((a.mean - whole.mean).abs() < 1e-12);
+        assert!((a.m2 - whole.m2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn failing_rows_follow_the_null_policy() {
+        let predicate = BooleanArray::from(vec![Some(true), Some(false), None, Some(false)]);
+        let pass = failing_rows(&predicate, NullPolicy::Pass);
+        assert_eq!(
+            pass.iter().collect::<Vec<_>>(),
+            vec![false, true, false, true]
+        );
+        let fail = failing_rows(&predicate, NullPolicy::Fail);
+        assert_eq!(
+            fail.iter().collect::<Vec<_>>(),
+            vec![false, true, true, true]
+        );
+    }
+}

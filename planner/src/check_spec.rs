@@ -1,0 +1,671 @@
+//! The `[[checks]]` entries of a job spec: data-quality assertions on a source, step or product.
+//!
+//! A check is either row-level (a boolean per row: `expect`, `not_null`, `unique`, `in_set`,
+//! `between`, `regex`, `referential`) or dataset-level (one observed value per run:
+//! `row_count`, `freshness`, `schema`, `mean`, `stddev`, `min`, `max`, `quantile`, `drift`,
+//! `anomaly`). Only row-level checks can `drop` or `quarantine` rows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlannerError;
+
+/// Sample failing rows kept per check unless the check says otherwise.
+pub const DEFAULT_SAMPLES: usize = 5;
+
+/// One `[[checks]]` entry, as written. Which keys apply depends on `kind`; [`CheckSpec::validate`]
+/// refuses keys that do not apply, so a typo never silently weakens a check.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// The source, step or product checked.
+    pub on: String,
+    /// The check's name, unique per dataset; derived from kind and columns when absent
+    /// (required for `expect`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The kind; `expect` when absent and `expect` is given.
+    #[serde(default)]
+    pub kind: Option<CheckKind>,
+    /// `expect`: a SQL boolean over one row.
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// What a failing row or check does.
+    #[serde(default)]
+    pub action: CheckAction,
+    /// Pass when `failed / evaluated <= 1 - mostly` (row-level kinds; default 1.0).
+    #[serde(default)]
+    pub mostly: Option<f64>,
+    /// Whether a NULL predicate passes (default) or fails (row-level kinds).
+    #[serde(default)]
+    pub nulls: Option<NullPolicy>,
+    /// The column of single-column kinds.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// The columns of `not_null`, `unique` (a column set) and `schema`.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// `in_set`: the allowed values.
+    #[serde(default)]
+    pub values: Vec<toml::Value>,
+    /// Lower bound (`between`, `row_count`, aggregate kinds), inclusive.
+    #[serde(default)]
+    pub min: Option<toml::Value>,
+    /// Upper bound (`between`, `row_count`, aggregate kinds), inclusive.
+    #[serde(default)]
+    pub max: Option<toml::Value>,
+    /// `regex`: the pattern a value must match (anywhere; anchor it with `^...$`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// `freshness`: the largest allowed age of the newest value, e.g. `"26h"`.
+    #[serde(default)]
+    pub max_age: Option<String>,
+    /// `referential`: the source or step holding the allowed values; `drift`: the source or
+    /// step to compare with, or `"previous"` (the product's previous version, the default).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// `referential`: the column of `reference` (default: the same name as `column`).
+    #[serde(default)]
+    pub reference_column: Option<String>,
+    /// `drift`: compare with this version of the product instead of the previous one.
+    #[serde(default)]
+    pub reference_version: Option<u64>,
+    /// `schema`: required columns with their types (SQL or Arrow names).
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+    /// `drift`: the statistic (default chosen by the column's type).
+    #[serde(default)]
+    pub method: Option<DriftMethod>,
+    /// `drift`: the method's threshold (defaults per method).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// `drift`: numeric histogram bins (default 20).
+    #[serde(default)]
+    pub bins: Option<usize>,
+    /// `quantile`: which one, in [0, 1].
+    #[serde(default)]
+    pub quantile: Option<f64>,
+    /// `anomaly`: the metric compared with its history.
+    #[serde(default)]
+    pub metric: Option<AnomalyMetric>,
+    /// `anomaly`: the largest allowed relative change from the history's mean (default 0.5).
+    #[serde(default)]
+    pub max_change: Option<f64>,
+    /// `anomaly`: how many previous results form the history (default 5).
+    #[serde(default)]
+    pub window: Option<usize>,
+    /// `anomaly`: results needed before the check can fail (default 3).
+    #[serde(default)]
+    pub min_history: Option<usize>,
+    /// Failing rows kept as samples (row-level kinds; default 5).
+    #[serde(default)]
+    pub samples: Option<usize>,
+}
+
+/// The built-in kinds of checks.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// A SQL boolean over one row.
+    Expect,
+    /// The columns are not NULL.
+    NotNull,
+    /// The column set is unique (rows with a NULL key are not compared).
+    Unique,
+    /// The value is one of `values`.
+    InSet,
+    /// `min <= value <= max`.
+    Between,
+    /// The value matches `pattern`.
+    Regex,
+    /// The value exists in `reference.reference_column`.
+    Referential,
+    /// The number of rows is within bounds.
+    RowCount,
+    /// The newest timestamp is at most `max_age` old at the run's start.
+    Freshness,
+    /// Required columns exist with the given types.
+    Schema,
+    /// The column's mean is within bounds.
+    Mean,
+    /// The column's sample standard deviation is within bounds.
+    Stddev,
+    /// The column's minimum is within bounds.
+    Min,
+    /// The column's maximum is within bounds.
+    Max,
+    /// The column's `quantile` is within bounds.
+    Quantile,
+    /// The column's distribution has not drifted from a reference.
+    Drift,
+    /// A metric has not changed abnormally from its history.
+    Anomaly,
+}
+
+impl CheckKind {
+    /// Row-level kinds evaluate a predicate per row and can drop or quarantine rows.
+    pub fn is_row_level(self) -> bool {
+        matches!(
+            self,
+            CheckKind::Expect
+                | CheckKind::NotNull
+                | CheckKind::Unique
+                | CheckKind::InSet
+                | CheckKind::Between
+                | CheckKind::Regex
+                | CheckKind::Referential
+        )
+    }
+
+    /// The kind as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Expect => "expect",
+            CheckKind::NotNull => "not_null",
+            CheckKind::Unique => "unique",
+            CheckKind::InSet => "in_set",
+            CheckKind::Between => "between",
+            CheckKind::Regex => "regex",
+            CheckKind::Referential => "referential",
+            CheckKind::RowCount => "row_count",
+            CheckKind::Freshness => "freshness",
+            CheckKind::Schema => "schema",
+            CheckKind::Mean => "mean",
+            CheckKind::Stddev => "stddev",
+            CheckKind::Min => "min",
+            CheckKind::Max => "max",
+            CheckKind::Quantile => "quantile",
+            CheckKind::Drift => "drift",
+            CheckKind::Anomaly => "anomaly",
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a failing check does.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckAction {
+    /// Keep the rows; record the result.
+    #[default]
+    Warn,
+    /// Remove failing rows from what is published.
+    Drop,
+    /// Move failing rows to `WAREHOUSE/_lakeforge/quarantine/<dataset>`.
+    Quarantine,
+    /// Fail the run (nothing is committed) when the check does not pass.
+    Fail,
+}
+
+impl fmt::Display for CheckAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckAction::Warn => "warn",
+            CheckAction::Drop => "drop",
+            CheckAction::Quarantine => "quarantine",
+            CheckAction::Fail => "fail",
+        })
+    }
+}
+
+/// How a row whose predicate is NULL counts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum NullPolicy {
+    /// Counted as `null_skipped` and treated as passing.
+    #[default]
+    Pass,
+    /// Counted as failing.
+    Fail,
+}
+
+/// Distribution-drift statistics.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMethod {
+    /// Population stability index; drift when >= threshold (0.1).
+    Psi,
+    /// Two-sample Kolmogorov–Smirnov; drift when the p-value < threshold (0.05).
+    Ks,
+    /// Jensen–Shannon distance (natural log); drift when >= threshold (0.1).
+    JensenShannon,
+    /// Wasserstein distance divided by the reference's standard deviation; drift when >=
+    /// threshold (0.1).
+    Wasserstein,
+    /// Pearson's chi-squared goodness of fit; drift when the p-value < threshold (0.05).
+    ChiSquared,
+}
+
+impl DriftMethod {
+    /// The method's default threshold.
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            DriftMethod::Ks | DriftMethod::ChiSquared => 0.05,
+            DriftMethod::Psi | DriftMethod::JensenShannon | DriftMethod::Wasserstein => 0.1,
+        }
+    }
+
+    /// True when the statistic is a p-value (drift below the threshold); false when it is a
+    /// distance (drift at or above the threshold).
+    pub fn is_p_value(self) -> bool {
+        matches!(self, DriftMethod::Ks | DriftMethod::ChiSquared)
+    }
+
+    /// Whether the method applies to numeric (binned) columns.
+    pub fn is_numeric_only(self) -> bool {
+        matches!(self, DriftMethod::Ks | DriftMethod::Wasserstein)
+    }
+
+    /// The method's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftMethod::Psi => "psi",
+            DriftMethod::Ks => "ks",
+            DriftMethod::JensenShannon => "jensen_shannon",
+            DriftMethod::Wasserstein => "wasserstein",
+            DriftMethod::ChiSquared => "chi_squared",
+        }
+    }
+}
+
+/// Metrics an `anomaly` check can follow.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyMetric {
+    /// Rows in the dataset.
+    RowCount,
+    /// Fraction of NULLs in `column`.
+    NullFraction,
+    /// Mean of `column`.
+    Mean,
+    /// Sample standard deviation of `column`.
+    Stddev,
+    /// Minimum of `column`.
+    Min,
+    /// Maximum of `column`.
+    Max,
+}
+
+impl AnomalyMetric {
+    /// The metric's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnomalyMetric::RowCount => "row_count",
+            AnomalyMetric::NullFraction => "null_fraction",
+            AnomalyMetric::Mean => "mean",
+            AnomalyMetric::Stddev => "stddev",
+            AnomalyMetric::Min => "min",
+            AnomalyMetric::Max => "max",
+        }
+    }
+}
+
+impl CheckSpec {
+    /// The kind, from `kind` or implied by `expect`.
+    pub fn effective_kind(&self) -> Result<CheckKind, PlannerError> {
+        match (self.kind, &self.expect) {
+            (Some(kind), _) => Ok(kind),
+            (None, Some(_)) => Ok(CheckKind::Expect),
+            (None, None) => Err(PlannerError::InvalidSpec(format!(
+                "check {} on '{}' has neither `kind` nor `expect`",
+                self.name
+                    .as_deref()
+                    .map(|n| format!("'{n}'"))
+                    .unwrap_or_default(),
+                self.on
+            ))),
+        }
+    }
+
+    /// The check's name: as given, or `<kind>_<columns>`.
+    pub fn effective_name(&self) -> Result<String, PlannerError> {
+        if let Some(name) = &self.name {
+            return Ok(name.clone());
+        }
+        let kind = self.effective_kind()?;
+        let mut parts = vec![kind.as_str().to_string()];
+        if let Some(metric) = self.metric {
+            parts.push(metric.as_str().to_string());
+        }
+        parts.extend(self.column.iter().cloned());
+        parts.extend(self.columns.iter().cloned());
+        if kind == CheckKind::Expect || parts.len() == 1 && kind != CheckKind::RowCount {
+            return Err(PlannerError::InvalidSpec(format!(
+                "a `{kind}` check on '{}' needs a `name`",
+                self.on
+            )));
+        }
+        Ok(parts.join("_"))
+    }
+
+    /// The mostly fraction in effect.
+    pub fn effective_mostly(&self) -> f64 {
+        self.mostly.unwrap_or(1.0)
+    }
+
+    /// Checks that the keys given fit the kind, naming the check and the key at fault.
+    pub fn validate(&self) -> Result<(), PlannerError> {
+        let kind = self.effective_kind()?;
+        let name = self.effective_name()?;
+        let invalid = |message: String| PlannerError::InvalidCheck {
+            check: name.clone(),
+            dataset: self.on.clone(),
+            message,
+        };
+        let allowed: &[&str] = match kind {
+            CheckKind::Expect => &["expect"],
+            CheckKind::NotNull => &["column", "columns"],
+            CheckKind::Unique => &["column", "columns"],
+            CheckKind::InSet => &["column", "values"],
+            CheckKind::Between => &["column", "min", "max"],
+            CheckKind::Regex => &["column", "pattern"],
+            CheckKind::Referential => &["column", "reference", "reference_column"],
+            CheckKind::RowCount => &["min", "max"],
+            CheckKind::Freshness => &["column", "max_age"],
+            CheckKind::Schema => &["columns", "types"],
+            CheckKind::Mean | CheckKind::Stddev | CheckKind::Min | CheckKind::Max => {
+                &["column", "min", "max"]
+            }
+            CheckKind::Quantile => &["column", "min", "max", "quantile"],
+            CheckKind::Drift => &[
+                "column",
+                "reference",
+                "reference_version",
+                "method",
+                "threshold",
+                "bins",
+            ],
+            CheckKind::Anomaly => &["column", "metric", "max_change", "window", "min_history"],
+        };
+        let given = self.given_kind_keys();
+        if let Some(key) = given.iter().find(|k| !allowed.contains(k)) {
+            return Err(invalid(format!(
+                "`{key}` does not apply to a `{kind}` check (it takes: {})",
+                allowed.join(", ")
+            )));
+        }
+        let require = |present: bool, key: &str| {
+            if present {
+                Ok(())
+            } else {
+                Err(invalid(format!("a `{kind}` check needs `{key}`")))
+            }
+        };
+        if !kind.is_row_level() {
+            if matches!(self.action, CheckAction::Drop | CheckAction::Quarantine) {
+                return Err(invalid(format!(
+                    "action `{}` applies to row-level checks only; a `{kind}` check can \
+                     `warn` or `fail`",
+                    self.action
+                )));
+            }
+            for (key, present) in [
+                ("mostly", self.mostly.is_some()),
+                ("nulls", self.nulls.is_some()),
+                ("samples", self.samples.is_some()),
+            ] {
+                if present {
+                    return Err(invalid(format!(
+                        "`{key}` applies to row-level checks only, not to `{kind}`"
+                    )));
+                }
+            }
+        }
+        if let Some(mostly) = self.mostly
+            && !(0.0..=1.0).contains(&mostly)
+        {
+            return Err(invalid(format!(
+                "`mostly` must be within [0, 1], got {mostly}"
+            )));
+        }
+        match kind {
+            CheckKind::Expect => {}
+            CheckKind::NotNull | CheckKind::Unique => {
+                require(self.column.is_some() || !self.columns.is_empty(), "columns")?;
+            }
+            CheckKind::InSet => {
+                require(self.column.is_some(), "column")?;
+                require(!self.values.is_empty(), "values")?;
+            }
+            CheckKind::Between => {
+                require(self.column.is_some(), "column")?;
+                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
+            }
+            CheckKind::Regex => {
+                require(self.column.is_some(), "column")?;
+                require(self.pattern.is_some(), "pattern")?;
+            }
+            CheckKind::Referential => {
+                require(self.column.is_some(), "column")?;
+                require(self.reference.is_some(), "reference")?;
+            }
+            CheckKind::RowCount => {
+                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
+                for bound in [&self.min, &self.max].into_iter().flatten() {
+                    if bound.as_integer().is_none_or(|n| n < 0) {
+                        return Err(invalid(format!(
+                            "`min` and `max` of a row_count are non-negative integers, got {bound}"
+                        )));
+                    }
+                }
+            }
+            CheckKind::Freshness => {
+                require(self.column.is_some(), "column")?;
+                require(self.max_age.is_some(), "max_age")?;
+                if let Some(age) = &self.max_age {
+                    parse_duration(age).map_err(|e| invalid(format!("`max_age`: {e}")))?;
+                }
+            }
+            CheckKind::Schema => {
+                require(
+                    !self.columns.is_empty() || !self.types.is_empty(),
+                    "columns` or `types",
+                )?;
+            }
+            CheckKind::Mean
+            | CheckKind::Stddev
+            | CheckKind::Min
+            | CheckKind::Max
+            | CheckKind::Quantile => {
+                require(self.column.is_some(), "column")?;
+                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
+                for bound in [&self.min, &self.max].into_iter().flatten() {
+                    if toml_number(bound).is_none() {
+                        return Err(invalid(format!(
+                            "`min` and `max` of a `{kind}` check are numbers, got {bound}"
+                        )));
+                    }
+                }
+                if kind == CheckKind::Quantile {
+                    require(self.quantile.is_some(), "quantile")?;
+                    if let Some(q) = self.quantile
+                        && !(0.0..=1.0).contains(&q)
+                    {
+                        return Err(invalid(format!(
+                            "`quantile` must be within [0, 1], got {q}"
+                        )));
+                    }
+                }
+            }
+            CheckKind::Drift => {
+                require(self.column.is_some(), "column")?;
+                if self.reference_version.is_some()
+                    && self.reference.as_deref().is_some_and(|r| r != "previous")
+                {
+                    return Err(invalid(
+                        "`reference_version` pins a version of the checked product; it cannot \
+                         be combined with another `reference`"
+                            .to_string(),
+                    ));
+                }
+                if let Some(bins) = self.bins
+                    && !(2..=1000).contains(&bins)
+                {
+                    return Err(invalid(format!(
+                        "`bins` must be within 2..=1000, got {bins}"
+                    )));
+                }
+                if let Some(threshold) = self.threshold
+                    && !(threshold.is_finite() && threshold > 0.0)
+                {
+                    return Err(invalid(format!(
+                        "`threshold` must be a positive number, got {threshold}"
+                    )));
+                }
+            }
+            CheckKind::Anomaly => {
+                let metric = self
+                    .metric
+                    .ok_or_else(|| invalid("an `anomaly` check needs `metric`".to_string()))?;
+                if metric != AnomalyMetric::RowCount {
+                    require(self.column.is_some(), "column")?;
+                } else if self.column.is_some() {
+                    return Err(invalid("metric `row_count` takes no `column`".to_string()));
+                }
+                if self.max_change.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+                    return Err(invalid(
+                        "`max_change` must be a positive number".to_string(),
+                    ));
+                }
+                if self.window == Some(0) {
+                    return Err(invalid("`window` must be at least 1".to_string()));
+                }
+            }
+        }
+        if matches!(kind, CheckKind::NotNull | CheckKind::Unique)
+            && self.column.is_some()
+            && !self.columns.is_empty()
+        {
+            return Err(invalid("give `column` or `columns`, not both".to_string()));
+        }
+        Ok(())
+    }
+
+    /// The kind-specific keys present in this entry.
+    fn given_kind_keys(&self) -> Vec<&'static str> {
+        [
+            ("expect", self.expect.is_some()),
+            ("column", self.column.is_some()),
+            ("columns", !self.columns.is_empty()),
+            ("values", !self.values.is_empty()),
+            ("min", self.min.is_some()),
+            ("max", self.max.is_some()),
+            ("pattern", self.pattern.is_some()),
+            ("max_age", self.max_age.is_some()),
+            ("reference", self.reference.is_some()),
+            ("reference_column", self.reference_column.is_some()),
+            ("reference_version", self.reference_version.is_some()),
+            ("types", !self.types.is_empty()),
+            ("method", self.method.is_some()),
+            ("threshold", self.threshold.is_some()),
+            ("bins", self.bins.is_some()),
+            ("quantile", self.quantile.is_some()),
+            ("metric", self.metric.is_some()),
+            ("max_change", self.max_change.is_some()),
+            ("window", self.window.is_some()),
+            ("min_history", self.min_history.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect()
+    }
+}
+
+/// A TOML integer or float as f64.
+pub fn toml_number(value: &toml::Value) -> Option<f64> {
+    match value {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Parses durations like `90s`, `30m`, `26h`, `7d`, or combinations like `1h30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => {
+                return Err(format!(
+                    "unknown unit '{c}' in {text:?} (use s, m, h, d or w)"
+                ));
+            }
+        };
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration like 30m, 26h or 1h30m"))?;
+        total = value
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("{text:?} is too long"))?;
+        number.clear();
+        any = true;
+    }
+    if !number.is_empty() || !any {
+        return Err(format!(
+            "{text:?} is not a duration like 30m, 26h or 1h30m (a unit is required)"
+        ));
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(toml_text: &str) -> CheckSpec {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("26h").unwrap().as_secs(), 26 * 3600);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert!(parse_duration("26").is_err());
+        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn names_and_kinds() {
+        let c = check("on = 'f'\nkind = 'not_null'\ncolumns = ['a', 'b']");
+        assert_eq!(c.effective_name().unwrap(), "not_null_a_b");
+        c.validate().unwrap();
+        let e = check("on = 'f'\nexpect = 'a > 1'");
+        assert!(e.effective_name().is_err(), "expect checks need a name");
+        let rc = check("on = 'f'\nkind = 'row_count'\nmin = 1");
+        assert_eq!(rc.effective_name().unwrap(), "row_count");
+    }
+
+    #[test]
+    fn keys_that_do_not_apply_are_refused() {
+        let c = check("on = 'f'\nkind = 'between'\ncolumn = 'a'\nmin = 1\npattern = 'x'");
+        let message = c.validate().unwrap_err().to_string();
+        assert!(message.contains("`pattern` does not apply"), "{message}");
+        let c = check("on = 'f'\nkind = 'row_count'\nmin = 1\naction = 'drop'");
+        let message = c.validate().unwrap_err().to_string();
+        assert!(message.contains("row-level checks only"), "{message}");
+        let c = check("on = 'f'\nkind = 'mean'\ncolumn = 'a'\nmin = 'x'");
+        assert!(c.validate().is_err());
+        let c = check("on = 'f'\nname = 'x'\nexpect = 'a'\nmostly = 1.5");
+        assert!(c.validate().unwrap_err().to_string().contains("mostly"));
+    }
+}

@@ -1,0 +1,832 @@
+//! Compiling a dataset's `[[checks]]` into ONE plan.
+//!
+//! The plan is the dataset's own plan with extra columns appended: one nullable boolean per
+//! row-level check (its predicate) and one helper column per dataset-level check that needs an
+//! input (a column cast to `Float64`, a timestamp as epoch microseconds, a category as text).
+//! The engine streams that plan once: it splits the dataset's columns (published, dropped or
+//! quarantined per row) from the check columns (counted, sampled, aggregated). However many
+//! checks there are, the dataset is scanned once; `unique` adds a window over its key set and
+//! `referential` a join with the reference's distinct values, neither of which re-reads the
+//! dataset.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::utils::find_aggregate_exprs;
+use datafusion::logical_expr::{Expr, ExprSchemable, JoinType, LogicalPlan, cast, col, lit, when};
+use datafusion::prelude::SessionContext;
+
+use crate::check_spec::{
+    AnomalyMetric, CheckAction, CheckKind, CheckSpec, DEFAULT_SAMPLES, DriftMethod, NullPolicy,
+    parse_duration, toml_number,
+};
+use crate::error::PlannerError;
+use crate::spec::DatasetKind;
+
+/// Prefix of the columns a checked plan appends to its dataset's columns.
+pub const CHECK_COLUMN_PREFIX: &str = "__lakeforge_check_";
+
+/// Columns a quarantine table adds in front of the dataset's columns.
+pub const QUARANTINE_COLUMNS: [&str; 2] = ["failed_checks", "run_id"];
+
+/// Default numeric histogram bins of a drift check.
+pub const DEFAULT_DRIFT_BINS: usize = 20;
+
+/// A dataset with its checks compiled into one plan.
+#[derive(Debug, Clone)]
+pub struct CheckedDataset {
+    /// The source, step or product.
+    pub dataset: String,
+    /// Which of the three it is.
+    pub dataset_kind: DatasetKind,
+    /// The dataset's columns followed by the check columns.
+    pub plan: LogicalPlan,
+    /// How many leading columns of `plan` are the dataset's own.
+    pub dataset_columns: usize,
+    /// The checks, in spec order.
+    pub checks: Vec<CompiledCheck>,
+    /// Indices of the dataset's key columns.
+    pub key_columns: Vec<usize>,
+}
+
+/// One check, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledCheck {
+    /// Its name (unique on its dataset).
+    pub name: String,
+    /// Its kind.
+    pub kind: CheckKind,
+    /// What failing does.
+    pub action: CheckAction,
+    /// Passing fraction required (row-level kinds).
+    pub mostly: f64,
+    /// How NULL predicates count (row-level kinds).
+    pub nulls: NullPolicy,
+    /// Failing rows to keep as samples.
+    pub samples: usize,
+    /// What is checked, in SQL-like text, for reports.
+    pub description: String,
+    /// How it is evaluated.
+    pub evaluation: Evaluation,
+}
+
+/// How a check is evaluated over the checked plan's columns.
+#[derive(Debug, Clone)]
+pub enum Evaluation {
+    /// A boolean predicate per row.
+    Row {
+        /// The predicate's column in the checked plan.
+        predicate: usize,
+        /// Dataset columns shown with a failing row (keys, then the columns the check reads).
+        sample_columns: Vec<usize>,
+    },
+    /// The number of rows within bounds.
+    RowCount {
+        /// Inclusive lower bound.
+        min: Option<u64>,
+        /// Inclusive upper bound.
+        max: Option<u64>,
+    },
+    /// A statistic of a column within bounds.
+    Statistic {
+        /// Which statistic.
+        statistic: Statistic,
+        /// Its input column in the checked plan.
+        input: usize,
+        /// Inclusive lower bound.
+        min: Option<f64>,
+        /// Inclusive upper bound.
+        max: Option<f64>,
+    },
+    /// The newest timestamp is recent enough.
+    Freshness {
+        /// The input column (epoch microseconds, `Int64`).
+        input: usize,
+        /// Largest allowed age at the run's start.
+        max_age: Duration,
+    },
+    /// Required columns and types, evaluated when planning.
+    Schema {
+        /// What is missing or mistyped; empty when the check passes.
+        problems: Vec<String>,
+    },
+    /// The column's distribution compared with a reference.
+    Drift {
+        /// The dataset column compared.
+        column: String,
+        /// The input column: `Float64` for numeric columns, `Utf8` for categorical ones.
+        input: usize,
+        /// Whether the column is treated as categorical.
+        categorical: bool,
+        /// The method; `None` picks one from the column type and sample size.
+        method: Option<DriftMethod>,
+        /// The threshold; `None` is the method's default.
+        threshold: Option<f64>,
+        /// Numeric histogram bins.
+        bins: usize,
+        /// What to compare with.
+        reference: DriftReference,
+    },
+    /// A metric compared with its own history.
+    Anomaly {
+        /// The metric.
+        metric: AnomalyMetric,
+        /// Its input column (absent for row_count).
+        input: Option<usize>,
+        /// Largest allowed relative change from the history's mean.
+        max_change: f64,
+        /// How many previous results count.
+        window: usize,
+        /// Results needed before the check can fail.
+        min_history: usize,
+    },
+}
+
+/// Column statistics dataset-level checks bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    /// Arithmetic mean of non-null values.
+    Mean,
+    /// Sample standard deviation of non-null values.
+    Stddev,
+    /// Smallest non-null value.
+    Min,
+    /// Largest non-null value.
+    Max,
+    /// Approximate quantile (t-digest) of non-null values.
+    Quantile(f64),
+    /// Fraction of rows where the column is NULL.
+    NullFraction,
+}
+
+/// What a drift check compares with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriftReference {
+    /// The product's latest committed version before this run.
+    PreviousVersion,
+    /// A pinned version of the product.
+    Version(u64),
+    /// Another source or step of the job.
+    Dataset(String),
+}
+
+impl CheckedDataset {
+    /// Whether any check removes rows (drop or quarantine).
+    pub fn filters_rows(&self) -> bool {
+        self.checks
+            .iter()
+            .any(|c| matches!(c.action, CheckAction::Drop | CheckAction::Quarantine))
+    }
+
+    /// Whether any check quarantines rows.
+    pub fn quarantines_rows(&self) -> bool {
+        self.checks
+            .iter()
+            .any(|c| c.action == CheckAction::Quarantine)
+    }
+
+    /// The dataset as downstream statements see it: rows failing a drop or quarantine check
+    /// removed, check columns removed.
+    pub fn filtered_plan(&self) -> Result<LogicalPlan, PlannerError> {
+        let schema = self.plan.schema();
+        let mut keep: Option<Expr> = None;
+        for check in &self.checks {
+            let (CheckAction::Drop | CheckAction::Quarantine, Evaluation::Row { predicate, .. }) =
+                (check.action, &check.evaluation)
+            else {
+                continue;
+            };
+            let (qualifier, field) = schema.qualified_field(*predicate);
+            let passes = datafusion::functions::expr_fn::coalesce(vec![
+                col(Column::from((qualifier, field))),
+                lit(check.nulls == NullPolicy::Pass),
+            ]);
+            keep = Some(match keep {
+                None => passes,
+                Some(previous) => previous.and(passes),
+            });
+        }
+        let columns = dataset_column_exprs(schema, self.dataset_columns);
+        let mut builder = datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone());
+        if let Some(keep) = keep {
+            builder = builder.filter(keep).map_err(|e| self.error(&e))?;
+        }
+        builder
+            .project(columns)
+            .and_then(|b| b.build())
+            .map_err(|e| self.error(&e))
+    }
+
+    fn error(&self, error: &datafusion::error::DataFusionError) -> PlannerError {
+        PlannerError::InvalidSpec(format!(
+            "cannot apply the checks of '{}': {}",
+            self.dataset,
+            error.strip_backtrace()
+        ))
+    }
+}
+
+/// Compiles `checks` on a dataset whose plan is `plan` into one [`CheckedDataset`].
+///
+/// Every problem a check has on this dataset (unknown column, wrong type, a predicate that is
+/// not boolean or not row-level) is an error naming the check, found before any data is read.
+pub async fn compile_checks(
+    ctx: &SessionContext,
+    dataset: &str,
+    dataset_kind: DatasetKind,
+    plan: LogicalPlan,
+    checks: &[&CheckSpec],
+    key: &[String],
+) -> Result<CheckedDataset, PlannerError> {
+    let schema = plan.schema().clone();
+    let dataset_columns = schema.fields().len();
+    let column_index = |name: &str| schema.fields().iter().position(|f| f.name() == name);
+    let mut key_columns = Vec::with_capacity(key.len());
+    for name in key {
+        let index = column_index(name).ok_or_else(|| {
+            PlannerError::InvalidSpec(format!(
+                "key column '{name}' of '{dataset}' is not one of its columns ({})",
+                column_list(&schema)
+            ))
+        })?;
+        key_columns.push(index);
+    }
+
+    let mut frame = DataFrame::new(ctx.state(), plan);
+    // Check columns, in the order they are appended after the dataset's columns.
+    let mut extra: Vec<Expr> = Vec::new();
+    let mut compiled = Vec::with_capacity(checks.len());
+    for (ordinal, spec) in checks.iter().enumerate() {
+        let name = spec.effective_name()?;
+        let kind = spec.effective_kind()?;
+        let invalid = |message: String| PlannerError::InvalidCheck {
+            check: name.clone(),
+            dataset: dataset.to_string(),
+            message,
+        };
+        let field_of = |column: &str| -> Result<(usize, DataType), PlannerError> {
+            let index = column_index(column).ok_or_else(|| {
+                invalid(format!(
+                    "column '{column}' does not exist (columns: {})",
+                    column_list(&schema)
+                ))
+            })?;
+            Ok((index, schema.field(index).data_type().clone()))
+        };
+        let next_column = dataset_columns + extra.len();
+        let alias = format!("{CHECK_COLUMN_PREFIX}{ordinal}");
+        let mut description = String::new();
+
+        let evaluation = match kind {
+            CheckKind::Referential => {
+                let column = spec.column.as_deref().unwrap_or_default();
+                let (index, data_type) = field_of(column)?;
+                let reference = spec.reference.as_deref().unwrap_or_default();
+                let reference_column = spec.reference_column.as_deref().unwrap_or(column);
+                let reference_alias = format!("__lakeforge_reference_{ordinal}");
+                let reference_frame = ctx
+                    .table(reference)
+                    .await
+                    .and_then(|t| {
+                        t.select(vec![
+                            cast(col(ident(reference_column)), data_type.clone())
+                                .alias(&reference_alias),
+                        ])
+                    })
+                    .and_then(|t| t.distinct())
+                    .and_then(|t| t.alias(&reference_alias))
+                    .map_err(|e| {
+                        invalid(format!(
+                            "cannot read {reference}.{reference_column}: {}",
+                            e.strip_backtrace()
+                        ))
+                    })?;
+                let (qualifier, field) = schema.qualified_field(index);
+                let dataset_column = col(Column::from((qualifier, field)));
+                let reference_value = col(Column::new(
+                    Some(reference_alias.as_str()),
+                    &reference_alias,
+                ));
+                frame = frame
+                    .join_on(
+                        reference_frame,
+                        JoinType::Left,
+                        [dataset_column.clone().eq(reference_value.clone())],
+                    )
+                    .map_err(|e| invalid(e.strip_backtrace()))?;
+                description = format!("{column} IN (SELECT {reference_column} FROM {reference})");
+                extra.push(
+                    when(dataset_column.is_null(), lit(ScalarValue::Boolean(None)))
+                        .otherwise(reference_value.is_not_null())
+                        .map_err(|e| invalid(e.strip_backtrace()))?
+                        .alias(&alias),
+                );
+                let sample_columns = union_columns(&key_columns, &[index]);
+                Evaluation::Row {
+                    predicate: next_column,
+                    sample_columns,
+                }
+            }
+            kind if kind.is_row_level() => {
+                let sql = row_predicate_sql(spec, kind).map_err(&invalid)?;
+                let expr = ctx
+                    .parse_sql_expr(&sql, &schema)
+                    .map_err(|e| invalid(format!("{} (in `{sql}`)", e.strip_backtrace())))?;
+                check_row_predicate(&expr, &schema)
+                    .map_err(|m| invalid(format!("{m} (in `{sql}`)")))?;
+                let mut referenced = Vec::new();
+                for column in expr.column_refs() {
+                    if let Some(index) = column_index(&column.name) {
+                        referenced.push(index);
+                    }
+                }
+                referenced.sort_unstable();
+                description = sql;
+                extra.push(expr.alias(&alias));
+                Evaluation::Row {
+                    predicate: next_column,
+                    sample_columns: union_columns(&key_columns, &referenced),
+                }
+            }
+            CheckKind::RowCount => {
+                let bound = |v: &Option<toml::Value>| {
+                    v.as_ref()
+                        .and_then(toml::Value::as_integer)
+                        .and_then(|n| u64::try_from(n).ok())
+                };
+                let (min, max) = (bound(&spec.min), bound(&spec.max));
+                description = bounds_text("count(*)", min.map(|v| v as f64), max.map(|v| v as f64));
+                Evaluation::RowCount { min, max }
+            }
+            CheckKind::Mean
+            | CheckKind::Stddev
+            | CheckKind::Min
+            | CheckKind::Max
+            | CheckKind::Quantile => {
+                let column = spec.column.as_deref().unwrap_or_default();
+                let (index, data_type) = field_of(column)?;
+                if !data_type.is_numeric() {
+                    return Err(invalid(format!(
+                        "column '{column}' is {data_type}; a `{kind}` check needs a numeric column"
+                    )));
+                }
+                let statistic = match kind {
+                    CheckKind::Mean => Statistic::Mean,
+                    CheckKind::Stddev => Statistic::Stddev,
+                    CheckKind::Min => Statistic::Min,
+                    CheckKind::Max => Statistic::Max,
+                    _ => Statistic::Quantile(spec.quantile.unwrap_or(0.5)),
+                };
+                let (min, max) = (
+                    spec.min.as_ref().and_then(toml_number),
+                    spec.max.as_ref().and_then(toml_number),
+                );
+                let function = match statistic {
+                    Statistic::Quantile(q) => format!("approx_percentile_cont({column}, {q})"),
+                    _ => format!("{kind}({column})"),
+                };
+                description = bounds_text(&function, min, max);
+                extra.push(float_input(&schema, index).alias(&alias));
+                Evaluation::Statistic {
+                    statistic,
+                    input: next_column,
+                    min,
+                    max,
+                }
+            }
+            CheckKind::Freshness => {
+                let column = spec.column.as_deref().unwrap_or_default();
+                let (index, data_type) = field_of(column)?;
+                let max_age_text = spec.max_age.as_deref().unwrap_or_default();
+                let max_age = parse_duration(max_age_text).map_err(&invalid)?;
+                let (qualifier, field) = schema.qualified_field(index);
+                let value = col(Column::from((qualifier, field)));
+                let micros = match &data_type {
+                    DataType::Timestamp(_, Some(_)) => cast(
+                        cast(
+                            value,
+                            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                        ),
+                        DataType::Int64,
+                    ),
+                    DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64 => cast(
+                        cast(value, DataType::Timestamp(TimeUnit::Microsecond, None)),
+                        DataType::Int64,
+                    ),
+                    other => {
+                        return Err(invalid(format!(
+                            "column '{column}' is {other}; freshness needs a timestamp or date"
+                        )));
+                    }
+                };
+                description = format!("now() - max({column}) <= {max_age_text}");
+                extra.push(micros.alias(&alias));
+                Evaluation::Freshness {
+                    input: next_column,
+                    max_age,
+                }
+            }
+            CheckKind::Schema => {
+                let mut problems = Vec::new();
+                let mut required: Vec<(String, Option<String>)> =
+                    spec.columns.iter().map(|c| (c.clone(), None)).collect();
+                required.extend(spec.types.iter().map(|(c, t)| (c.clone(), Some(t.clone()))));
+                for (column, expected) in &required {
+                    match column_index(column) {
+                        None => problems.push(format!("column '{column}' is missing")),
+                        Some(index) => {
+                            let actual = schema.field(index).data_type();
+                            if let Some(expected) = expected
+                                && !type_matches(expected, actual)
+                            {
+                                problems.push(format!(
+                                    "column '{column}' is {actual}, expected {expected}"
+                                ));
+                            }
+                        }
+                    }
+                }
+                description = required
+                    .iter()
+                    .map(|(c, t)| match t {
+                        Some(t) => format!("{c} {t}"),
+                        None => c.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Evaluation::Schema { problems }
+            }
+            CheckKind::Drift => {
+                let column = spec.column.as_deref().unwrap_or_default();
+                let (index, data_type) = field_of(column)?;
+                let categorical = !data_type.is_numeric();
+                if categorical && let Some(method) = spec.method.filter(|m| m.is_numeric_only()) {
+                    return Err(invalid(format!(
+                        "method `{}` needs a numeric column; '{column}' is {data_type} (use psi, \
+                         jensen_shannon or chi_squared)",
+                        method.as_str()
+                    )));
+                }
+                if !categorical && spec.method == Some(DriftMethod::ChiSquared) {
+                    return Err(invalid(format!(
+                        "method `chi_squared` applies to categorical columns; '{column}' is \
+                         {data_type} (use psi, ks, jensen_shannon or wasserstein)"
+                    )));
+                }
+                let input = if categorical {
+                    let (qualifier, field) = schema.qualified_field(index);
+                    cast(col(Column::from((qualifier, field))), DataType::Utf8)
+                } else {
+                    float_input(&schema, index)
+                };
+                let reference = match (spec.reference.as_deref(), spec.reference_version) {
+                    (_, Some(version)) => DriftReference::Version(version),
+                    (None | Some("previous"), None) => DriftReference::PreviousVersion,
+                    (Some(other), None) => DriftReference::Dataset(other.to_string()),
+                };
+                description = format!(
+                    "distribution of {column} vs {}",
+                    match &reference {
+                        DriftReference::PreviousVersion => "the previous version".to_string(),
+                        DriftReference::Version(v) => format!("version {v}"),
+                        DriftReference::Dataset(d) => d.clone(),
+                    }
+                );
+                extra.push(input.alias(&alias));
+                Evaluation::Drift {
+                    column: column.to_string(),
+                    input: next_column,
+                    categorical,
+                    method: spec.method,
+                    threshold: spec.threshold,
+                    bins: spec.bins.unwrap_or(DEFAULT_DRIFT_BINS),
+                    reference,
+                }
+            }
+            CheckKind::Anomaly => {
+                let metric = spec.metric.unwrap_or(AnomalyMetric::RowCount);
+                let input = match (metric, spec.column.as_deref()) {
+                    (AnomalyMetric::RowCount, _) | (_, None) => None,
+                    (AnomalyMetric::NullFraction, Some(column)) => Some(field_of(column)?.0),
+                    (_, Some(column)) => {
+                        let (index, data_type) = field_of(column)?;
+                        if !data_type.is_numeric() {
+                            return Err(invalid(format!(
+                                "column '{column}' is {data_type}; metric `{}` needs a numeric \
+                                 column",
+                                metric.as_str()
+                            )));
+                        }
+                        extra.push(float_input(&schema, index).alias(&alias));
+                        Some(next_column)
+                    }
+                };
+                let max_change = spec.max_change.unwrap_or(0.5);
+                description = format!(
+                    "{}{} within ±{}% of its recent mean",
+                    metric.as_str(),
+                    spec.column
+                        .as_deref()
+                        .map(|c| format!("({c})"))
+                        .unwrap_or_default(),
+                    max_change * 100.0
+                );
+                Evaluation::Anomaly {
+                    metric,
+                    input,
+                    max_change,
+                    window: spec.window.unwrap_or(5),
+                    min_history: spec.min_history.unwrap_or(3),
+                }
+            }
+            // Every row-level kind is handled above.
+            _ => Evaluation::Schema {
+                problems: Vec::new(),
+            },
+        };
+        compiled.push(CompiledCheck {
+            name,
+            kind,
+            action: spec.action,
+            mostly: spec.effective_mostly(),
+            nulls: spec.nulls.unwrap_or_default(),
+            samples: spec.samples.unwrap_or(DEFAULT_SAMPLES),
+            description,
+            evaluation,
+        });
+    }
+
+    if compiled.iter().any(|c| c.action == CheckAction::Quarantine)
+        && let Some(clash) = QUARANTINE_COLUMNS
+            .iter()
+            .find(|name| column_index(name).is_some())
+    {
+        return Err(PlannerError::InvalidSpec(format!(
+            "'{dataset}' has a column named '{clash}', which its quarantine table uses for \
+             itself; rename the column to quarantine rows"
+        )));
+    }
+
+    let mut projection = dataset_column_exprs(&schema, dataset_columns);
+    projection.extend(extra);
+    let checked = frame
+        .select(projection)
+        .map_err(|e| {
+            PlannerError::InvalidSpec(format!(
+                "cannot combine the checks of '{dataset}': {}",
+                e.strip_backtrace()
+            ))
+        })?
+        .into_unoptimized_plan();
+    // Type errors (e.g. comparing a number with text) surface in the analyzer; run it now so
+    // they are reported before any data is read, naming the check when one alone is at fault.
+    analyze(ctx, &checked).map_err(|message| {
+        let culprit = compiled.iter().find(|c| {
+            matches!(&c.evaluation, Evaluation::Row { predicate, .. } if {
+                let single = checked.schema().qualified_field(*predicate);
+                let expr = col(Column::from(single));
+                DataFrame::new(ctx.state(), checked.clone())
+                    .select(vec![expr])
+                    .ok()
+                    .is_some_and(|f| analyze(ctx, f.logical_plan()).is_err())
+            })
+        });
+        match culprit {
+            Some(check) => PlannerError::InvalidCheck {
+                check: check.name.clone(),
+                dataset: dataset.to_string(),
+                message: format!("{message} (in `{}`)", check.description),
+            },
+            None => PlannerError::InvalidSpec(format!(
+                "the checks of '{dataset}' do not plan: {message}"
+            )),
+        }
+    })?;
+    Ok(CheckedDataset {
+        dataset: dataset.to_string(),
+        dataset_kind,
+        plan: checked,
+        dataset_columns,
+        checks: compiled,
+        key_columns,
+    })
+}
+
+/// Runs the session's analyzer (type coercion and plan checks) over `plan`.
+fn analyze(ctx: &SessionContext, plan: &LogicalPlan) -> Result<(), String> {
+    let state = ctx.state();
+    state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        .map(|_| ())
+        .map_err(|e| e.strip_backtrace())
+}
+
+/// The SQL text of a built-in row-level check's predicate (TRUE = pass, NULL = skipped).
+fn row_predicate_sql(spec: &CheckSpec, kind: CheckKind) -> Result<String, String> {
+    let column = || ident_sql(spec.column.as_deref().unwrap_or_default());
+    let columns: Vec<String> = spec
+        .column
+        .iter()
+        .chain(&spec.columns)
+        .map(|c| ident_sql(c))
+        .collect();
+    Ok(match kind {
+        CheckKind::Expect => spec.expect.clone().unwrap_or_default(),
+        CheckKind::NotNull => columns
+            .iter()
+            .map(|c| format!("{c} IS NOT NULL"))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        CheckKind::Unique => format!(
+            "CASE WHEN {} THEN NULL ELSE count(1) OVER (PARTITION BY {}) = 1 END",
+            columns
+                .iter()
+                .map(|c| format!("{c} IS NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+            columns.join(", ")
+        ),
+        CheckKind::InSet => format!(
+            "{} IN ({})",
+            column(),
+            spec.values
+                .iter()
+                .map(literal_sql)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(", ")
+        ),
+        CheckKind::Between => match (&spec.min, &spec.max) {
+            (Some(min), Some(max)) => format!(
+                "{} BETWEEN {} AND {}",
+                column(),
+                literal_sql(min)?,
+                literal_sql(max)?
+            ),
+            (Some(min), None) => format!("{} >= {}", column(), literal_sql(min)?),
+            (None, Some(max)) => format!("{} <= {}", column(), literal_sql(max)?),
+            (None, None) => return Err("a `between` check needs `min` or `max`".to_string()),
+        },
+        CheckKind::Regex => {
+            let pattern = spec.pattern.as_deref().unwrap_or_default();
+            regex::Regex::new(pattern)
+                .map_err(|e| format!("`pattern` is not a valid regex: {e}"))?;
+            format!(
+                "regexp_like(CAST({} AS VARCHAR), {})",
+                column(),
+                literal_sql(&toml::Value::String(pattern.to_string()))?
+            )
+        }
+        other => return Err(format!("`{other}` is not a row-level check")),
+    })
+}
+
+/// A row-level predicate must be boolean and must not aggregate over rows.
+fn check_row_predicate(expr: &Expr, schema: &DFSchema) -> Result<(), String> {
+    if !find_aggregate_exprs([expr]).is_empty() {
+        return Err(
+            "an aggregate function is not a row-level predicate; use a dataset-level kind \
+             (row_count, mean, stddev, min, max, quantile) or a window (OVER)"
+                .to_string(),
+        );
+    }
+    let data_type = expr.get_type(schema).map_err(|e| e.strip_backtrace())?;
+    if !matches!(data_type, DataType::Boolean | DataType::Null) {
+        return Err(format!(
+            "the predicate is {data_type}, not a boolean (e.g. `age BETWEEN 18 AND 120`)"
+        ));
+    }
+    Ok(())
+}
+
+/// `column` cast to `Float64`, for statistics.
+fn float_input(schema: &DFSchema, index: usize) -> Expr {
+    let (qualifier, field) = schema.qualified_field(index);
+    cast(col(Column::from((qualifier, field))), DataType::Float64)
+}
+
+/// Expressions selecting the first `count` columns of `schema` by their qualified names.
+fn dataset_column_exprs(schema: &DFSchema, count: usize) -> Vec<Expr> {
+    (0..count)
+        .map(|i| {
+            let (qualifier, field) = schema.qualified_field(i);
+            col(Column::from((qualifier, field)))
+        })
+        .collect()
+}
+
+/// Keys first, then the other columns, without duplicates.
+fn union_columns(keys: &[usize], others: &[usize]) -> Vec<usize> {
+    let mut seen = BTreeSet::new();
+    keys.iter()
+        .chain(others)
+        .copied()
+        .filter(|c| seen.insert(*c))
+        .collect()
+}
+
+/// An unqualified column reference for generated SQL, quoted so any name works.
+fn ident_sql(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A column reference that DataFusion will not case-fold.
+fn ident(name: &str) -> Column {
+    Column::new_unqualified(name)
+}
+
+/// A TOML scalar as a SQL literal.
+fn literal_sql(value: &toml::Value) -> Result<String, String> {
+    Ok(match value {
+        toml::Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) if f.is_finite() => format!("{f:?}"),
+        toml::Value::Boolean(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
+        toml::Value::Datetime(d) => format!("'{d}'"),
+        other => return Err(format!("{other} is not a value a check can compare with")),
+    })
+}
+
+/// `lo <= what <= hi` with absent bounds left out.
+fn bounds_text(what: &str, min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(lo), Some(hi)) => format!("{lo} <= {what} <= {hi}"),
+        (Some(lo), None) => format!("{what} >= {lo}"),
+        (None, Some(hi)) => format!("{what} <= {hi}"),
+        (None, None) => what.to_string(),
+    }
+}
+
+fn column_list(schema: &DFSchema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a `schema` check's expected type name (SQL or Arrow spelling) matches `actual`.
+pub fn type_matches(expected: &str, actual: &DataType) -> bool {
+    let expected = expected.trim().to_ascii_lowercase();
+    let family = match expected.as_str() {
+        "string" | "varchar" | "text" | "utf8" | "largeutf8" | "utf8view" => {
+            return matches!(
+                actual,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+        }
+        "timestamp" => return matches!(actual, DataType::Timestamp(..)),
+        "decimal" | "numeric" => {
+            return matches!(
+                actual,
+                DataType::Decimal32(..)
+                    | DataType::Decimal64(..)
+                    | DataType::Decimal128(..)
+                    | DataType::Decimal256(..)
+            );
+        }
+        "bigint" | "long" | "int64" => DataType::Int64,
+        "int" | "integer" | "int32" => DataType::Int32,
+        "smallint" | "int16" => DataType::Int16,
+        "tinyint" | "int8" => DataType::Int8,
+        "double" | "float64" => DataType::Float64,
+        "float" | "real" | "float32" => DataType::Float32,
+        "boolean" | "bool" => DataType::Boolean,
+        "date" | "date32" => DataType::Date32,
+        "binary" | "bytea" => DataType::Binary,
+        _ => return actual.to_string().to_ascii_lowercase() == expected,
+    };
+    &family == actual
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_escaped() {
+        assert_eq!(
+            literal_sql(&toml::Value::String("it's".into())).unwrap(),
+            "'it''s'"
+        );
+        assert_eq!(literal_sql(&toml::Value::Float(0.5)).unwrap(), "0.5");
+        assert_eq!(ident_sql("we\"ird"), "\"we\"\"ird\"");
+        assert!(literal_sql(&toml::Value::Array(vec![])).is_err());
+    }
+
+    #[test]
+    fn type_names() {
+        assert!(type_matches("string", &DataType::Utf8View));
+        assert!(type_matches("BIGINT", &DataType::Int64));
+        assert!(type_matches("Int64", &DataType::Int64));
+        assert!(!type_matches("int", &DataType::Int64));
+        assert!(type_matches(
+            "timestamp",
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        ));
+    }
+}
