@@ -762,7 +762,7 @@ fn schema_differences(existing: &Schema, new: &Schema) -> Vec<String> {
     differences
 }
 
-/// Types are equal up to nullability of nested fields.
+/// Types are equal up to nullability and list item names of nested fields.
 fn types_match(a: &DataType, b: &DataType) -> bool {
     strip_nullability(a) == strip_nullability(b)
 }
@@ -771,7 +771,12 @@ fn strip_nullability(data_type: &DataType) -> DataType {
     let field =
         |f: &Arc<Field>| Arc::new(Field::new(f.name(), strip_nullability(f.data_type()), true));
     match data_type {
-        DataType::List(f) => DataType::List(field(f)),
+        // Writers name list items "item" or "element"; the name carries no meaning.
+        DataType::List(f) => DataType::List(Arc::new(Field::new(
+            "element",
+            strip_nullability(f.data_type()),
+            true,
+        ))),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
         DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         other => other.clone(),

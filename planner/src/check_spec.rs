@@ -66,7 +66,8 @@ pub struct CheckSpec {
     /// step to compare with, or `"previous"` (the product's previous version, the default).
     #[serde(default)]
     pub reference: Option<String>,
-    /// `referential`: the column of `reference` (default: the same name as `column`).
+    /// `referential` and `drift`: the column of `reference` (default: the same name as
+    /// `column`).
     #[serde(default)]
     pub reference_column: Option<String>,
     /// `drift`: compare with this version of the product instead of the previous one.
@@ -336,7 +337,9 @@ impl CheckSpec {
         }
         parts.extend(self.column.iter().cloned());
         parts.extend(self.columns.iter().cloned());
-        if kind == CheckKind::Expect || parts.len() == 1 && kind != CheckKind::RowCount {
+        if kind == CheckKind::Expect
+            || parts.len() == 1 && !matches!(kind, CheckKind::RowCount | CheckKind::Schema)
+        {
             return Err(PlannerError::InvalidSpec(format!(
                 "a `{kind}` check on '{}' needs a `name`",
                 self.on
@@ -377,6 +380,7 @@ impl CheckSpec {
             CheckKind::Drift => &[
                 "column",
                 "reference",
+                "reference_column",
                 "reference_version",
                 "method",
                 "threshold",

@@ -117,6 +117,8 @@ pub enum Evaluation {
     Drift {
         /// The dataset column compared.
         column: String,
+        /// The reference's column it is compared with.
+        reference_column: String,
         /// The input column: `Float64` for numeric columns, `Utf8` for categorical ones.
         input: usize,
         /// Whether the column is treated as categorical.
@@ -498,6 +500,10 @@ pub async fn compile_checks(
                 extra.push(input.alias(&alias));
                 Evaluation::Drift {
                     column: column.to_string(),
+                    reference_column: spec
+                        .reference_column
+                        .clone()
+                        .unwrap_or_else(|| column.to_string()),
                     input: next_column,
                     categorical,
                     method: spec.method,

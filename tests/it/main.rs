@@ -9,5 +9,6 @@
 mod support;
 
 mod bad_input;
+mod dq;
 mod example;
 mod versions;

@@ -87,7 +87,7 @@ impl CheckResult {
 
     /// `failed / evaluated` in percent, for row-level results.
     pub fn failed_percent(&self) -> Option<f64> {
-        (self.evaluated > 0 && self.observed.is_none())
+        (self.evaluated > 0 && is_row_level(&self.kind))
             .then(|| self.failed as f64 * 100.0 / self.evaluated as f64)
     }
 }
@@ -142,7 +142,7 @@ impl DatasetCheckRun {
         for check in &checked.checks {
             histories.push(history.get(&check.name).cloned().unwrap_or_default());
             let Evaluation::Drift {
-                column,
+                reference_column: column,
                 categorical,
                 bins,
                 reference,
@@ -243,7 +243,8 @@ impl DatasetCheckRun {
         let mut fields = vec![
             Field::new(
                 "failed_checks",
-                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                // "element" is the item name Delta gives list types.
+                DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
                 true,
             ),
             Field::new("run_id", DataType::Utf8, true),
@@ -740,6 +741,9 @@ fn quarantine_batch(
     let selected = BooleanArray::new(mask.clone(), None);
     let rows = filter_record_batch(dataset, &selected).map_err(|e| e.to_string())?;
     let mut failed_checks = ListBuilder::new(StringBuilder::new());
+    if let DataType::List(item) = schema.field(0).data_type() {
+        failed_checks = failed_checks.with_field(Arc::clone(item));
+    }
     for row in mask.set_indices() {
         for (check, failing) in checks.iter().zip(failing_masks) {
             if failing.as_ref().is_some_and(|f| f.value(row)) {

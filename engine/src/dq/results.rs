@@ -182,8 +182,11 @@ pub async fn observed_history(
     )
     .await?;
     for batch in &batches {
+        // Parquet strings may come back as Utf8View; read them as plain strings.
+        let checks = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+            .map_err(|e| EngineError::Usage(format!("cannot read the check results: {e}")))?;
         let (Some(checks), Some(values)) = (
-            batch.column(0).as_string_opt::<i32>(),
+            checks.as_string_opt::<i32>(),
             batch.column(1).as_primitive_opt::<Float64Type>(),
         ) else {
             continue;
