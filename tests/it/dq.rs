@@ -375,8 +375,7 @@ types = {{ age = "bigint", name = "string", email = "int" }}
 
 #[test]
 fn anomaly_compares_with_history_and_drift_with_the_previous_version() {
-    let job = format!(
-        r#"
+    let job = r#"
 [job]
 name = "people"
 warehouse = "wh"
@@ -394,7 +393,7 @@ path = "data/countries.csv"
 
 [[products]]
 name = "people_out"
-sql = "SELECT id, age + ${{shift}} AS age, country FROM people WHERE id <= ${{limit}}"
+sql = "SELECT id, age + ${shift} AS age, country FROM people WHERE id <= ${limit}"
 
 [[checks]]
 on = "people_out"
@@ -419,9 +418,8 @@ column = "country"
 reference = "countries"
 reference_column = "code"
 method = "chi_squared"
-"#
-    );
-    let project = project_with(&job);
+"#;
+    let project = project_with(job);
     let run = |vars: &[&str]| {
         let mut args = vec!["run", "job.toml"];
         for v in vars {

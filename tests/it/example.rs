@@ -61,6 +61,22 @@ fn churn_example_runs_end_to_end() {
     ]);
     assert_eq!(again[0]["products"][0]["version"], 1);
     assert_eq!(again[0]["products"][1]["version"], 1);
+    // Its checks ran, drift now against version 0, and every result passed on this data.
+    let checks = again[0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 9, "{checks:#?}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:#?}");
+    let drift = checks
+        .iter()
+        .find(|c| c["check"] == "drift_total_spend")
+        .unwrap();
+    // 300 reference values: the default method is KS; identical data has p-value 1.
+    assert_eq!(
+        drift["observed"].as_f64(),
+        Some(1.0),
+        "same data, no drift: {drift}"
+    );
+    let history = project.json(&["dq", "churn/warehouse"]);
+    assert_eq!(history.len(), 18);
     let partitions: Vec<_> = fs::read_dir(project.join("churn/warehouse/country_daily_revenue"))
         .unwrap()
         .filter_map(|e| e.ok())

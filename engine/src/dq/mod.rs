@@ -141,29 +141,7 @@ impl DatasetCheckRun {
         let mut histories = Vec::with_capacity(checked.checks.len());
         for check in &checked.checks {
             histories.push(history.get(&check.name).cloned().unwrap_or_default());
-            let Evaluation::Drift {
-                reference_column: column,
-                categorical,
-                bins,
-                reference,
-                ..
-            } = &check.evaluation
-            else {
-                baselines.push(None);
-                continue;
-            };
-            let baseline = measure_baseline(
-                ctx,
-                &checked.dataset,
-                check,
-                column,
-                *categorical,
-                *bins,
-                reference,
-                product,
-            )
-            .await?;
-            baselines.push(Some(baseline));
+            baselines.push(measure_baseline(ctx, &checked.dataset, check, product).await?);
         }
         Ok(DatasetCheckRun {
             checked,
@@ -487,7 +465,41 @@ impl DatasetCheckRun {
     }
 }
 
+/// Measures a drift check's reference histogram; `None` for other kinds.
 async fn measure_baseline(
+    ctx: &SessionContext,
+    dataset: &str,
+    check: &CompiledCheck,
+    product: ProductHistory<'_>,
+) -> Result<Option<Baseline>> {
+    let Evaluation::Drift {
+        reference_column: column,
+        categorical,
+        bins,
+        reference,
+        ..
+    } = &check.evaluation
+    else {
+        return Ok(None);
+    };
+    measure_reference(
+        ctx,
+        dataset,
+        check,
+        column,
+        *categorical,
+        *bins,
+        reference,
+        product,
+    )
+    .await
+    .map(Some)
+}
+
+/// Streams a drift reference into a histogram: numeric bins span its [min, max] (found by one
+/// aggregate first), categories are its distinct values.
+#[allow(clippy::too_many_arguments)]
+async fn measure_reference(
     ctx: &SessionContext,
     dataset: &str,
     check: &CompiledCheck,
@@ -528,10 +540,7 @@ async fn measure_baseline(
                     (pinned, *version)
                 }
                 _ => {
-                    let version = table
-                        .version()
-                        .and_then(|v| u64::try_from(v).ok())
-                        .unwrap_or(0);
+                    let version = table.version().unwrap_or(0);
                     (table.clone(), version)
                 }
             };
