@@ -170,3 +170,29 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         })?;
     Ok(restored.version().unwrap_or_default())
 }
+
+/// Appends `batch` to Lakeforge's own table at `url` (runs, check results), creating it on
+/// first use. `context` says what is being recorded, for the error.
+pub async fn append_batch(
+    url: &Url,
+    batch: arrow::array::RecordBatch,
+    table_name: &str,
+    context: &str,
+) -> Result<()> {
+    let mut table = DeltaTableBuilder::from_url(url.clone())
+        .and_then(|b| b.build())
+        .map_err(|e| EngineError::delta(context, e))?;
+    if table.verify_deltatable_existence().await.unwrap_or(false) {
+        table
+            .load()
+            .await
+            .map_err(|e| EngineError::delta(context, e))?;
+    }
+    table
+        .write(vec![batch])
+        .with_save_mode(deltalake::protocol::SaveMode::Append)
+        .with_table_name(table_name)
+        .await
+        .map_err(|e| EngineError::delta(context, e))?;
+    Ok(())
+}

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use deltalake::DeltaTableBuilder;
-use deltalake::protocol::SaveMode;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::delta::append_batch;
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, join_folder};
 use crate::metadata::{ENGINE_VERSION, InputIdentity};
@@ -101,29 +100,12 @@ pub fn runs_table_url(warehouse: &Url) -> Result<Url> {
 pub async fn record_run(warehouse: &Url, record: &RunRecord) -> Result<()> {
     let url = runs_table_url(warehouse)?;
     let batch = record_batch(record)?;
-    let context = || {
-        format!(
-            "cannot record run {} in {}",
-            record.run_id,
-            display_location(&url)
-        )
-    };
-    let mut table = DeltaTableBuilder::from_url(url.clone())
-        .and_then(|b| b.build())
-        .map_err(|e| EngineError::delta(context(), e))?;
-    if table.verify_deltatable_existence().await.unwrap_or(false) {
-        table
-            .load()
-            .await
-            .map_err(|e| EngineError::delta(context(), e))?;
-    }
-    table
-        .write(vec![batch])
-        .with_save_mode(SaveMode::Append)
-        .with_table_name("lakeforge_runs")
-        .await
-        .map_err(|e| EngineError::delta(context(), e))?;
-    Ok(())
+    let context = format!(
+        "cannot record run {} in {}",
+        record.run_id,
+        display_location(&url)
+    );
+    append_batch(&url, batch, "lakeforge_runs", &context).await
 }
 
 fn record_batch(record: &RunRecord) -> Result<RecordBatch> {

@@ -160,6 +160,14 @@ impl CheckKind {
         )
     }
 
+    /// The kind named as in specs (`not_null`, `drift`, ...).
+    pub fn from_name(name: &str) -> Option<CheckKind> {
+        use serde::de::IntoDeserializer;
+        let deserializer: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+            name.into_deserializer();
+        CheckKind::deserialize(deserializer).ok()
+    }
+
     /// The kind as written in specs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -655,6 +663,8 @@ mod tests {
         c.validate().unwrap();
         let e = check("on = 'f'\nexpect = 'a > 1'");
         assert!(e.effective_name().is_err(), "expect checks need a name");
+        assert_eq!(CheckKind::from_name("not_null"), Some(CheckKind::NotNull));
+        assert_eq!(CheckKind::from_name("nope"), None);
         let rc = check("on = 'f'\nkind = 'row_count'\nmin = 1");
         assert_eq!(rc.effective_name().unwrap(), "row_count");
     }

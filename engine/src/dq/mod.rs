@@ -1060,19 +1060,9 @@ impl Samples {
     }
 }
 
-/// Whether any check of these results is row-level (for reports).
+/// Whether a result's kind (as stored) is row-level.
 pub fn is_row_level(kind: &str) -> bool {
-    [
-        CheckKind::Expect,
-        CheckKind::NotNull,
-        CheckKind::Unique,
-        CheckKind::InSet,
-        CheckKind::Between,
-        CheckKind::Regex,
-        CheckKind::Referential,
-    ]
-    .iter()
-    .any(|k| k.as_str() == kind)
+    CheckKind::from_name(kind).is_some_and(CheckKind::is_row_level)
 }
 
 #[cfg(test)]

@@ -10,12 +10,10 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
-use deltalake::DeltaTableBuilder;
-use deltalake::protocol::SaveMode;
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{is_delta_table, open_table};
+use crate::delta::{append_batch, is_delta_table, open_table};
 use crate::dq::CheckResult;
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, join_folder};
@@ -139,22 +137,7 @@ pub async fn record_results(
     ];
     let batch = RecordBatch::try_new(results_schema(), columns)
         .map_err(|e| EngineError::Usage(format!("{}: {e}", context())))?;
-    let mut table = DeltaTableBuilder::from_url(url.clone())
-        .and_then(|b| b.build())
-        .map_err(|e| EngineError::delta(context(), e))?;
-    if table.verify_deltatable_existence().await.unwrap_or(false) {
-        table
-            .load()
-            .await
-            .map_err(|e| EngineError::delta(context(), e))?;
-    }
-    table
-        .write(vec![batch])
-        .with_save_mode(SaveMode::Append)
-        .with_table_name("lakeforge_dq_results")
-        .await
-        .map_err(|e| EngineError::delta(context(), e))?;
-    Ok(())
+    append_batch(&url, batch, "lakeforge_dq_results", &context()).await
 }
 
 /// The observed values of a job's checks on `dataset`, per check name, oldest first (results
