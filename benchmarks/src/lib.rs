@@ -1,9 +1,9 @@
 //! Lakeforge's benchmarks and the deterministic sample datasets they (and the examples) use.
 //!
-//! Today this crate holds the data generators ([`datagen`]); the benchmark harness that runs
-//! Lakeforge side by side with peer tools comes later. It must never depend on
-//! `lakeforge-engine` (the engine's `example` command uses these generators): the harness drives
-//! the `lakeforge` binary, as it drives the peers.
+//! The library holds the data generators ([`datagen`]); the `lakeforge-benchmarks` binary
+//! (`src/main.rs`) is the harness that runs the suites and writes the reports. This package must
+//! never depend on `lakeforge-engine` (the engine's `example` command uses these generators):
+//! the harness drives the `lakeforge` binary, as it drives the peer tools.
 //!
 //! ```no_run
 //! use lakeforge_benchmarks::datagen::churn::{generate_churn, ChurnConfig};

@@ -17,15 +17,14 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::datagen::DatagenError;
+use crate::datagen::{
+    COUNTRIES, DatagenError, chunk_rng, customer_id, generate_cached, pick, write_parquet_rows,
+};
 
 /// How much data to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,18 +65,6 @@ const WINDOW_START_DAY: i32 = 20_454;
 const WINDOW_DAYS: i32 = 181;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-const COUNTRIES: &[(&str, f64)] = &[
-    ("US", 0.34),
-    ("GB", 0.12),
-    ("DE", 0.11),
-    ("FR", 0.09),
-    ("BR", 0.08),
-    ("IN", 0.08),
-    ("JP", 0.06),
-    ("CA", 0.05),
-    ("ES", 0.04),
-    ("NL", 0.03),
-];
 const PLANS: &[(&str, f64, f64)] = &[
     // (plan, share, monthly fee)
     ("basic", 0.55, 9.99),
@@ -133,51 +120,18 @@ pub fn generate_churn(root: &Path, config: &ChurnConfig) -> Result<ChurnDataset,
             "customers and event_files must be positive".to_string(),
         ));
     }
-    let manifest_path = root.join(MANIFEST);
-    if let Ok(text) = fs::read_to_string(&manifest_path)
-        && serde_json::from_str::<ChurnConfig>(&text).ok() == Some(*config)
-    {
-        return Ok(ChurnDataset {
-            root: root.to_path_buf(),
-            generated: false,
-        });
-    }
-
-    let staging = staging_dir(root)?;
-    let result = write_dataset(&staging, config);
-    if let Err(error) = result {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(error);
-    }
-    if root.exists() {
-        fs::remove_dir_all(root).map_err(|e| DatagenError::io(root, e))?;
-    }
-    fs::rename(&staging, root).map_err(|e| DatagenError::io(root, e))?;
+    let generated = generate_cached(root, config, |dir| write_dataset(dir, config))?;
     Ok(ChurnDataset {
         root: root.to_path_buf(),
-        generated: true,
+        generated,
     })
-}
-
-const MANIFEST: &str = "_datagen.json";
-
-fn staging_dir(root: &Path) -> Result<PathBuf, DatagenError> {
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "data".to_string());
-    let staging = root.with_file_name(format!(".{name}.staging-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| DatagenError::io(&staging, e))?;
-    }
-    fs::create_dir_all(staging.join("customers")).map_err(|e| DatagenError::io(&staging, e))?;
-    fs::create_dir_all(staging.join("events")).map_err(|e| DatagenError::io(&staging, e))?;
-    Ok(staging)
 }
 
 fn write_dataset(dir: &Path, config: &ChurnConfig) -> Result<(), DatagenError> {
     let customers = customers_batch(config)?;
-    let customers_path = dir.join("customers").join("customers.csv");
+    let customers_dir = dir.join("customers");
+    fs::create_dir_all(&customers_dir).map_err(|e| DatagenError::io(&customers_dir, e))?;
+    let customers_path = customers_dir.join("customers.csv");
     let file = File::create(&customers_path).map_err(|e| DatagenError::io(&customers_path, e))?;
     let mut writer = arrow::csv::WriterBuilder::new()
         .with_header(true)
@@ -188,11 +142,7 @@ fn write_dataset(dir: &Path, config: &ChurnConfig) -> Result<(), DatagenError> {
 
     (0..config.event_files)
         .into_par_iter()
-        .try_for_each(|chunk| write_events_file(dir, config, chunk))?;
-
-    let manifest = serde_json::to_string_pretty(config).map_err(DatagenError::Manifest)?;
-    let manifest_path = dir.join(MANIFEST);
-    fs::write(&manifest_path, manifest).map_err(|e| DatagenError::io(&manifest_path, e))
+        .try_for_each(|chunk| write_events_file(dir, config, chunk))
 }
 
 fn customers_batch(config: &ChurnConfig) -> Result<RecordBatch, DatagenError> {
@@ -233,40 +183,21 @@ fn customers_batch(config: &ChurnConfig) -> Result<RecordBatch, DatagenError> {
         .map_err(|e| DatagenError::arrow(Path::new("customers"), e))
 }
 
-/// Customer ids are sparse and large, like real surrogate keys.
-fn customer_id(index: u64) -> i64 {
-    1_000_000 + (index as i64) * 7
-}
-
 fn write_events_file(dir: &Path, config: &ChurnConfig, chunk: u32) -> Result<(), DatagenError> {
     let files = u64::from(config.event_files);
     let first = config.events * u64::from(chunk) / files;
     let end = config.events * (u64::from(chunk) + 1) / files;
     let path = dir.join("events").join(format!("part-{chunk:05}.parquet"));
-    let file = File::create(&path).map_err(|e| DatagenError::io(&path, e))?;
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, events_schema(), Some(properties))
-        .map_err(|e| DatagenError::parquet(&path, e))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(
-        config.seed ^ (u64::from(chunk) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    );
-    const BATCH: u64 = 65_536;
-    let mut start = first;
-    while start < end {
-        let stop = (start + BATCH).min(end);
-        let batch = events_batch(&mut rng, config, start, stop)
-            .map_err(|e| DatagenError::arrow(&path, e))?;
-        writer
-            .write(&batch)
-            .map_err(|e| DatagenError::parquet(&path, e))?;
-        start = stop;
-    }
-    writer
-        .close()
-        .map_err(|e| DatagenError::parquet(&path, e))?;
-    Ok(())
+    let mut rng = chunk_rng(config.seed, u64::from(chunk));
+    // One row group per file, as the generator has always written (the files are small).
+    write_parquet_rows(
+        &path,
+        events_schema(),
+        usize::MAX,
+        first,
+        end,
+        |start, stop| events_batch(&mut rng, config, start, stop),
+    )
 }
 
 fn events_batch(
@@ -315,19 +246,6 @@ fn events_batch(
         Arc::new(device.finish()),
     ];
     RecordBatch::try_new(events_schema(), columns)
-}
-
-/// Draws from a weighted list; the weights need not sum to one.
-fn pick<'a>(rng: &mut ChaCha8Rng, choices: &[(&'a str, f64)]) -> &'a str {
-    let total: f64 = choices.iter().map(|(_, w)| w).sum();
-    let mut draw = rng.random::<f64>() * total;
-    for (value, weight) in choices {
-        if draw < *weight {
-            return value;
-        }
-        draw -= weight;
-    }
-    choices.last().map(|(v, _)| *v).unwrap_or_default()
 }
 
 fn pick_plan(rng: &mut ChaCha8Rng) -> (&'static str, f64) {

@@ -1,0 +1,375 @@
+//! What every suite shares: the `lakeforge` binary under test, timed runs alternated between
+//! cases, the machine's description, and the report files.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+/// The `lakeforge` binary the suites run, as a user would.
+pub struct Lakeforge {
+    binary: PathBuf,
+}
+
+impl Lakeforge {
+    /// Uses `explicit` when given. Otherwise the binary sits next to this one (same cargo profile);
+    /// when launched by `cargo run`, it is (re)built first so a stale binary is never measured.
+    pub fn locate(explicit: Option<PathBuf>) -> anyhow::Result<Lakeforge> {
+        if let Some(binary) = explicit {
+            if !binary.is_file() {
+                bail!("--lakeforge {}: no such file", binary.display());
+            }
+            return Ok(Lakeforge { binary });
+        }
+        let exe = std::env::current_exe().context("cannot find this program's path")?;
+        let dir = exe
+            .parent()
+            .context("this program's path has no parent folder")?;
+        let profile = dir
+            .file_name()
+            .and_then(OsStr::to_str)
+            .unwrap_or("debug")
+            .to_string();
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .context("the benchmarks crate has no parent folder")?;
+            let mut build = Command::new(cargo);
+            build.current_dir(workspace).args([
+                "build",
+                "--locked",
+                "-p",
+                "lakeforge-engine",
+                "--bin",
+                "lakeforge",
+            ]);
+            match profile.as_str() {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            eprintln!("building the lakeforge binary ({profile})");
+            let status = build.status().context("cannot run cargo build")?;
+            if !status.success() {
+                bail!("cargo build of the lakeforge binary failed");
+            }
+        }
+        let binary = dir.join(format!("lakeforge{}", std::env::consts::EXE_SUFFIX));
+        if !binary.is_file() {
+            bail!(
+                "{} does not exist: build it with `cargo build --release -p lakeforge-engine`, \
+                 or pass --lakeforge PATH",
+                binary.display()
+            );
+        }
+        Ok(Lakeforge { binary })
+    }
+
+    /// The binary's path.
+    pub fn path(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Runs `lakeforge ARGS...` in `dir` and returns its wall time and standard output; a
+    /// non-zero exit is an error carrying its standard error.
+    pub fn run<I, S>(&self, dir: &Path, args: I) -> anyhow::Result<(Duration, String)>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(&self.binary);
+        command.current_dir(dir).args(args);
+        let started = Instant::now();
+        let output = command
+            .output()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            bail!(
+                "{:?} failed ({}): {}",
+                command,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok((
+            elapsed,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        ))
+    }
+}
+
+/// One timed case of a suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// Its name, e.g. `scan`.
+    pub case: String,
+    /// What it does.
+    pub description: String,
+    /// Wall seconds of each measured run, in order (warm-up runs excluded).
+    pub seconds: Vec<f64>,
+    /// The median of `seconds`.
+    pub median_seconds: f64,
+}
+
+/// A case to time: its name, description, and the closure running it once.
+pub type Case<'a> = (
+    &'a str,
+    &'a str,
+    Box<dyn FnMut() -> anyhow::Result<Duration> + 'a>,
+);
+
+/// Runs `warmup` untimed rounds, then `runs` timed rounds; each round runs every case once, in
+/// order, so slow drifts of the machine (thermal, caches, neighbours) hit all cases alike.
+pub fn alternate(
+    cases: Vec<Case<'_>>,
+    warmup: usize,
+    runs: usize,
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut cases = cases;
+    let mut seconds: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); cases.len()];
+    for round in 0..warmup + runs {
+        for ((name, _, run), times) in cases.iter_mut().zip(&mut seconds) {
+            let elapsed = run().with_context(|| format!("case {name}, round {}", round + 1))?;
+            let label = if round < warmup { "warm-up" } else { "run" };
+            eprintln!("  {name:<18} {label:<8} {:>8.3} s", elapsed.as_secs_f64());
+            if round >= warmup {
+                times.push(elapsed.as_secs_f64());
+            }
+        }
+    }
+    Ok(cases
+        .into_iter()
+        .zip(seconds)
+        .map(|((name, description, _), seconds)| Measurement {
+            case: name.to_string(),
+            description: description.to_string(),
+            median_seconds: median(&seconds),
+            seconds,
+        })
+        .collect())
+}
+
+/// The median (mean of the middle two for an even count; 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The machine a report was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Host name.
+    pub host: String,
+    /// CPU model, from /proc/cpuinfo where available.
+    pub cpu: String,
+    /// Logical cores available to this process.
+    pub cores: usize,
+    /// Physical memory in GiB, from /proc/meminfo where available.
+    pub memory_gib: f64,
+    /// Operating system and architecture.
+    pub os: String,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub fn detect() -> Machine {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let host = read("/proc/sys/kernel/hostname").trim().to_string();
+        let cpu = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        Machine {
+            host: if host.is_empty() {
+                "unknown".to_string()
+            } else {
+                host
+            },
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        }
+    }
+}
+
+/// A ratio between two cases of a suite, with its target when the project has one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// What it compares, e.g. `checks / scan`.
+    pub name: String,
+    /// `median(numerator) / median(denominator)`.
+    pub value: f64,
+    /// The most the project accepts, if it sets a target.
+    pub target_at_most: Option<f64>,
+}
+
+impl Ratio {
+    /// The ratio of the medians of cases `numerator` and `denominator` of `measurements`.
+    pub fn of(
+        measurements: &[Measurement],
+        numerator: &str,
+        denominator: &str,
+        target_at_most: Option<f64>,
+    ) -> anyhow::Result<Ratio> {
+        let median = |case: &str| {
+            measurements
+                .iter()
+                .find(|m| m.case == case)
+                .map(|m| m.median_seconds)
+                .with_context(|| format!("no case named {case}"))
+        };
+        Ok(Ratio {
+            name: format!("{numerator} / {denominator}"),
+            value: median(numerator)? / median(denominator)?,
+            target_at_most,
+        })
+    }
+}
+
+/// One suite's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteReport {
+    /// The suite, e.g. `dq`.
+    pub suite: String,
+    /// The data it ran on and how the runs were made.
+    pub setup: BTreeMap<String, serde_json::Value>,
+    /// Its timed cases.
+    pub measurements: Vec<Measurement>,
+    /// Ratios between cases.
+    pub ratios: Vec<Ratio>,
+    /// What a reader should know to interpret the figures.
+    pub notes: Vec<String>,
+}
+
+/// A whole benchmark run: the machine, the code measured, and each suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it ran (UTC, RFC 3339).
+    pub date: String,
+    /// Where.
+    pub machine: Machine,
+    /// The `lakeforge --version` measured and the git commit, where known.
+    pub lakeforge: String,
+    /// The cargo profile of the binary.
+    pub profile: String,
+    /// Whether this was a smoke run (tiny data, one run: checks the harness, not speed).
+    pub smoke: bool,
+    /// The suites.
+    pub suites: Vec<SuiteReport>,
+}
+
+impl Report {
+    /// Writes `DIR/<date>-<host>.json` and `.md`, and returns their paths.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let day = self.date.get(..10).unwrap_or(&self.date);
+        let stem = format!("{day}-{}", self.machine.host);
+        let json_path = dir.join(format!("{stem}.json"));
+        let markdown_path = dir.join(format!("{stem}.md"));
+        let json = serde_json::to_string_pretty(self).context("cannot encode the report")?;
+        std::fs::write(&json_path, json + "\n")
+            .with_context(|| format!("cannot write {}", json_path.display()))?;
+        std::fs::write(&markdown_path, self.markdown())
+            .with_context(|| format!("cannot write {}", markdown_path.display()))?;
+        Ok((json_path, markdown_path))
+    }
+
+    /// The report as markdown tables, one per suite.
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Lakeforge benchmarks, {}", self.date);
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Machine `{}`: {} ({} cores), {} GiB memory, {}. Binary: {} ({} profile){}.",
+            m.host,
+            m.cpu,
+            m.cores,
+            m.memory_gib,
+            m.os,
+            self.lakeforge,
+            self.profile,
+            if self.smoke {
+                ", SMOKE RUN (tiny data: not a measurement)"
+            } else {
+                ""
+            }
+        );
+        for suite in &self.suites {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "## {}", suite.suite);
+            let _ = writeln!(out);
+            for (key, value) in &suite.setup {
+                match value {
+                    serde_json::Value::String(text) => {
+                        let _ = writeln!(out, "- {key}: {text}");
+                    }
+                    other => {
+                        let _ = writeln!(out, "- {key}: {other}");
+                    }
+                }
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(out, "| case | what | median (s) | runs (s) |");
+            let _ = writeln!(out, "|---|---|---:|---|");
+            for measurement in &suite.measurements {
+                let runs: Vec<String> = measurement
+                    .seconds
+                    .iter()
+                    .map(|s| format!("{s:.3}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.3} | {} |",
+                    measurement.case,
+                    measurement.description,
+                    measurement.median_seconds,
+                    runs.join(", ")
+                );
+            }
+            let _ = writeln!(out);
+            let _ = writeln!(out, "| ratio of medians | value | target |");
+            let _ = writeln!(out, "|---|---:|---|");
+            for ratio in &suite.ratios {
+                let target = match ratio.target_at_most {
+                    Some(t) if ratio.value <= t => format!("<= {t} (met)"),
+                    Some(t) => format!("<= {t} (NOT met)"),
+                    None => "-".to_string(),
+                };
+                let _ = writeln!(out, "| {} | {:.2}x | {target} |", ratio.name, ratio.value);
+            }
+            if !suite.notes.is_empty() {
+                let _ = writeln!(out);
+                for note in &suite.notes {
+                    let _ = writeln!(out, "- {note}");
+                }
+            }
+        }
+        out
+    }
+}

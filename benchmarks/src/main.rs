@@ -1,0 +1,132 @@
+//! `lakeforge-benchmarks`: runs benchmark suites against the `lakeforge` binary on generated
+//! data and writes `benchmarks/results/<date>-<host>.{json,md}`.
+//!
+//! ```text
+//! cargo run --release -p lakeforge-benchmarks -- dq            # 10M rows, 1 warm-up + 3 runs
+//! cargo run -p lakeforge-benchmarks -- --smoke --out /tmp/r dq # tiny data: checks the harness
+//! ```
+
+mod dq;
+mod harness;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::harness::{Lakeforge, Machine, Report};
+
+/// Lakeforge's benchmarks: generated data, whole `lakeforge run`s, medians and ratios.
+#[derive(Debug, Parser)]
+#[command(name = "lakeforge-benchmarks", version)]
+struct Cli {
+    /// The lakeforge binary to measure [default: the one next to this program, rebuilt first
+    /// when launched by `cargo run`].
+    #[arg(long, global = true)]
+    lakeforge: Option<PathBuf>,
+    /// Where generated datasets are cached [default: benchmarks/data].
+    #[arg(long, global = true)]
+    data: Option<PathBuf>,
+    /// Where the report files go [default: benchmarks/results].
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// Timed runs per case (the median is reported).
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: usize,
+    /// Untimed warm-up runs per case.
+    #[arg(long, global = true, default_value_t = 1)]
+    warmup: usize,
+    /// Tiny data, one run, no warm-up: checks that the harness works, measures nothing.
+    #[arg(long, global = true)]
+    smoke: bool,
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Data quality: 50 mixed checks vs a plain full scan, and publishing with vs without them.
+    Dq {
+        /// Rows of the generated feature dataset.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let data_root = cli.data.unwrap_or_else(|| crate_dir.join("data"));
+    let out = cli.out.unwrap_or_else(|| crate_dir.join("results"));
+    let (runs, warmup) = if cli.smoke {
+        (1, 0)
+    } else {
+        (cli.runs.max(1), cli.warmup)
+    };
+    let lakeforge = Lakeforge::locate(cli.lakeforge)?;
+    let (_, version) = lakeforge.run(&data_root_parent(&data_root), ["--version"])?;
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&crate_dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let profile = lakeforge
+        .path()
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let work_root = data_root.join("work");
+    let suites = match cli.suite {
+        Suite::Dq { rows } => {
+            let rows = if cli.smoke { rows.min(20_000) } else { rows };
+            vec![dq::run(
+                &lakeforge,
+                &dq::DqOptions {
+                    rows,
+                    runs,
+                    warmup,
+                    data_root: data_root.clone(),
+                    work_dir: work_root.join("dq"),
+                },
+            )?]
+        }
+    };
+    let report = Report {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: Machine::detect(),
+        lakeforge: match commit {
+            Some(commit) => format!("{} (commit {commit})", version.trim()),
+            None => version.trim().to_string(),
+        },
+        profile,
+        smoke: cli.smoke,
+        suites,
+    };
+    let (json, markdown) = report.write(&out).context("cannot write the report")?;
+    println!("{}", report.markdown());
+    eprintln!("wrote {} and {}", json.display(), markdown.display());
+    Ok(())
+}
+
+/// A folder that exists, to run `lakeforge --version` in.
+fn data_root_parent(data_root: &std::path::Path) -> PathBuf {
+    data_root
+        .ancestors()
+        .find(|p| p.is_dir())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
