@@ -5,16 +5,21 @@
 //! input (a column cast to `Float64`, a timestamp as epoch microseconds, a category as text).
 //! The engine streams that plan once: it splits the dataset's columns (published, dropped or
 //! quarantined per row) from the check columns (counted, sampled, aggregated). However many
-//! checks there are, the dataset is scanned once; `unique` adds a window over its key set and
-//! `referential` a join with the reference's distinct values, neither of which re-reads the
-//! dataset.
+//! checks there are, the dataset's plan runs once. `unique` on a dataset that is a plain scan
+//! (of a source, or a product/step that only filters and projects one) adds a grouped aggregate
+//! over the key columns alone, which the dataset probes; on any other plan (joins, aggregates,
+//! ...) it adds a window over the key set instead, so the costly plan is not evaluated twice.
+//! `referential` adds a join with the reference's distinct values.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
 use datafusion::logical_expr::{Expr, ExprSchemable, JoinType, LogicalPlan, cast, col, lit, when};
 use datafusion::prelude::SessionContext;
@@ -257,6 +262,7 @@ pub async fn compile_checks(
         key_columns.push(index);
     }
 
+    let dataset_plan = plan.clone();
     let mut frame = DataFrame::new(ctx.state(), plan);
     // Check columns, in the order they are appended after the dataset's columns.
     let mut extra: Vec<Expr> = Vec::new();
@@ -312,11 +318,13 @@ pub async fn compile_checks(
                     Some(reference_alias.as_str()),
                     &reference_alias,
                 ));
-                frame = frame
+                // The reference's distinct values are the join's left (build) side, so the
+                // dataset streams through as the probe side.
+                frame = reference_frame
                     .join_on(
-                        reference_frame,
-                        JoinType::Left,
-                        [dataset_column.clone().eq(reference_value.clone())],
+                        frame,
+                        JoinType::Right,
+                        [reference_value.clone().eq(dataset_column.clone())],
                     )
                     .map_err(|e| invalid(e.strip_backtrace()))?;
                 description = format!("{column} IN (SELECT {reference_column} FROM {reference})");
@@ -330,6 +338,83 @@ pub async fn compile_checks(
                 Evaluation::Row {
                     predicate: next_column,
                     sample_columns,
+                }
+            }
+            CheckKind::Unique if cheap_to_recompute(&dataset_plan) => {
+                // A grouped aggregate over the key columns alone (the dataset is a plain scan,
+                // so this re-reads only those columns) finds the duplicated keys; the dataset
+                // then probes that small set. Cheaper than the window below, which sorts every
+                // column of the dataset by the key.
+                let columns: Vec<&String> = spec.column.iter().chain(&spec.columns).collect();
+                let mut indices = Vec::with_capacity(columns.len());
+                for column in &columns {
+                    indices.push(field_of(column)?.0);
+                }
+                let duplicates_alias = format!("__lakeforge_duplicates_{ordinal}");
+                let flag = format!("{duplicates_alias}_flag");
+                let key_names: Vec<String> = (0..indices.len())
+                    .map(|i| format!("{duplicates_alias}_key{i}"))
+                    .collect();
+                let dataset_keys: Vec<Expr> = indices
+                    .iter()
+                    .map(|&i| col(Column::from(schema.qualified_field(i))))
+                    .collect();
+                let duplicates = DataFrame::new(ctx.state(), without_sorts(dataset_plan.clone()))
+                    .aggregate(
+                        dataset_keys
+                            .iter()
+                            .zip(&key_names)
+                            .map(|(key, name)| key.clone().alias(name))
+                            .collect(),
+                        vec![count(lit(1)).alias(&flag)],
+                    )
+                    .and_then(|t| t.filter(col(Column::from_name(&flag)).gt(lit(1_i64))))
+                    .and_then(|t| {
+                        t.select(
+                            key_names
+                                .iter()
+                                .map(|name| col(Column::from_name(name)))
+                                .chain([lit(true).alias(&flag)])
+                                .collect::<Vec<_>>(),
+                        )
+                    })
+                    .and_then(|t| t.alias(&duplicates_alias))
+                    .map_err(|e| invalid(e.strip_backtrace()))?;
+                let qualified =
+                    |name: &str| col(Column::new(Some(duplicates_alias.as_str()), name));
+                let on: Vec<Expr> = dataset_keys
+                    .iter()
+                    .zip(&key_names)
+                    .map(|(key, name)| qualified(name).eq(key.clone()))
+                    .collect();
+                // The duplicates are the join's left (build) side, so the dataset streams
+                // through as the probe side instead of being collected into a hash table.
+                frame = duplicates
+                    .join_on(frame, JoinType::Right, on)
+                    .map_err(|e| invalid(e.strip_backtrace()))?;
+                let any_null_key = dataset_keys
+                    .iter()
+                    .map(|key| key.clone().is_null())
+                    .reduce(Expr::or)
+                    .unwrap_or_else(|| lit(false));
+                description = format!(
+                    "no other row has the same ({})",
+                    columns
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                extra.push(
+                    when(any_null_key, lit(ScalarValue::Boolean(None)))
+                        .otherwise(qualified(&flag).is_null())
+                        .map_err(|e| invalid(e.strip_backtrace()))?
+                        .alias(&alias),
+                );
+                indices.sort_unstable();
+                Evaluation::Row {
+                    predicate: next_column,
+                    sample_columns: union_columns(&key_columns, &indices),
                 }
             }
             kind if kind.is_row_level() => {
@@ -619,6 +704,41 @@ pub async fn compile_checks(
         checks: compiled,
         key_columns,
     })
+}
+
+/// Whether evaluating `plan` a second time (for the key columns of a `unique` check) is cheap
+/// and gives the same rows: scans, filters, projections, unions and full sorts of
+/// deterministic expressions. Joins, aggregates, windows, limits and anything else are
+/// evaluated once, and their `unique` checks use a window instead.
+fn cheap_to_recompute(plan: &LogicalPlan) -> bool {
+    let costly_or_unstable = plan.exists(|node| {
+        let allowed = match node {
+            LogicalPlan::TableScan(scan) => scan.fetch.is_none(),
+            LogicalPlan::Sort(sort) => sort.fetch.is_none(),
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::EmptyRelation(_)
+            | LogicalPlan::Values(_) => true,
+            _ => false,
+        };
+        Ok(!allowed || node.expressions().iter().any(Expr::is_volatile))
+    });
+    // `exists` fails only when its closure does, and ours never does.
+    !costly_or_unstable.unwrap_or(true)
+}
+
+/// `plan` without its full sorts (order does not matter to an aggregate over it).
+fn without_sorts(plan: LogicalPlan) -> LogicalPlan {
+    let stripped = plan.clone().transform_up(|node| match node {
+        LogicalPlan::Sort(sort) if sort.fetch.is_none() => {
+            Ok(Transformed::yes(Arc::unwrap_or_clone(sort.input)))
+        }
+        other => Ok(Transformed::no(other)),
+    });
+    // `transform_up` fails only when its closure does, and ours never does.
+    stripped.map(|t| t.data).unwrap_or(plan)
 }
 
 /// Runs the session's analyzer (type coercion and plan checks) over `plan`.
