@@ -7,6 +7,8 @@
 //!
 //! The list is empty until the scoring and data-quality issues add their functions.
 
+pub mod models;
+
 use std::sync::Arc;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
