@@ -152,6 +152,7 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         inputs: Vec::new(),
         restored_version: Some(to_version),
         checks: Vec::new(),
+        models: Vec::new(),
     };
     let properties = CommitProperties::default().with_metadata([(
         COMMIT_INFO_KEY.to_string(),

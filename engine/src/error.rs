@@ -11,6 +11,17 @@ pub enum EngineError {
     #[error(transparent)]
     Planner(#[from] PlannerError),
 
+    /// A model declared by the job cannot be read.
+    #[error("model '{name}' ({path}): {message}")]
+    Model {
+        /// The model's name in the spec.
+        name: String,
+        /// Its file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// A source cannot be found or read.
     #[error("source '{name}' ({location}): {message}")]
     Source {

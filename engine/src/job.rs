@@ -18,13 +18,14 @@ use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
 use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
+use crate::models::{JobModels, ModelUse, models_used};
 use crate::publish::{
     CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedProduct, check_input,
     commit_product, commit_quarantine, delta_compatible_schema, discard_input, discard_staged,
     prepare_product, prepare_quarantine, stage_product,
 };
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
-use crate::session::new_session;
+use crate::session::new_session_with_models;
 use crate::sources::register_sources;
 
 /// Where quarantine tables live, relative to the warehouse: `<folder>/<dataset>`.
@@ -37,6 +38,8 @@ pub struct LoadedJob {
     pub job: ResolvedJob,
     /// The warehouse's URL.
     pub warehouse: Url,
+    /// The models the job declares, read and checked.
+    pub models: Arc<JobModels>,
 }
 
 impl LoadedJob {
@@ -51,7 +54,12 @@ impl LoadedJob {
             .unwrap_or_else(|| PathBuf::from("."));
         let job = spec.resolve(&text, &base_dir, Some(path), vars)?;
         let warehouse = resolve_table_location(&job.base_dir, &job.spec.job.warehouse)?;
-        Ok(LoadedJob { job, warehouse })
+        let models = Arc::new(JobModels::load(&job)?);
+        Ok(LoadedJob {
+            job,
+            warehouse,
+            models,
+        })
     }
 
     /// Where a product's table lives: its `path` (relative to the warehouse) or
@@ -259,7 +267,7 @@ async fn execute_run(
     ledger: &mut RunLedger,
 ) -> Result<Vec<ProductOutcome>> {
     observer.on_event(RunEvent::Planning);
-    let ctx = new_session(config)?;
+    let ctx = new_session_with_models(config, loaded.models.clone())?;
     let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
     ledger.inputs = identities;
 
@@ -351,26 +359,30 @@ async fn execute_run(
         .iter()
         .flat_map(|i| i.results.iter().map(CheckSummary::from))
         .collect();
-    let metadata_for =
-        |product: Option<&str>, rows: u64, checks: Vec<CheckSummary>| CommitMetadata {
-            operation: "run".to_string(),
-            run_id: run_id.to_string(),
-            job: Some(loaded.job.name().to_string()),
-            product: product.map(str::to_string),
-            spec_hash: Some(loaded.job.spec_hash.clone()),
-            vars: loaded.job.vars.clone(),
-            engine_version: ENGINE_VERSION.to_string(),
-            rows_written: Some(rows),
-            inputs: ledger.inputs.clone(),
-            restored_version: None,
-            checks,
-        };
+    let metadata_for = |product: Option<&str>,
+                        rows: u64,
+                        checks: Vec<CheckSummary>,
+                        models: Vec<ModelUse>| CommitMetadata {
+        operation: "run".to_string(),
+        run_id: run_id.to_string(),
+        job: Some(loaded.job.name().to_string()),
+        product: product.map(str::to_string),
+        spec_hash: Some(loaded.job.spec_hash.clone()),
+        vars: loaded.job.vars.clone(),
+        engine_version: ENGINE_VERSION.to_string(),
+        rows_written: Some(rows),
+        inputs: ledger.inputs.clone(),
+        restored_version: None,
+        checks,
+        models,
+    };
     let mut outcomes = Vec::with_capacity(staged.len());
     for (index, (product, duration)) in staged.iter().enumerate() {
         let target = &product.prepared.target;
         let mut checks = input_checks.clone();
         checks.extend(product.check_results.iter().map(CheckSummary::from));
-        let metadata = metadata_for(Some(&target.name), product.rows, checks);
+        let models = models_used(&product.prepared.plan, loaded.models.as_ref());
+        let metadata = metadata_for(Some(&target.name), product.rows, checks, models);
         match commit_product(product, &metadata).await {
             Ok(version) => {
                 ledger.versions.insert(target.name.clone(), version);
@@ -399,7 +411,7 @@ async fn execute_run(
         .filter_map(|i| i.quarantine.as_ref())
         .chain(staged.iter().filter_map(|(p, _)| p.quarantine.as_ref()));
     for (quarantine, files) in quarantines {
-        let metadata = metadata_for(None, files.rows, Vec::new());
+        let metadata = metadata_for(None, files.rows, Vec::new(), Vec::new());
         if let Err(error) = commit_quarantine(quarantine, files, &metadata).await {
             return Err(partially_committed(
                 &quarantine.target.name,
@@ -592,7 +604,7 @@ pub struct ProductReport {
 /// Plans every statement of the job against its sources' schemas and every product against
 /// its existing table, without reading data.
 pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<Vec<ProductReport>> {
-    let ctx = new_session(config)?;
+    let ctx = new_session_with_models(config, loaded.models.clone())?;
     let (plan, _) = plan_loaded_job(&ctx, loaded).await?;
     let prepared = prepare_products(loaded, &plan).await?;
     let mut reports = Vec::with_capacity(prepared.len());

@@ -15,6 +15,7 @@ pub mod error;
 pub mod job;
 pub mod location;
 pub mod metadata;
+pub mod models;
 pub mod publish;
 pub mod runs;
 pub mod session;

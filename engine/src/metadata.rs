@@ -50,6 +50,9 @@ pub struct CommitMetadata {
     /// The results of the checks on this product and on the inputs it was computed from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSummary>,
+    /// The models that scored this version's rows (`predict` in its SQL or its steps').
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::models::ModelUse>,
 }
 
 /// A check result in compact form, as stored in commit metadata.

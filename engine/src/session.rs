@@ -6,11 +6,22 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use lakeforge_udfs::scoring::{ModelResolver, NoModels};
+
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
 
-/// A session configured from `config`, with Lakeforge's functions registered.
+/// A session configured from `config`, with Lakeforge's functions registered and no models
+/// (for commands that run no job).
 pub fn new_session(config: &EngineConfig) -> Result<SessionContext> {
+    new_session_with_models(config, Arc::new(NoModels))
+}
+
+/// A session configured from `config` whose `predict` functions find models through `models`.
+pub fn new_session_with_models(
+    config: &EngineConfig,
+    models: Arc<dyn ModelResolver>,
+) -> Result<SessionContext> {
     let session_config = SessionConfig::new()
         .with_target_partitions(config.target_partitions.max(1))
         .with_batch_size(config.batch_size.max(1))
@@ -24,6 +35,6 @@ pub fn new_session(config: &EngineConfig) -> Result<SessionContext> {
         .build_arc()
         .map_err(|e| EngineError::datafusion("cannot build the execution runtime", e))?;
     let ctx = SessionContext::new_with_config_rt(session_config, runtime);
-    lakeforge_udfs::register_all(&ctx);
+    lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
 }

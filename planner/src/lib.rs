@@ -40,7 +40,7 @@ pub use checks::{
 pub use error::PlannerError;
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
 pub use spec::{
-    DatasetKind, JobSection, JobSpec, ProductSpec, ResolvedJob, ResolvedStatement, SourceFormat,
-    SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,
+    DatasetKind, JobSection, JobSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
+    SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,
 };
 pub use vars::substitute_vars;

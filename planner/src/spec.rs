@@ -33,6 +33,20 @@ pub struct JobSpec {
     /// Data-quality assertions on sources, steps and products: `[[checks]]`.
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// Models the job's SQL scores with `predict('NAME', ...)`: `[models.NAME]`.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSpec>,
+}
+
+/// A `[models.NAME]` table: a model file the job scores with, declared inline.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The model file, relative to the spec's folder.
+    pub path: String,
+    /// `xgboost-json`, `xgboost-ubj`, `lightgbm` or `linear`; guessed from the file when absent.
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 /// The `[job]` table.

@@ -11,4 +11,5 @@ mod support;
 mod bad_input;
 mod dq;
 mod example;
+mod scoring;
 mod versions;

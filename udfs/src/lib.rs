@@ -1,22 +1,26 @@
 //! Lakeforge's SQL functions and their registry.
 //!
-//! This crate is the single place that lists the functions Lakeforge adds to SQL (model
-//! scoring, data-quality helpers). Every session that plans or executes Lakeforge SQL, embedded
-//! or on a cluster worker, gets its functions from [`register_all`], so a function added here
-//! works everywhere at once.
+//! This crate is the single place that lists the functions Lakeforge adds to SQL. Every session
+//! that plans or executes Lakeforge SQL, embedded or on a cluster worker, gets its functions from
+//! [`register_all`], so a function added here works everywhere at once.
 //!
-//! The list is empty until the scoring and data-quality issues add their functions.
+//! Today: the scoring functions `predict` and `predict_margin` ([`scoring`]), which evaluate
+//! XGBoost, LightGBM and linear models natively ([`models`]) and find models through the
+//! session's [`scoring::ModelResolver`].
 
 pub mod models;
+pub mod scoring;
 
 use std::sync::Arc;
 
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
-/// Every Lakeforge scalar function.
-pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    Vec::new()
+use crate::scoring::ModelResolver;
+
+/// Every Lakeforge scalar function, with models resolved by `models`.
+pub fn scalar_functions(models: Arc<dyn ModelResolver>) -> Vec<Arc<ScalarUDF>> {
+    scoring::scoring_functions(models)
 }
 
 /// Every Lakeforge aggregate function.
@@ -24,9 +28,9 @@ pub fn aggregate_functions() -> Vec<Arc<AggregateUDF>> {
     Vec::new()
 }
 
-/// Registers every Lakeforge function in `ctx`.
-pub fn register_all(ctx: &SessionContext) {
-    for udf in scalar_functions() {
+/// Registers every Lakeforge function in `ctx`, with models resolved by `models`.
+pub fn register_all(ctx: &SessionContext, models: Arc<dyn ModelResolver>) {
+    for udf in scalar_functions(models) {
         ctx.register_udf(udf.as_ref().clone());
     }
     for udaf in aggregate_functions() {

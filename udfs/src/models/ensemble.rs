@@ -198,6 +198,23 @@ impl Ensemble {
     pub fn margins(&self, features: &[f64], rows: usize, out: &mut [f64]) {
         let width = self.num_features;
         let groups = self.num_groups;
+        let mut start = 0;
+        while start < rows {
+            let block = BLOCK_ROWS.min(rows - start);
+            self.margins_block(
+                &features[start * width..(start + block) * width],
+                block,
+                &mut out[start * groups..(start + block) * groups],
+            );
+            start += block;
+        }
+    }
+
+    /// [`Ensemble::margins`] for one block: every tree routes every row of the block, so the
+    /// block's features stay in cache while the trees stream through.
+    fn margins_block(&self, features: &[f64], rows: usize, out: &mut [f64]) {
+        let width = self.num_features;
+        let groups = self.num_groups;
         match self.rule {
             SplitRule::XgBoost => {
                 // f32 accumulation, in tree order, starting from the base margin.

@@ -90,9 +90,11 @@ pub fn read(text: &str) -> Result<TreeModel, String> {
     };
 
     let mut trees = Vec::new();
+    let mut complete = false;
     while let Some((number, line)) = lines.next() {
         let line = line.trim();
         if line.starts_with("end of trees") {
+            complete = true;
             break;
         }
         let Some(index) = line.strip_prefix("Tree=") else {
@@ -114,8 +116,23 @@ pub fn read(text: &str) -> Result<TreeModel, String> {
         tree.group = trees.len() % trees_per_iteration;
         trees.push(tree);
     }
+    if !complete {
+        return Err(format!(
+            "the file ends after {} trees without its 'end of trees' line (truncated?)",
+            trees.len()
+        ));
+    }
+    if let Some(sizes) = header.get("tree_sizes") {
+        let declared = sizes.split_whitespace().count();
+        if declared != trees.len() {
+            return Err(format!(
+                "the header declares {declared} trees but the file has {}",
+                trees.len()
+            ));
+        }
+    }
     if trees.is_empty() {
-        return Err("the model has no trees (or lacks its 'end of trees' line)".to_string());
+        return Err("the model has no trees".to_string());
     }
     let ensemble = Ensemble {
         rule: SplitRule::LightGbm,

@@ -1,0 +1,328 @@
+//! Scoring inside SQL: `predict` / `predict_margin` with models declared in the job, checked
+//! against the predictions the training libraries wrote into `tests/fixtures/models/`.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::support::Project;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/models")
+        .join(name)
+}
+
+fn expected(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture(&format!("{name}.expected.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A project whose `data/rows.csv` holds the fixture's test rows (id + features, NULL as an
+/// empty field) and whose `models/` holds its model files.
+fn project_for(name: &str) -> (Project, Value) {
+    let expected = expected(name);
+    let project = Project::new();
+    let names: Vec<&str> = expected["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let mut csv = format!("id,{}\n", names.join(","));
+    for (id, row) in expected["rows"].as_array().unwrap().iter().enumerate() {
+        let values: Vec<String> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().map(|f| format!("{f:?}")).unwrap_or_default())
+            .collect();
+        csv += &format!("{id},{}\n", values.join(","));
+    }
+    project.write("data/rows.csv", &csv);
+    for key in ["model", "model_ubj"] {
+        if let Some(file) = expected[key].as_str() {
+            let bytes = std::fs::read(fixture(file)).unwrap();
+            std::fs::create_dir_all(project.join("models")).unwrap();
+            std::fs::write(project.join("models").join(file), bytes).unwrap();
+        }
+    }
+    (project, expected)
+}
+
+fn features(expected: &Value) -> String {
+    expected["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("CAST({} AS DOUBLE)", n.as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn job(models: &str, sql: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "scoring"
+warehouse = "wh"
+
+{models}
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "scores"
+sql = """{sql}"""
+"#
+    )
+}
+
+fn scored(project: &Project) -> Vec<Value> {
+    let mut rows = project.json(&["show", "wh/scores", "--limit", "1000"]);
+    rows.sort_by_key(|r| r["id"].as_i64().unwrap());
+    rows
+}
+
+#[test]
+fn xgboost_predictions_in_sql_equal_the_library_and_commits_name_the_model() {
+    let (project, expected) = project_for("xgb_binary");
+    let features = features(&expected);
+    project.write(
+        "job.toml",
+        &job(
+            "[models.churn]\npath = \"models/xgb_binary.json\"\n\n[models.churn_ubj]\npath = \"models/xgb_binary.ubj\"",
+            &format!(
+                "SELECT id, predict('churn', {features}) AS p, predict_margin('churn', {features}) AS m, \
+                 predict('churn_ubj', {features}) AS p_ubj FROM rows"
+            ),
+        ),
+    );
+    project.ok(&["run", "job.toml"]);
+    let rows = scored(&project);
+    let margins = expected["margin"].as_array().unwrap();
+    let predictions = expected["prediction"].as_array().unwrap();
+    assert_eq!(rows.len(), margins.len());
+    for (row, (margin, prediction)) in rows.iter().zip(margins.iter().zip(predictions)) {
+        let want = margin.as_f64().unwrap() as f32;
+        assert_eq!(
+            row["m"].as_f64().unwrap() as f32,
+            want,
+            "margin of row {}",
+            row["id"]
+        );
+        let p = row["p"].as_f64().unwrap();
+        assert!(
+            (p - prediction.as_f64().unwrap()).abs() <= 1e-6,
+            "row {}: {p} vs {prediction}",
+            row["id"]
+        );
+        assert_eq!(row["p"], row["p_ubj"], "JSON and UBJSON models agree");
+    }
+
+    let log =
+        std::fs::read_to_string(project.join("wh/scores/_delta_log/00000000000000000000.json"))
+            .unwrap();
+    let commit = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find_map(|a| a.get("commitInfo").cloned())
+        .unwrap();
+    let models = commit["lakeforge"]["models"].as_array().unwrap();
+    let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["churn", "churn_ubj"]);
+    assert!(
+        models[0]["content_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(models[0]["format"], "xgboost-json");
+}
+
+#[test]
+fn lightgbm_multiclass_scores_are_lists_and_work_through_steps() {
+    let (project, expected) = project_for("lgb_multiclass");
+    let features = features(&expected);
+    let mut text = job(
+        "[models.segments]\npath = \"models/lgb_multiclass.txt\"",
+        "SELECT id, probabilities, raw FROM scored_rows",
+    );
+    text = text.replace(
+        "[[products]]",
+        &format!(
+            "[[steps]]\nname = \"scored_rows\"\nsql = \"SELECT id, predict('segments', {features}) AS probabilities, predict_margin('segments', {features}) AS raw FROM rows\"\n\n[[products]]"
+        ),
+    );
+    project.write("job.toml", &text);
+    project.ok(&["run", "job.toml"]);
+    let rows = scored(&project);
+    let predictions = expected["prediction"].as_array().unwrap();
+    let margins = expected["margin"].as_array().unwrap();
+    for (row, (want_p, want_m)) in rows.iter().zip(predictions.iter().zip(margins)) {
+        for (key, want, tolerance) in [("probabilities", want_p, 1e-9), ("raw", want_m, 1e-12)] {
+            let got = row[key].as_array().unwrap();
+            let want = want.as_array().unwrap();
+            assert_eq!(got.len(), 3);
+            for (g, w) in got.iter().zip(want) {
+                let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+                assert!(
+                    (g - w).abs() <= tolerance * w.abs().max(1.0),
+                    "row {}: {key} {g} vs {w}",
+                    row["id"]
+                );
+            }
+        }
+    }
+    // The model used in a step is recorded on the product that reads the step.
+    let log =
+        std::fs::read_to_string(project.join("wh/scores/_delta_log/00000000000000000000.json"))
+            .unwrap();
+    assert!(log.contains("\"name\":\"segments\""), "{log}");
+}
+
+#[test]
+fn feature_mismatches_are_planning_errors_naming_the_model_and_commit_nothing() {
+    let (project, expected) = project_for("xgb_regression");
+    let names: Vec<String> = expected["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    let models = "[models.price]\npath = \"models/xgb_regression.json\"";
+
+    // One feature short.
+    project.write(
+        "job.toml",
+        &job(
+            models,
+            &format!(
+                "SELECT predict('price', {}) AS p FROM rows",
+                names[..names.len() - 1].join(", ")
+            ),
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(
+        error.contains("model 'price' reads 6 features (f0, f1, f2, f3, f4, f5)"),
+        "{error}"
+    );
+    assert!(error.contains("given 5"), "{error}");
+
+    // Two features swapped.
+    let mut swapped = names.clone();
+    swapped.swap(0, 1);
+    project.write(
+        "job.toml",
+        &job(
+            models,
+            &format!(
+                "SELECT predict('price', {}) AS p FROM rows",
+                swapped.join(", ")
+            ),
+        ),
+    );
+    let error = project.fails(&["validate", "job.toml"]);
+    assert!(
+        error.contains("reads feature 'f1' at position 2"),
+        "{error}"
+    );
+
+    // An unknown model, and a version of an inline model.
+    project.write(
+        "job.toml",
+        &job(
+            models,
+            &format!(
+                "SELECT predict('nope', {}) AS p FROM rows",
+                names.join(", ")
+            ),
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(
+        error.contains("no model named 'nope' (the job declares: price)"),
+        "{error}"
+    );
+    project.write(
+        "job.toml",
+        &job(
+            models,
+            &format!(
+                "SELECT predict('price@2', {}) AS p FROM rows",
+                names.join(", ")
+            ),
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(error.contains("has no versions or aliases"), "{error}");
+
+    // A text column where a number is expected.
+    project.write("data/text.csv", "id,f0\n1,abc\n");
+    project.write(
+        "job.toml",
+        &job(
+            models,
+            &format!(
+                "SELECT predict('price', CAST(id AS VARCHAR), {}) AS p FROM rows",
+                names[1..].join(", ")
+            ),
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(
+        error.contains("feature 'f0' (argument 2) must be a number"),
+        "{error}"
+    );
+    assert!(!project.join("wh/scores").exists(), "nothing was committed");
+}
+
+#[test]
+fn bad_model_files_are_named_before_anything_runs() {
+    let project = Project::new();
+    project.write("data/rows.csv", "id,f0\n1,2\n");
+    let truncated = std::fs::read(fixture("lgb_binary.txt")).unwrap();
+    project.write(
+        "models/broken.txt",
+        &String::from_utf8_lossy(&truncated[..truncated.len() / 2]),
+    );
+    project.write(
+        "job.toml",
+        &job(
+            "[models.broken]\npath = \"models/broken.txt\"",
+            "SELECT id FROM rows",
+        ),
+    );
+    let error = project.fails(&["validate", "job.toml"]);
+    assert!(error.starts_with("error: model 'broken' ("), "{error}");
+    assert!(error.contains("broken.txt"), "{error}");
+    assert!(error.contains("cannot read the lightgbm model"), "{error}");
+
+    project.write(
+        "job.toml",
+        &job(
+            "[models.gone]\npath = \"models/gone.json\"",
+            "SELECT id FROM rows",
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(
+        error.contains("model 'gone'") && error.contains("cannot read it"),
+        "{error}"
+    );
+
+    project.write(
+        "job.toml",
+        &job(
+            "[models.odd]\npath = \"models/broken.txt\"\nformat = \"onnx\"",
+            "SELECT id FROM rows",
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(error.contains("unknown format 'onnx'"), "{error}");
+}
