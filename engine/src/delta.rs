@@ -197,3 +197,28 @@ pub async fn append_batch(
         .map_err(|e| EngineError::delta(context, e))?;
     Ok(())
 }
+
+/// Runs `sql` over the latest version of Lakeforge's own table at `url`, registered as `name`.
+/// `context` says what is being read, for the error.
+pub async fn query_table(
+    url: &Url,
+    name: &str,
+    sql: &str,
+    config: &crate::config::EngineConfig,
+    context: &str,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    let table = open_table(url, None).await?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| EngineError::datafusion(context, e))?;
+    let ctx = crate::session::new_session(config)?;
+    ctx.register_table(name, provider)
+        .map_err(|e| EngineError::datafusion(context, e))?;
+    ctx.sql(sql)
+        .await
+        .map_err(|e| EngineError::datafusion(context, e))?
+        .collect()
+        .await
+        .map_err(|e| EngineError::datafusion(context, e))
+}

@@ -24,6 +24,7 @@ use crate::publish::{
     commit_product, commit_quarantine, delta_compatible_schema, discard_input, discard_staged,
     prepare_product, prepare_quarantine, stage_product,
 };
+use crate::registry::Registry;
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
 use crate::session::new_session_with_models;
 use crate::sources::register_sources;
@@ -267,7 +268,8 @@ async fn execute_run(
     ledger: &mut RunLedger,
 ) -> Result<Vec<ProductOutcome>> {
     observer.on_event(RunEvent::Planning);
-    let ctx = new_session_with_models(config, loaded.models.clone())?;
+    let models = job_models(loaded, config).await?;
+    let ctx = new_session_with_models(config, models.clone())?;
     let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
     ledger.inputs = identities;
 
@@ -381,7 +383,7 @@ async fn execute_run(
         let target = &product.prepared.target;
         let mut checks = input_checks.clone();
         checks.extend(product.check_results.iter().map(CheckSummary::from));
-        let models = models_used(&product.prepared.plan, loaded.models.as_ref());
+        let models = models_used(&product.prepared.plan, models.as_ref());
         let metadata = metadata_for(Some(&target.name), product.rows, checks, models);
         match commit_product(product, &metadata).await {
             Ok(version) => {
@@ -601,10 +603,18 @@ pub struct ProductReport {
     pub physical_plan: String,
 }
 
+/// The job's inline models with its warehouse's model registry behind them.
+pub async fn job_models(loaded: &LoadedJob, config: &EngineConfig) -> Result<Arc<JobModels>> {
+    let registry = Registry::load(&loaded.warehouse, config).await?;
+    Ok(Arc::new(
+        loaded.models.with_registry(&loaded.warehouse, registry),
+    ))
+}
+
 /// Plans every statement of the job against its sources' schemas and every product against
 /// its existing table, without reading data.
 pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<Vec<ProductReport>> {
-    let ctx = new_session_with_models(config, loaded.models.clone())?;
+    let ctx = new_session_with_models(config, job_models(loaded, config).await?)?;
     let (plan, _) = plan_loaded_job(&ctx, loaded).await?;
     let prepared = prepare_products(loaded, &plan).await?;
     let mut reports = Vec::with_capacity(prepared.len());

@@ -17,6 +17,7 @@ pub mod location;
 pub mod metadata;
 pub mod models;
 pub mod publish;
+pub mod registry;
 pub mod runs;
 pub mod session;
 pub mod sources;

@@ -21,6 +21,10 @@ use lakeforge_engine::job::{
     validate_job,
 };
 use lakeforge_engine::location::display_location;
+use lakeforge_engine::registry::{
+    AliasChange, Registry, Requirement, history_batch as registry_history_batch,
+    list_batch as registry_list_batch, promote_model, register_model, rollback_alias,
+};
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
 use lakeforge_engine::{EngineConfig, EngineError};
 
@@ -144,6 +148,11 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// The model registry: register model files, list versions, promote and roll back aliases.
+    Model {
+        #[command(subcommand)]
+        action: ModelCommand,
+    },
     /// Generate a sample dataset and run its example job end to end.
     Example {
         /// The example to run.
@@ -159,6 +168,78 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+}
+
+/// `lakeforge model ...`.
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Register a model file as the next version of NAME (the file is copied into the
+    /// warehouse).
+    Register {
+        /// The model file: XGBoost .json/.ubj, LightGBM .txt, or linear JSON.
+        file: PathBuf,
+        /// The model's name.
+        #[arg(long)]
+        name: String,
+        /// The file's format: xgboost-json, xgboost-ubj, lightgbm, linear [default: guessed].
+        #[arg(long)]
+        format: Option<String>,
+        /// A metric of this version, e.g. auc=0.87 (repeatable).
+        #[arg(long = "metric", value_name = "NAME=VALUE")]
+        metrics: Vec<String>,
+        /// The training dataset: a table path or URL, optionally @VERSION.
+        #[arg(long)]
+        training: Option<String>,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+    /// List registered versions and their aliases.
+    List {
+        /// Only this model.
+        name: Option<String>,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+    /// Point an alias (e.g. production) at a version, if its metrics pass the gates.
+    Promote {
+        /// The model.
+        name: String,
+        /// The version.
+        version: u64,
+        /// The alias.
+        #[arg(long)]
+        alias: String,
+        /// A gate on the version's metrics, e.g. auc>=0.8 (repeatable).
+        #[arg(long = "require", value_name = "METRIC>=VALUE")]
+        requirements: Vec<String>,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+    /// Point an alias back at the version it had before its latest promotion.
+    Rollback {
+        /// The model.
+        name: String,
+        /// The alias.
+        #[arg(long)]
+        alias: String,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+    /// Show a model's alias changes, oldest first.
+    History {
+        /// The model.
+        name: String,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+}
+
+/// The warehouse a `model` command works on.
+#[derive(Debug, Args)]
+struct WarehouseArg {
+    /// The warehouse: a path or URL.
+    #[arg(long, env = "LAKEFORGE_WAREHOUSE", default_value = "warehouse")]
+    warehouse: String,
 }
 
 fn main() -> ExitCode {
@@ -285,6 +366,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 list_results(&url, job.as_deref(), check.as_deref(), limit, &config).await?;
             print_batches(&batches, json)?;
         }
+        Command::Model { action } => model_command(action, &config, json).await?,
         Command::Example {
             name: _,
             dir,
@@ -531,6 +613,122 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     println!("{}", line(header.to_vec()));
     for row in rows {
         println!("{}", line(row.iter().map(String::as_str).collect()));
+    }
+}
+
+async fn model_command(
+    action: ModelCommand,
+    config: &EngineConfig,
+    json: bool,
+) -> anyhow::Result<()> {
+    match action {
+        ModelCommand::Register {
+            file,
+            name,
+            format,
+            metrics,
+            training,
+            warehouse,
+        } => {
+            let url = location_argument(&warehouse.warehouse)?;
+            let mut parsed = BTreeMap::new();
+            for metric in &metrics {
+                let (key, value) = metric
+                    .split_once('=')
+                    .with_context(|| format!("--metric {metric}: expected NAME=VALUE"))?;
+                let value: f64 = value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--metric {metric}: '{value}' is not a number"))?;
+                parsed.insert(key.trim().to_string(), value);
+            }
+            let registered = register_model(
+                &url,
+                &file,
+                &name,
+                format.as_deref(),
+                parsed,
+                training,
+                config,
+            )
+            .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": registered.name, "version": registered.version,
+                        "format": registered.format.to_string(),
+                        "content_hash": registered.content_hash, "artifact": registered.artifact,
+                        "features": registered.feature_names,
+                    })
+                );
+            } else {
+                println!(
+                    "registered {}@{} ({}, {} features, {})",
+                    registered.name,
+                    registered.version,
+                    registered.format,
+                    registered.feature_names.len(),
+                    registered.content_hash
+                );
+            }
+        }
+        ModelCommand::List { name, warehouse } => {
+            let url = location_argument(&warehouse.warehouse)?;
+            let registry = Registry::load(&url, config).await?;
+            print_batches(&[registry_list_batch(&registry, name.as_deref())?], json)?;
+        }
+        ModelCommand::Promote {
+            name,
+            version,
+            alias,
+            requirements,
+            warehouse,
+        } => {
+            let url = location_argument(&warehouse.warehouse)?;
+            let requirements = requirements
+                .iter()
+                .map(|r| Requirement::parse(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let change = promote_model(&url, &name, version, &alias, &requirements, config).await?;
+            print_alias_change(&change, json);
+        }
+        ModelCommand::Rollback {
+            name,
+            alias,
+            warehouse,
+        } => {
+            let url = location_argument(&warehouse.warehouse)?;
+            let change = rollback_alias(&url, &name, &alias, config).await?;
+            print_alias_change(&change, json);
+        }
+        ModelCommand::History { name, warehouse } => {
+            let url = location_argument(&warehouse.warehouse)?;
+            let registry = Registry::load(&url, config).await?;
+            print_batches(&[registry_history_batch(&registry, &name)?], json)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_alias_change(change: &AliasChange, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "name": change.name, "alias": change.alias, "action": change.action,
+                "version": change.version, "previous_version": change.previous_version,
+                "gate": change.gate,
+            })
+        );
+    } else {
+        let previous = change
+            .previous_version
+            .map_or_else(|| "none".to_string(), |v| v.to_string());
+        println!(
+            "{} '{}' of model '{}': now version {} (was {previous})",
+            change.action, change.alias, change.name, change.version
+        );
     }
 }
 

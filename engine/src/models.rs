@@ -1,8 +1,9 @@
 //! The models a job scores with: its `[models.NAME]` files, read once when the job is loaded,
 //! and the record of which models produced a product.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use datafusion::catalog::default_table_source::source_as_provider;
 use datafusion::common::ScalarValue;
@@ -13,13 +14,20 @@ use lakeforge_planner::ResolvedJob;
 use lakeforge_udfs::models::ModelFormat;
 use lakeforge_udfs::scoring::{LoadedModel, ModelResolver, SCORING_FUNCTIONS, parse_model_cached};
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::error::{EngineError, Result};
+use crate::registry::Registry;
 
-/// A job's inline models, by name.
+/// The models a job can score with: its inline `[models.NAME]`, then its warehouse's registry.
 #[derive(Debug, Default)]
 pub struct JobModels {
     models: BTreeMap<String, Arc<LoadedModel>>,
+    /// The warehouse folder and its registry, once attached.
+    registry: Option<(PathBuf, Registry)>,
+    /// Every reference resolved so far: a reference resolves once per session, so planning
+    /// and execution (and an alias moved meanwhile) cannot disagree.
+    resolved: Mutex<HashMap<String, Arc<LoadedModel>>>,
 }
 
 impl JobModels {
@@ -63,30 +71,107 @@ impl JobModels {
                 }),
             );
         }
-        Ok(JobModels { models })
+        Ok(JobModels {
+            models,
+            ..JobModels::default()
+        })
+    }
+
+    /// These inline models, with `registry` (of the warehouse at `warehouse`) behind them.
+    pub fn with_registry(&self, warehouse: &Url, registry: Registry) -> JobModels {
+        JobModels {
+            models: self.models.clone(),
+            registry: warehouse.to_file_path().ok().map(|dir| (dir, registry)),
+            resolved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn resolve_uncached(&self, reference: &str) -> std::result::Result<Arc<LoadedModel>, String> {
+        let (name, selector) = match reference.split_once('@') {
+            Some((name, selector)) => (name, Some(selector)),
+            None => (reference, None),
+        };
+        if let Some(model) = self.models.get(name) {
+            return match selector {
+                None => Ok(Arc::clone(model)),
+                Some(selector) => Err(format!(
+                    "model '{name}' is declared in the job's [models.{name}], which has no \
+                     versions or aliases; use '{name}' instead of '{name}@{selector}'"
+                )),
+            };
+        }
+        let registered = match &self.registry {
+            Some((_, registry)) if registry.versions(name).next().is_some() => {
+                registry.resolve(reference)?
+            }
+            _ => {
+                let declared: Vec<String> = self.models.keys().cloned().collect();
+                let mut known = declared.clone();
+                if let Some((_, registry)) = &self.registry {
+                    let mut names: Vec<String> =
+                        registry.models.iter().map(|m| m.name.clone()).collect();
+                    names.dedup();
+                    known.extend(names);
+                }
+                return Err(if known.is_empty() {
+                    format!(
+                        "no model named '{name}': declare it in the job as [models.{name}] with \
+                         a `path`, or register it with `lakeforge model register`"
+                    )
+                } else {
+                    format!(
+                        "no model named '{name}' (known models: {})",
+                        known.join(", ")
+                    )
+                });
+            }
+        };
+        let Some((warehouse_dir, _)) = &self.registry else {
+            return Err(format!("no model named '{name}'"));
+        };
+        let path = warehouse_dir.join(&registered.artifact);
+        let shown = format!("{name}@{}", registered.version);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read the artifact of model '{shown}' ({}): {e}",
+                path.display()
+            )
+        })?;
+        let (model, content_hash) = parse_model_cached(&bytes, registered.format)
+            .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
+        if content_hash != registered.content_hash {
+            return Err(format!(
+                "the artifact of model '{shown}' ({}) has changed since it was registered \
+                 ({content_hash}, registered {})",
+                path.display(),
+                registered.content_hash
+            ));
+        }
+        Ok(Arc::new(LoadedModel {
+            name: name.to_string(),
+            version: Some(registered.version),
+            content_hash,
+            format: registered.format,
+            model,
+        }))
     }
 }
 
 impl ModelResolver for JobModels {
     fn resolve(&self, reference: &str) -> std::result::Result<Arc<LoadedModel>, String> {
-        let (name, selector) = match reference.split_once('@') {
-            Some((name, selector)) => (name, Some(selector)),
-            None => (reference, None),
-        };
-        match (self.models.get(name), selector) {
-            (Some(model), None) => Ok(Arc::clone(model)),
-            (Some(_), Some(selector)) => Err(format!(
-                "model '{name}' is declared in the job's [models.{name}], which has no versions \
-                 or aliases; use '{name}' instead of '{name}@{selector}'"
-            )),
-            (None, _) if self.models.is_empty() => Err(format!(
-                "no model named '{name}': declare it in the job as [models.{name}] with a `path`"
-            )),
-            (None, _) => Err(format!(
-                "no model named '{name}' (the job declares: {})",
-                self.models.keys().cloned().collect::<Vec<_>>().join(", ")
-            )),
+        if let Ok(resolved) = self.resolved.lock()
+            && let Some(model) = resolved.get(reference)
+        {
+            return Ok(Arc::clone(model));
         }
+        let model = self.resolve_uncached(reference)?;
+        if let Ok(mut resolved) = self.resolved.lock() {
+            // A concurrent resolution of the same reference may have won: keep the first.
+            return Ok(Arc::clone(
+                resolved.entry(reference.to_string()).or_insert(model),
+            ));
+        }
+        Ok(model)
     }
 }
 

@@ -246,7 +246,7 @@ fn feature_mismatches_are_planning_errors_naming_the_model_and_commit_nothing() 
     );
     let error = project.fails(&["run", "job.toml"]);
     assert!(
-        error.contains("no model named 'nope' (the job declares: price)"),
+        error.contains("no model named 'nope' (known models: price)"),
         "{error}"
     );
     project.write(
@@ -325,4 +325,182 @@ fn bad_model_files_are_named_before_anything_runs() {
     );
     let error = project.fails(&["run", "job.toml"]);
     assert!(error.contains("unknown format 'onnx'"), "{error}");
+}
+
+/// Register two versions, score through an alias, gate a promotion, roll the alias back: each
+/// product commit names the model version that produced it.
+#[test]
+fn registry_versions_aliases_gates_and_rollback() {
+    let (project, expected) = project_for("lgb_binary");
+    let features = features(&expected);
+    let register = |file: &str, auc: &str| {
+        project.json(&[
+            "model",
+            "register",
+            file,
+            "--name",
+            "churn",
+            "--metric",
+            &format!("auc={auc}"),
+            "--training",
+            "wh/train@4",
+            "--warehouse",
+            "wh",
+        ])
+    };
+    let first = register("models/lgb_binary.txt", "0.71");
+    assert_eq!(first[0]["version"], 1);
+    assert_eq!(first[0]["format"], "lightgbm");
+    // The same artifact under another format is refused, and registers nothing.
+    let error = project.fails(&[
+        "model",
+        "register",
+        "models/lgb_binary.txt",
+        "--name",
+        "churn",
+        "--format",
+        "xgboost-json",
+        "--warehouse",
+        "wh",
+    ]);
+    assert!(
+        error.contains("model 'churn'") && error.contains("invalid JSON"),
+        "{error}"
+    );
+    let second = register("models/lgb_binary.txt", "0.83");
+    assert_eq!(second[0]["version"], 2);
+    assert!(
+        project
+            .join(
+                second[0]["artifact"]
+                    .as_str()
+                    .map(|a| format!("wh/{a}"))
+                    .unwrap()
+                    .as_str()
+            )
+            .is_file()
+    );
+
+    // Gated promotion: version 1 fails the gate, version 2 passes.
+    let error = project.fails(&[
+        "model",
+        "promote",
+        "churn",
+        "1",
+        "--alias",
+        "production",
+        "--require",
+        "auc>=0.8",
+        "--warehouse",
+        "wh",
+    ]);
+    assert!(
+        error.contains("auc is 0.71, the gate requires auc>=0.8"),
+        "{error}"
+    );
+    project.ok(&[
+        "model",
+        "promote",
+        "churn",
+        "1",
+        "--alias",
+        "production",
+        "--warehouse",
+        "wh",
+    ]);
+    project.ok(&[
+        "model",
+        "promote",
+        "churn",
+        "2",
+        "--alias",
+        "production",
+        "--require",
+        "auc>=0.8",
+        "--warehouse",
+        "wh",
+    ]);
+    let list = project.json(&["model", "list", "--warehouse", "wh"]);
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["aliases"], "production");
+    assert_eq!(list[0]["training"], "wh/train@4");
+
+    project.write(
+        "job.toml",
+        &job(
+            "",
+            &format!("SELECT id, predict('churn@production', {features}) AS p FROM rows"),
+        ),
+    );
+    project.ok(&["run", "job.toml"]);
+    let rows = scored(&project);
+    let want = expected["prediction"].as_array().unwrap();
+    for (row, want) in rows.iter().zip(want) {
+        assert!((row["p"].as_f64().unwrap() - want.as_f64().unwrap()).abs() <= 1e-9);
+    }
+    let model_version = |version: u64| {
+        let log = std::fs::read_to_string(
+            project.join(&format!("wh/scores/_delta_log/{version:020}.json")),
+        )
+        .unwrap();
+        let commit = log
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find_map(|a| a.get("commitInfo").cloned())
+            .unwrap();
+        let used = &commit["lakeforge"]["models"][0];
+        assert_eq!(used["reference"], "churn@production");
+        used["version"].as_u64().unwrap()
+    };
+    assert_eq!(model_version(0), 2);
+
+    // Roll the alias back: the next run scores with version 1.
+    let rolled = project.json(&[
+        "model",
+        "rollback",
+        "churn",
+        "--alias",
+        "production",
+        "--warehouse",
+        "wh",
+    ]);
+    assert_eq!(rolled[0]["version"], 1);
+    assert_eq!(rolled[0]["previous_version"], 2);
+    project.ok(&["run", "job.toml"]);
+    assert_eq!(model_version(1), 1);
+    let history = project.json(&["model", "history", "churn", "--warehouse", "wh"]);
+    let actions: Vec<(&str, i64)> = history
+        .iter()
+        .map(|h| {
+            (
+                h["action"].as_str().unwrap(),
+                h["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("promote", 1), ("promote", 2), ("rollback", 1)]);
+    let error = project.fails(&[
+        "model",
+        "rollback",
+        "churn",
+        "--alias",
+        "production",
+        "--warehouse",
+        "wh",
+    ]);
+    assert!(error.contains("no earlier version"), "{error}");
+
+    // Unknown alias and version name the model.
+    project.write(
+        "job.toml",
+        &job(
+            "",
+            &format!("SELECT predict('churn@staging', {features}) AS p FROM rows"),
+        ),
+    );
+    let error = project.fails(&["run", "job.toml"]);
+    assert!(
+        error.contains("model 'churn' has no alias 'staging' (aliases: production -> 1)"),
+        "{error}"
+    );
 }

@@ -13,11 +13,10 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{append_batch, is_delta_table, open_table};
+use crate::delta::{append_batch, is_delta_table, query_table};
 use crate::dq::CheckResult;
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, join_folder};
-use crate::session::new_session;
 
 /// Where check results live, relative to the warehouse.
 pub const DQ_RESULTS_TABLE: &str = "_lakeforge/dq_results";
@@ -153,8 +152,9 @@ pub async fn observed_history(
     if !is_delta_table(&url).await {
         return Ok(history);
     }
-    let batches = query_results(
+    let batches = query_table(
         &url,
+        "dq_results",
         &format!(
             "SELECT \"check\", observed FROM dq_results WHERE job = {} AND dataset = {} \
              AND observed IS NOT NULL ORDER BY recorded_at, \"check\"",
@@ -162,6 +162,7 @@ pub async fn observed_history(
             sql_string(dataset)
         ),
         config,
+        "cannot read the check results",
     )
     .await?;
     for batch in &batches {
@@ -212,8 +213,9 @@ pub async fn list_results(
     } else {
         format!("WHERE {}", filters.join(" AND "))
     };
-    query_results(
+    query_table(
         &url,
+        "dq_results",
         &format!(
             "SELECT recorded_at, job, dataset, product_version, \"check\", kind, action, \
              evaluated, failed, null_skipped, observed, passed, message, run_id \
@@ -221,25 +223,9 @@ pub async fn list_results(
              LIMIT {limit}"
         ),
         config,
+        "cannot read the check results",
     )
     .await
-}
-
-async fn query_results(url: &Url, sql: &str, config: &EngineConfig) -> Result<Vec<RecordBatch>> {
-    let table = open_table(url, None).await?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| EngineError::datafusion("cannot read the check results", e))?;
-    let ctx = new_session(config)?;
-    ctx.register_table("dq_results", provider)
-        .map_err(|e| EngineError::datafusion("cannot read the check results", e))?;
-    ctx.sql(sql)
-        .await
-        .map_err(|e| EngineError::datafusion("cannot query the check results", e))?
-        .collect()
-        .await
-        .map_err(|e| EngineError::datafusion("cannot query the check results", e))
 }
 
 fn sql_string(text: &str) -> String {

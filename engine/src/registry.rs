@@ -1,0 +1,698 @@
+//! The model registry of a warehouse.
+//!
+//! - `WAREHOUSE/_lakeforge/models` (Delta): one row per registered version: name, version,
+//!   format, content hash, artifact path, feature names, metrics, training dataset, time.
+//! - `WAREHOUSE/_lakeforge/models/_artifacts/<name>/<version>/<file>`: the artifact, copied at
+//!   registration. (The `_` folder keeps it out of reach of a Delta `VACUUM` of the table.)
+//! - `WAREHOUSE/_lakeforge/model_aliases` (Delta): every alias change (promote, rollback), so an
+//!   alias's history can be shown and rolled back.
+//!
+//! References: `name` is the latest version, `name@3` version 3, `name@production` the version
+//! the alias points to now.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use lakeforge_udfs::models::ModelFormat;
+use lakeforge_udfs::scoring::parse_model_cached;
+use url::Url;
+
+use crate::config::EngineConfig;
+use crate::delta::{append_batch, is_delta_table, query_table};
+use crate::error::{EngineError, Result};
+use crate::location::join_folder;
+
+/// The registry's versions table, relative to the warehouse.
+pub const MODELS_TABLE: &str = "_lakeforge/models";
+/// The alias history table, relative to the warehouse.
+pub const ALIASES_TABLE: &str = "_lakeforge/model_aliases";
+/// Where artifacts are copied, relative to the warehouse.
+pub const ARTIFACTS_FOLDER: &str = "_lakeforge/models/_artifacts";
+
+/// One registered model version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisteredModel {
+    /// The model's name.
+    pub name: String,
+    /// Its version (1, 2, ...).
+    pub version: u64,
+    /// The artifact's format.
+    pub format: ModelFormat,
+    /// `sha256:<hex>` of the artifact.
+    pub content_hash: String,
+    /// The artifact's path relative to the warehouse.
+    pub artifact: String,
+    /// The features the model reads, in order.
+    pub feature_names: Vec<String>,
+    /// Metrics given at registration (e.g. `auc`).
+    pub metrics: BTreeMap<String, f64>,
+    /// The training dataset: a table location and its version, when given.
+    pub training: Option<String>,
+    /// When it was registered.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// One alias change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasChange {
+    /// The model.
+    pub name: String,
+    /// The alias (e.g. `production`).
+    pub alias: String,
+    /// The version it points to after the change.
+    pub version: u64,
+    /// The version it pointed to before, if any.
+    pub previous_version: Option<u64>,
+    /// `promote` or `rollback`.
+    pub action: String,
+    /// The gate that was checked (`auc>=0.8, ...`), for gated promotions.
+    pub gate: Option<String>,
+    /// When.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// A metric condition of a gated promotion: `auc>=0.8`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirement {
+    /// The metric.
+    pub metric: String,
+    /// `>=`, `>`, `<=`, `<` or `=`.
+    pub operator: String,
+    /// The bound.
+    pub value: f64,
+}
+
+impl Requirement {
+    /// Parses `metric>=value` (also `>`, `<=`, `<`, `=`).
+    pub fn parse(text: &str) -> Result<Requirement> {
+        for operator in [">=", "<=", ">", "<", "="] {
+            if let Some((metric, value)) = text.split_once(operator) {
+                let value = value.trim().parse::<f64>().map_err(|_| {
+                    EngineError::Usage(format!("--require {text}: '{value}' is not a number"))
+                })?;
+                return Ok(Requirement {
+                    metric: metric.trim().to_string(),
+                    operator: operator.to_string(),
+                    value,
+                });
+            }
+        }
+        Err(EngineError::Usage(format!(
+            "--require {text}: expected METRIC>=VALUE (or >, <=, <, =)"
+        )))
+    }
+
+    fn holds(&self, observed: f64) -> bool {
+        match self.operator.as_str() {
+            ">=" => observed >= self.value,
+            ">" => observed > self.value,
+            "<=" => observed <= self.value,
+            "<" => observed < self.value,
+            _ => observed == self.value,
+        }
+    }
+}
+
+impl std::fmt::Display for Requirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}{}", self.metric, self.operator, self.value)
+    }
+}
+
+/// A warehouse's registry, read in full (it is small).
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// Every version, oldest first.
+    pub models: Vec<RegisteredModel>,
+    /// Every alias change, oldest first.
+    pub changes: Vec<AliasChange>,
+}
+
+impl Registry {
+    /// Reads the registry of `warehouse` (empty when nothing was ever registered).
+    pub async fn load(warehouse: &Url, config: &EngineConfig) -> Result<Registry> {
+        let mut registry = Registry::default();
+        let models_url = join_folder(warehouse, MODELS_TABLE)?;
+        if is_delta_table(&models_url).await {
+            let batches = query_table(
+                &models_url,
+                "models",
+                "SELECT name, version, format, content_hash, artifact, feature_names, metrics, \
+                 training, registered_at FROM models ORDER BY registered_at, name, version",
+                config,
+                "cannot read the model registry",
+            )
+            .await?;
+            for batch in &batches {
+                let text = strings(batch)?;
+                let versions = batch.column(1).as_primitive::<Int64Type>();
+                let times = batch
+                    .column(8)
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                for row in 0..batch.num_rows() {
+                    let field = |c: usize| text[c].as_ref().map(|a| a.value(row).to_string());
+                    let format_name = field(2).unwrap_or_default();
+                    registry.models.push(RegisteredModel {
+                        name: field(0).unwrap_or_default(),
+                        version: u64::try_from(versions.value(row)).unwrap_or_default(),
+                        format: ModelFormat::parse(&format_name).ok_or_else(|| {
+                            EngineError::Usage(format!(
+                                "the registry holds an unknown format '{format_name}'"
+                            ))
+                        })?,
+                        content_hash: field(3).unwrap_or_default(),
+                        artifact: field(4).unwrap_or_default(),
+                        feature_names: serde_json::from_str(&field(5).unwrap_or_default())
+                            .unwrap_or_default(),
+                        metrics: serde_json::from_str(&field(6).unwrap_or_default())
+                            .unwrap_or_default(),
+                        training: text[7]
+                            .as_ref()
+                            .filter(|a| a.is_valid(row))
+                            .map(|a| a.value(row).to_string()),
+                        registered_at: DateTime::from_timestamp_micros(times.value(row))
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let aliases_url = join_folder(warehouse, ALIASES_TABLE)?;
+        if is_delta_table(&aliases_url).await {
+            let batches = query_table(
+                &aliases_url,
+                "aliases",
+                "SELECT name, alias, version, previous_version, action, gate, changed_at \
+                 FROM aliases ORDER BY changed_at",
+                config,
+                "cannot read the model aliases",
+            )
+            .await?;
+            for batch in &batches {
+                let text = strings(batch)?;
+                let versions = batch.column(2).as_primitive::<Int64Type>();
+                let previous = batch.column(3).as_primitive::<Int64Type>();
+                let times = batch
+                    .column(6)
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                for row in 0..batch.num_rows() {
+                    let field = |c: usize| {
+                        text[c]
+                            .as_ref()
+                            .filter(|a| a.is_valid(row))
+                            .map(|a| a.value(row).to_string())
+                    };
+                    registry.changes.push(AliasChange {
+                        name: field(0).unwrap_or_default(),
+                        alias: field(1).unwrap_or_default(),
+                        version: u64::try_from(versions.value(row)).unwrap_or_default(),
+                        previous_version: previous
+                            .is_valid(row)
+                            .then(|| u64::try_from(previous.value(row)).unwrap_or_default()),
+                        action: field(4).unwrap_or_default(),
+                        gate: field(5),
+                        changed_at: DateTime::from_timestamp_micros(times.value(row))
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The versions of `name`, oldest first.
+    pub fn versions(&self, name: &str) -> impl Iterator<Item = &RegisteredModel> {
+        self.models.iter().filter(move |m| m.name == name)
+    }
+
+    /// The alias's versions as a stack: promotions push, rollbacks pop; the last is current.
+    fn alias_stack(&self, name: &str, alias: &str) -> Vec<u64> {
+        let mut stack = Vec::new();
+        for change in self
+            .changes
+            .iter()
+            .filter(|c| c.name == name && c.alias == alias)
+        {
+            if change.action == "rollback" {
+                stack.pop();
+            } else {
+                stack.push(change.version);
+            }
+        }
+        stack
+    }
+
+    /// Where each alias of `name` points now.
+    pub fn aliases(&self, name: &str) -> BTreeMap<String, u64> {
+        let mut aliases = BTreeMap::new();
+        for change in self.changes.iter().filter(|c| c.name == name) {
+            if let Some(&version) = self.alias_stack(name, &change.alias).last() {
+                aliases.insert(change.alias.clone(), version);
+            } else {
+                aliases.remove(&change.alias);
+            }
+        }
+        aliases
+    }
+
+    /// The version `reference` names: `name` (latest), `name@N`, `name@alias`.
+    pub fn resolve(&self, reference: &str) -> std::result::Result<&RegisteredModel, String> {
+        let (name, selector) = match reference.split_once('@') {
+            Some((name, selector)) => (name, Some(selector)),
+            None => (reference, None),
+        };
+        let versions: Vec<&RegisteredModel> = self.versions(name).collect();
+        if versions.is_empty() {
+            return Err(format!(
+                "no model named '{name}' is registered in this warehouse"
+            ));
+        }
+        let version = match selector {
+            None => versions.iter().map(|m| m.version).max().unwrap_or_default(),
+            Some(text) => match text.parse::<u64>() {
+                Ok(version) => version,
+                Err(_) => *self.aliases(name).get(text).ok_or_else(|| {
+                    format!(
+                        "model '{name}' has no alias '{text}' (aliases: {})",
+                        alias_list(&self.aliases(name))
+                    )
+                })?,
+            },
+        };
+        versions
+            .into_iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| format!("model '{name}' has no version {version}"))
+    }
+}
+
+fn alias_list(aliases: &BTreeMap<String, u64>) -> String {
+    if aliases.is_empty() {
+        return "none".to_string();
+    }
+    aliases
+        .iter()
+        .map(|(a, v)| format!("{a} -> {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Registers `file` as the next version of `name`: copies the artifact into the warehouse and
+/// appends its row. The file is read and validated first, so a bad file registers nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn register_model(
+    warehouse: &Url,
+    file: &Path,
+    name: &str,
+    format: Option<&str>,
+    metrics: BTreeMap<String, f64>,
+    training: Option<String>,
+    config: &EngineConfig,
+) -> Result<RegisteredModel> {
+    if name.is_empty() || name.contains(['@', '/', '\\']) || name.starts_with('_') {
+        return Err(EngineError::Usage(format!(
+            "model name '{name}' must be non-empty, not start with '_', and contain no '@', '/' or '\\'"
+        )));
+    }
+    let failure = |message: String| EngineError::Model {
+        name: name.to_string(),
+        path: file.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(file).map_err(|e| failure(format!("cannot read it: {e}")))?;
+    let format = match format {
+        Some(text) => ModelFormat::parse(text).ok_or_else(|| {
+            failure(format!(
+                "unknown format '{text}' (expected one of {})",
+                ModelFormat::NAMES.join(", ")
+            ))
+        })?,
+        None => ModelFormat::detect(file, &bytes).ok_or_else(|| {
+            failure(format!(
+                "cannot tell the format; pass --format ({})",
+                ModelFormat::NAMES.join(", ")
+            ))
+        })?,
+    };
+    let (model, content_hash) =
+        parse_model_cached(&bytes, format).map_err(|e| failure(e.to_string()))?;
+    let registry = Registry::load(warehouse, config).await?;
+    let version = registry
+        .versions(name)
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".to_string());
+    let artifact = format!("{ARTIFACTS_FOLDER}/{name}/{version}/{file_name}");
+    let warehouse_dir = warehouse.to_file_path().map_err(|()| {
+        EngineError::Usage("the model registry needs a local warehouse for now".to_string())
+    })?;
+    let target = warehouse_dir.join(&artifact);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
+            context: format!("cannot create {}", parent.display()),
+            source,
+        })?;
+    }
+    std::fs::write(&target, &bytes).map_err(|source| EngineError::Io {
+        context: format!("cannot copy the model to {}", target.display()),
+        source,
+    })?;
+    let registered = RegisteredModel {
+        name: name.to_string(),
+        version,
+        format,
+        content_hash,
+        artifact,
+        feature_names: model.feature_names().to_vec(),
+        metrics,
+        training,
+        registered_at: Utc::now(),
+    };
+    let batch = models_batch(&registered)?;
+    let url = join_folder(warehouse, MODELS_TABLE)?;
+    let appended = append_batch(
+        &url,
+        batch,
+        "lakeforge_models",
+        &format!("cannot register model '{name}'"),
+    )
+    .await;
+    if let Err(error) = appended {
+        // The version row is the registration; without it the copied file is an orphan.
+        let _ = std::fs::remove_file(&target);
+        return Err(error);
+    }
+    Ok(registered)
+}
+
+/// Points `alias` of `name` at `version`, if every requirement holds on its metrics.
+pub async fn promote_model(
+    warehouse: &Url,
+    name: &str,
+    version: u64,
+    alias: &str,
+    requirements: &[Requirement],
+    config: &EngineConfig,
+) -> Result<AliasChange> {
+    if alias.is_empty() || alias.parse::<u64>().is_ok() {
+        return Err(EngineError::Usage(format!(
+            "alias '{alias}' must be a non-numeric name"
+        )));
+    }
+    let registry = Registry::load(warehouse, config).await?;
+    let model = registry
+        .resolve(&format!("{name}@{version}"))
+        .map_err(EngineError::Usage)?;
+    for requirement in requirements {
+        match model.metrics.get(&requirement.metric) {
+            Some(&observed) if requirement.holds(observed) => {}
+            Some(&observed) => {
+                return Err(EngineError::Usage(format!(
+                    "promotion of {name}@{version} to '{alias}' refused: {} is {observed}, the gate requires {requirement}",
+                    requirement.metric
+                )));
+            }
+            None => {
+                return Err(EngineError::Usage(format!(
+                    "promotion of {name}@{version} to '{alias}' refused: it has no metric '{}' (metrics: {})",
+                    requirement.metric,
+                    model.metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
+    let change = AliasChange {
+        name: name.to_string(),
+        alias: alias.to_string(),
+        version,
+        previous_version: registry.aliases(name).get(alias).copied(),
+        action: "promote".to_string(),
+        gate: (!requirements.is_empty()).then(|| {
+            requirements
+                .iter()
+                .map(Requirement::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+        changed_at: Utc::now(),
+    };
+    record_change(warehouse, &change).await?;
+    Ok(change)
+}
+
+/// Points `alias` of `name` back at the version it had before its latest promotion.
+pub async fn rollback_alias(
+    warehouse: &Url,
+    name: &str,
+    alias: &str,
+    config: &EngineConfig,
+) -> Result<AliasChange> {
+    let registry = Registry::load(warehouse, config).await?;
+    let stack = registry.alias_stack(name, alias);
+    let (current, previous) = match stack.as_slice() {
+        [.., previous, current] => (*current, *previous),
+        [_] => {
+            return Err(EngineError::Usage(format!(
+                "alias '{alias}' of model '{name}' has no earlier version to roll back to"
+            )));
+        }
+        [] => {
+            return Err(EngineError::Usage(format!(
+                "model '{name}' has no alias '{alias}' (aliases: {})",
+                alias_list(&registry.aliases(name))
+            )));
+        }
+    };
+    let change = AliasChange {
+        name: name.to_string(),
+        alias: alias.to_string(),
+        version: previous,
+        previous_version: Some(current),
+        action: "rollback".to_string(),
+        gate: None,
+        changed_at: Utc::now(),
+    };
+    record_change(warehouse, &change).await?;
+    Ok(change)
+}
+
+async fn record_change(warehouse: &Url, change: &AliasChange) -> Result<()> {
+    let schema = aliases_schema();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![change.name.clone()])),
+        Arc::new(StringArray::from(vec![change.alias.clone()])),
+        Arc::new(Int64Array::from(vec![change.version as i64])),
+        Arc::new(Int64Array::from(vec![
+            change.previous_version.map(|v| v as i64),
+        ])),
+        Arc::new(StringArray::from(vec![change.action.clone()])),
+        Arc::new(StringArray::from(vec![change.gate.clone()])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![change.changed_at.timestamp_micros()])
+                .with_timezone("UTC"),
+        ),
+    ];
+    let batch = RecordBatch::try_new(schema, columns)
+        .map_err(|e| EngineError::Usage(format!("cannot build the alias change: {e}")))?;
+    let url = join_folder(warehouse, ALIASES_TABLE)?;
+    append_batch(
+        &url,
+        batch,
+        "lakeforge_model_aliases",
+        &format!("cannot record the alias change of model '{}'", change.name),
+    )
+    .await
+}
+
+/// The versions table's schema.
+pub fn models_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, true),
+        Field::new("version", DataType::Int64, true),
+        Field::new("format", DataType::Utf8, true),
+        Field::new("content_hash", DataType::Utf8, true),
+        Field::new("artifact", DataType::Utf8, true),
+        Field::new("feature_names", DataType::Utf8, true),
+        Field::new("metrics", DataType::Utf8, true),
+        Field::new("training", DataType::Utf8, true),
+        Field::new(
+            "registered_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]))
+}
+
+/// The alias history's schema.
+pub fn aliases_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, true),
+        Field::new("alias", DataType::Utf8, true),
+        Field::new("version", DataType::Int64, true),
+        Field::new("previous_version", DataType::Int64, true),
+        Field::new("action", DataType::Utf8, true),
+        Field::new("gate", DataType::Utf8, true),
+        Field::new(
+            "changed_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ]))
+}
+
+fn models_batch(model: &RegisteredModel) -> Result<RecordBatch> {
+    let json = |value: serde_json::Result<String>| value.unwrap_or_else(|_| "null".to_string());
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![model.name.clone()])),
+        Arc::new(Int64Array::from(vec![model.version as i64])),
+        Arc::new(StringArray::from(vec![model.format.to_string()])),
+        Arc::new(StringArray::from(vec![model.content_hash.clone()])),
+        Arc::new(StringArray::from(vec![model.artifact.clone()])),
+        Arc::new(StringArray::from(vec![json(serde_json::to_string(
+            &model.feature_names,
+        ))])),
+        Arc::new(StringArray::from(vec![json(serde_json::to_string(
+            &model.metrics,
+        ))])),
+        Arc::new(StringArray::from(vec![model.training.clone()])),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![model.registered_at.timestamp_micros()])
+                .with_timezone("UTC"),
+        ),
+    ];
+    RecordBatch::try_new(models_schema(), columns)
+        .map_err(|e| EngineError::Usage(format!("cannot build the registry row: {e}")))
+}
+
+/// `lakeforge model list`: one row per version with its aliases.
+pub fn list_batch(registry: &Registry, name: Option<&str>) -> Result<RecordBatch> {
+    let models: Vec<&RegisteredModel> = registry
+        .models
+        .iter()
+        .filter(|m| name.is_none_or(|n| m.name == n))
+        .collect();
+    let aliases = |m: &RegisteredModel| {
+        registry
+            .aliases(&m.name)
+            .into_iter()
+            .filter(|(_, v)| *v == m.version)
+            .map(|(a, _)| a)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("aliases", DataType::Utf8, false),
+        Field::new("format", DataType::Utf8, false),
+        Field::new("features", DataType::Int64, false),
+        Field::new("metrics", DataType::Utf8, false),
+        Field::new("training", DataType::Utf8, true),
+        Field::new("content_hash", DataType::Utf8, false),
+        Field::new("registered_at", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            models.iter().map(|m| m.name.clone()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            models.iter().map(|m| m.version as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            models.iter().map(|m| aliases(m)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            models.iter().map(|m| m.format.to_string()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            models.iter().map(|m| m.feature_names.len() as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            models
+                .iter()
+                .map(|m| serde_json::to_string(&m.metrics).unwrap_or_default()),
+        )),
+        Arc::new(StringArray::from(
+            models
+                .iter()
+                .map(|m| m.training.clone())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            models.iter().map(|m| m.content_hash.clone()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            models.iter().map(|m| m.registered_at.to_rfc3339()),
+        )),
+    ];
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| EngineError::Usage(format!("cannot list the models: {e}")))
+}
+
+/// `lakeforge model history`: the alias changes of `name`, oldest first.
+pub fn history_batch(registry: &Registry, name: &str) -> Result<RecordBatch> {
+    let changes: Vec<&AliasChange> = registry.changes.iter().filter(|c| c.name == name).collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("changed_at", DataType::Utf8, false),
+        Field::new("alias", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("version", DataType::Int64, false),
+        Field::new("previous_version", DataType::Int64, true),
+        Field::new("gate", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            changes.iter().map(|c| c.changed_at.to_rfc3339()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            changes.iter().map(|c| c.alias.clone()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            changes.iter().map(|c| c.action.clone()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            changes.iter().map(|c| c.version as i64),
+        )),
+        Arc::new(Int64Array::from(
+            changes
+                .iter()
+                .map(|c| c.previous_version.map(|v| v as i64))
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            changes.iter().map(|c| c.gate.clone()).collect::<Vec<_>>(),
+        )),
+    ];
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| EngineError::Usage(format!("cannot list the alias history: {e}")))
+}
+
+/// Every column of `batch` read as plain strings (Parquet may give back `Utf8View`); `None`
+/// for columns that are not text.
+fn strings(batch: &RecordBatch) -> Result<Vec<Option<StringArray>>> {
+    batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if !matches!(
+                column.data_type(),
+                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+            ) {
+                return Ok(None);
+            }
+            let cast = arrow::compute::cast(column, &DataType::Utf8)
+                .map_err(|e| EngineError::Usage(format!("cannot read the model registry: {e}")))?;
+            Ok(cast.as_string_opt::<i32>().cloned())
+        })
+        .collect()
+}
