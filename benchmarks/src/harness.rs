@@ -283,11 +283,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// Writes `DIR/<date>-<host>.json` and `.md`, and returns their paths.
+    /// Writes `DIR/<date>-<host>-<suites>.json` and `.md`, and returns their paths.
     pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let day = self.date.get(..10).unwrap_or(&self.date);
-        let stem = format!("{day}-{}", self.machine.host);
+        let suites: Vec<&str> = self.suites.iter().map(|s| s.suite.as_str()).collect();
+        let stem = format!("{day}-{}-{}", self.machine.host, suites.join("+"));
         let json_path = dir.join(format!("{stem}.json"));
         let markdown_path = dir.join(format!("{stem}.md"));
         let json = serde_json::to_string_pretty(self).context("cannot encode the report")?;

@@ -8,6 +8,7 @@
 
 mod dq;
 mod harness;
+mod scoring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,15 @@ enum Suite {
         #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
     },
+    /// Scoring: 500-tree XGBoost and LightGBM models in SQL vs the libraries' own predict
+    /// (needs python3; installs pinned peers into a virtual environment).
+    Scoring {
+        /// Rows of the generated feature dataset.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
+    /// Every suite, at its default size, into one report.
+    All,
 }
 
 fn main() -> ExitCode {
@@ -90,20 +100,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_default();
 
     let work_root = data_root.join("work");
+    let dq_suite = |rows: u64| {
+        dq::run(
+            &lakeforge,
+            &dq::DqOptions {
+                rows: if cli.smoke { rows.min(20_000) } else { rows },
+                runs,
+                warmup,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("dq"),
+            },
+        )
+    };
+    let scoring_suite = |rows: u64| {
+        scoring::run(
+            &lakeforge,
+            &scoring::ScoringOptions {
+                rows: if cli.smoke { rows.min(20_000) } else { rows },
+                runs,
+                warmup,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("scoring"),
+            },
+        )
+    };
     let suites = match cli.suite {
-        Suite::Dq { rows } => {
-            let rows = if cli.smoke { rows.min(20_000) } else { rows };
-            vec![dq::run(
-                &lakeforge,
-                &dq::DqOptions {
-                    rows,
-                    runs,
-                    warmup,
-                    data_root: data_root.clone(),
-                    work_dir: work_root.join("dq"),
-                },
-            )?]
-        }
+        Suite::Dq { rows } => vec![dq_suite(rows)?],
+        Suite::Scoring { rows } => vec![scoring_suite(rows)?],
+        Suite::All => vec![dq_suite(10_000_000)?, scoring_suite(1_000_000)?],
     };
     let report = Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -209,7 +209,12 @@ pub async fn check_input(
 ) -> Result<CheckedInput> {
     let dataset = checks.checked.dataset.clone();
     let columns = checks.checked.dataset_columns;
-    let plan = cast_to_delta_types(&dataset, checks.checked.plan.clone(), columns)?;
+    // Only quarantined rows are written: without a quarantine table the dataset's columns are
+    // merely read (for samples), so they keep their types (no Utf8View-to-Utf8 copies).
+    let plan = match &quarantine {
+        Some(_) => cast_to_delta_types(&dataset, checks.checked.plan.clone(), columns)?,
+        None => checks.checked.plan.clone(),
+    };
     let dataset_schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
     let streamed = stream_to_tables(
         ctx,

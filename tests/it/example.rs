@@ -8,7 +8,7 @@ use crate::support::Project;
 fn churn_example_runs_end_to_end() {
     let project = Project::new();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
-    for file in ["job.toml", "purchase_gaps.sql"] {
+    for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
         let text = fs::read_to_string(format!("{example}/{file}")).unwrap();
         project.write(&format!("churn/{file}"), &text);
     }
@@ -61,9 +61,30 @@ fn churn_example_runs_end_to_end() {
     ]);
     assert_eq!(again[0]["products"][0]["version"], 1);
     assert_eq!(again[0]["products"][1]["version"], 1);
+    assert_eq!(again[0]["products"][2]["version"], 1);
+    // The churn model scored every customer with a probability.
+    let risk = project.json(&[
+        "show",
+        "churn/warehouse/customer_churn_risk",
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(risk.len(), 300);
+    assert!(
+        risk.iter()
+            .all(|r| (0.0..=1.0).contains(&r["churn_probability"].as_f64().unwrap()))
+    );
+    let log = fs::read_to_string(
+        project.join("churn/warehouse/customer_churn_risk/_delta_log/00000000000000000001.json"),
+    )
+    .unwrap();
+    assert!(
+        log.contains(r#""name":"churn_risk""#),
+        "the commit names the model: {log}"
+    );
     // Its checks ran, drift now against version 0, and every result passed on this data.
     let checks = again[0]["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 9, "{checks:#?}");
+    assert_eq!(checks.len(), 10, "{checks:#?}");
     assert!(checks.iter().all(|c| c["passed"] == true), "{checks:#?}");
     let drift = checks
         .iter()
@@ -76,7 +97,7 @@ fn churn_example_runs_end_to_end() {
         "same data, no drift: {drift}"
     );
     let history = project.json(&["dq", "churn/warehouse"]);
-    assert_eq!(history.len(), 18);
+    assert_eq!(history.len(), 20);
     let partitions: Vec<_> = fs::read_dir(project.join("churn/warehouse/country_daily_revenue"))
         .unwrap()
         .filter_map(|e| e.ok())

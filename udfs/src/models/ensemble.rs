@@ -74,25 +74,6 @@ pub struct Tree {
 }
 
 impl Tree {
-    fn leaf_of(&self, row: &[f64], rule: SplitRule) -> usize {
-        if self.nodes.is_empty() {
-            return 0;
-        }
-        let mut at = 0_i32;
-        while at >= 0 {
-            // Child indices were validated when the model was read: every non-negative child is
-            // a node index, every negative one a leaf index.
-            let node = &self.nodes[at as usize];
-            let x = row[node.feature as usize];
-            at = if self.goes_left(node, x, rule) {
-                node.left
-            } else {
-                node.right
-            };
-        }
-        !at as usize
-    }
-
     #[inline]
     fn goes_left(&self, node: &Node, x: f64, rule: SplitRule) -> bool {
         match rule {
@@ -141,8 +122,59 @@ impl Tree {
         }
     }
 
-    fn output(&self, row: &[f64], rule: SplitRule) -> f64 {
-        let leaf = self.leaf_of(row, rule);
+    /// The outputs of rows `first..first + lanes` (row-major `features`, `width` per row) into
+    /// `out[..lanes]`. The rows walk the tree together, one step each per round, so the CPU
+    /// overlaps their independent node loads instead of waiting on one row's chain of them.
+    fn outputs(
+        &self,
+        features: &[f64],
+        width: usize,
+        first: usize,
+        lanes: usize,
+        rule: SplitRule,
+        out: &mut [f64; LANES],
+    ) {
+        let row = |lane: usize| &features[(first + lane) * width..(first + lane + 1) * width];
+        let mut base = [0_usize; LANES];
+        for (lane, offset) in base.iter_mut().enumerate().take(lanes) {
+            *offset = (first + lane) * width;
+        }
+        let mut at = [0_i32; LANES];
+        if !self.nodes.is_empty() {
+            let numeric_xgboost = rule == SplitRule::XgBoost && self.category_sets.is_empty();
+            let mut walking = true;
+            while walking {
+                walking = false;
+                for (position, offset) in at.iter_mut().zip(&base).take(lanes) {
+                    if *position < 0 {
+                        continue;
+                    }
+                    // Child indices and features were validated when the model was read.
+                    let node = &self.nodes[*position as usize];
+                    let x = features[offset + node.feature as usize];
+                    let left = if numeric_xgboost {
+                        // `x < threshold` is false for NaN, so this is XGBoost's rule without
+                        // a branch on the value.
+                        (x < node.threshold) | (x.is_nan() & node.default_left)
+                    } else {
+                        self.goes_left(node, x, rule)
+                    };
+                    *position = if left { node.left } else { node.right };
+                    walking |= *position >= 0;
+                }
+            }
+        }
+        for lane in 0..lanes {
+            let leaf = if self.nodes.is_empty() {
+                0
+            } else {
+                !at[lane] as usize
+            };
+            out[lane] = self.leaf_output(leaf, row(lane));
+        }
+    }
+
+    fn leaf_output(&self, leaf: usize, row: &[f64]) -> f64 {
         if let Some(linear) = &self.linear {
             let model = &linear[leaf];
             let mut sum = model.constant;
@@ -191,6 +223,9 @@ pub struct Ensemble {
 /// Rows per evaluation block: the block's features stay in cache across all trees.
 pub const BLOCK_ROWS: usize = 64;
 
+/// Rows that walk a tree together (see [`Tree::outputs`]).
+const LANES: usize = 8;
+
 impl Ensemble {
     /// Adds the margins of `rows` rows to `out` (row-major, `num_groups` per row), where
     /// `features` is row-major `rows x num_features` with NaN for missing values, already
@@ -224,10 +259,14 @@ impl Ensemble {
                         sums[row * groups + group] = self.base_margins[group] as f32;
                     }
                 }
+                let mut values = [0.0; LANES];
                 for tree in &self.trees {
-                    for row in 0..rows {
-                        let x = &features[row * width..(row + 1) * width];
-                        sums[row * groups + tree.group] += tree.output(x, self.rule) as f32;
+                    for first in (0..rows).step_by(LANES) {
+                        let lanes = LANES.min(rows - first);
+                        tree.outputs(features, width, first, lanes, self.rule, &mut values);
+                        for (lane, value) in values.iter().enumerate().take(lanes) {
+                            sums[(first + lane) * groups + tree.group] += *value as f32;
+                        }
                     }
                 }
                 for (o, s) in out.iter_mut().zip(sums) {
@@ -240,10 +279,14 @@ impl Ensemble {
                         out[row * groups + group] = 0.0;
                     }
                 }
+                let mut values = [0.0; LANES];
                 for tree in &self.trees {
-                    for row in 0..rows {
-                        let x = &features[row * width..(row + 1) * width];
-                        out[row * groups + tree.group] += tree.output(x, self.rule);
+                    for first in (0..rows).step_by(LANES) {
+                        let lanes = LANES.min(rows - first);
+                        tree.outputs(features, width, first, lanes, self.rule, &mut values);
+                        for (lane, value) in values.iter().enumerate().take(lanes) {
+                            out[(first + lane) * groups + tree.group] += *value;
+                        }
                     }
                 }
                 if self.average && !self.trees.is_empty() {

@@ -1,0 +1,377 @@
+//! The scoring suite: a 500-tree depth-6 XGBoost model and a 500-tree LightGBM model over the
+//! feature dataset (23 numeric features), Lakeforge's native `predict` against the libraries'
+//! own predict, in the same invocation.
+//!
+//! `benchmarks/peers/scoring.py` (its own pinned virtual environment) trains the models once,
+//! times the libraries' predict over an in-memory matrix with 1 thread and with every core, and
+//! returns the predictions of the first 1,000 rows. Lakeforge then runs, alternately:
+//! - `scan`: a job summing the 23 features (reading and decoding them, no model);
+//! - `xgboost` / `lightgbm`: the same job summing `predict(...)`,
+//!
+//! each with one partition (one core) and with every core. Its per-core speed is the rows over
+//! the scoring time (the model job minus the scan job, so reading Parquet is not charged to the
+//! model, as the peers' matrix is already in memory). Lakeforge's predictions of the first 1,000
+//! rows must equal the libraries' (XGBoost within 1e-6, LightGBM within 1e-9) before anything is
+//! timed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use lakeforge_benchmarks::datagen::features::{FeaturesConfig, generate_features};
+use serde_json::Value;
+
+use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, alternate, median};
+
+/// The numeric features the models read, in order (as in `benchmarks/peers/scoring.py`).
+const FEATURES: [&str; 23] = [
+    "spend_30d",
+    "spend_90d",
+    "avg_order_value",
+    "sessions_30d",
+    "avg_session_minutes",
+    "days_since_last_login",
+    "days_since_last_purchase",
+    "pages_per_session",
+    "discount_rate",
+    "refund_rate",
+    "email_open_rate",
+    "push_click_rate",
+    "nps_score",
+    "satisfaction",
+    "cart_abandon_rate",
+    "latency_ms_p95",
+    "credit_score",
+    "income_estimate",
+    "age",
+    "tenure_days",
+    "orders_90d",
+    "devices",
+    "support_tickets_90d",
+];
+
+/// How the suite runs.
+pub struct ScoringOptions {
+    /// Rows of the feature dataset.
+    pub rows: u64,
+    /// Timed rounds.
+    pub runs: usize,
+    /// Untimed rounds first.
+    pub warmup: usize,
+    /// Where generated datasets (and the trained models) are cached.
+    pub data_root: PathBuf,
+    /// Where the jobs and their warehouses go (emptied first).
+    pub work_dir: PathBuf,
+}
+
+/// Runs the suite and returns its report.
+pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<SuiteReport> {
+    let config = FeaturesConfig::with_rows(options.rows);
+    let data = options.data_root.join(format!("features-{}", options.rows));
+    eprintln!(
+        "scoring: feature dataset of {} rows at {}",
+        options.rows,
+        data.display()
+    );
+    generate_features(&data, &config)
+        .with_context(|| format!("cannot generate the feature dataset at {}", data.display()))?;
+    let models = options.data_root.join(format!("models-{}", options.rows));
+
+    eprintln!("scoring: the libraries' own predict (benchmarks/peers/scoring.py)");
+    let peers = run_peers(&data, &models, options)?;
+    let cores = peers["cores"].as_u64().unwrap_or(1) as usize;
+
+    if options.work_dir.exists() {
+        std::fs::remove_dir_all(&options.work_dir)
+            .with_context(|| format!("cannot empty {}", options.work_dir.display()))?;
+    }
+    let features = FEATURES.join(", ");
+    let model_path = |library: &str| -> anyhow::Result<PathBuf> {
+        peers["models"][library]
+            .as_str()
+            .map(PathBuf::from)
+            .with_context(|| format!("the peers script reported no {library} model"))
+    };
+    let xgboost = model_path("xgboost")?;
+    let lightgbm = model_path("lightgbm")?;
+
+    // Parity first: the first 1,000 predictions equal the libraries'.
+    for (library, path, tolerance) in [("xgboost", &xgboost, 1e-6), ("lightgbm", &lightgbm, 1e-9)] {
+        let job = write_job(
+            &options.work_dir,
+            &format!("check_{library}"),
+            &data,
+            Some(path),
+            &format!(
+                "SELECT customer_id, predict('m', {features}) AS p FROM features ORDER BY customer_id LIMIT 1000"
+            ),
+        )?;
+        let dir = job.parent().map(Path::to_path_buf).unwrap_or_default();
+        lakeforge.run(&dir, ["run".as_ref(), job.as_os_str()])?;
+        let (_, shown) = lakeforge.run(
+            &dir,
+            ["--json", "show", "warehouse/scores", "--limit", "1000"],
+        )?;
+        let mut rows: Vec<Value> = shown
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        rows.sort_by_key(|r| r["customer_id"].as_i64().unwrap_or_default());
+        let expected = peers["check"][library]
+            .as_array()
+            .context("no check predictions")?;
+        ensure!(
+            rows.len() == expected.len(),
+            "{library}: {} predictions, expected {}",
+            rows.len(),
+            expected.len()
+        );
+        for (i, (row, want)) in rows.iter().zip(expected).enumerate() {
+            let (got, want) = (
+                row["p"].as_f64().unwrap_or(f64::NAN),
+                want.as_f64().unwrap_or(f64::NAN),
+            );
+            if (got - want).abs() > tolerance {
+                bail!("{library}: row {i} scored {got} by Lakeforge, {want} by the library");
+            }
+        }
+        eprintln!(
+            "  {library}: the first 1,000 predictions equal the library's (within {tolerance:e})"
+        );
+    }
+
+    let sum_sql =
+        |expression: &str| format!("SELECT count(*) AS n, sum({expression}) AS s FROM features");
+    let scan_job = write_job(
+        &options.work_dir,
+        "scan",
+        &data,
+        None,
+        &sum_sql(
+            &FEATURES
+                .map(|f| format!("coalesce(CAST({f} AS DOUBLE), 0)"))
+                .join(" + "),
+        ),
+    )?;
+    let xgb_job = write_job(
+        &options.work_dir,
+        "xgboost",
+        &data,
+        Some(&xgboost),
+        &sum_sql(&format!("predict('m', {features})")),
+    )?;
+    let lgb_job = write_job(
+        &options.work_dir,
+        "lightgbm",
+        &data,
+        Some(&lightgbm),
+        &sum_sql(&format!("predict('m', {features})")),
+    )?;
+    let run_job = |job: &Path, partitions: Option<usize>| {
+        let dir = job.parent().map(Path::to_path_buf).unwrap_or_default();
+        let job = job.to_path_buf();
+        move || -> anyhow::Result<Duration> {
+            let mut args: Vec<String> = Vec::new();
+            if let Some(partitions) = partitions {
+                args.extend(["--target-partitions".to_string(), partitions.to_string()]);
+            }
+            args.extend(["run".to_string(), job.display().to_string()]);
+            Ok(lakeforge.run(&dir, &args)?.0)
+        }
+    };
+    let all = format!("{cores} cores");
+    let mut measurements = alternate(
+        vec![
+            (
+                "scan, 1 core",
+                "sum of the 23 features, no model",
+                Box::new(run_job(&scan_job, Some(1))),
+            ),
+            (
+                "xgboost, 1 core",
+                "sum of predict() with the XGBoost model",
+                Box::new(run_job(&xgb_job, Some(1))),
+            ),
+            (
+                "lightgbm, 1 core",
+                "sum of predict() with the LightGBM model",
+                Box::new(run_job(&lgb_job, Some(1))),
+            ),
+            (
+                "scan, all cores",
+                "sum of the 23 features, no model",
+                Box::new(run_job(&scan_job, None)),
+            ),
+            (
+                "xgboost, all cores",
+                "sum of predict() with the XGBoost model",
+                Box::new(run_job(&xgb_job, None)),
+            ),
+            (
+                "lightgbm, all cores",
+                "sum of predict() with the LightGBM model",
+                Box::new(run_job(&lgb_job, None)),
+            ),
+        ],
+        options.warmup,
+        options.runs,
+    )?;
+    for measurement in &mut measurements {
+        measurement.case = format!("lakeforge {}", measurement.case);
+    }
+    let peer_seconds = peers["seconds"]
+        .as_object()
+        .context("the peers script reported no timings")?;
+    for (case, seconds) in peer_seconds {
+        let seconds: Vec<f64> = seconds
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        measurements.push(Measurement {
+            case: case.clone(),
+            description: "the library's own predict over an in-memory float64 matrix".to_string(),
+            median_seconds: median(&seconds),
+            seconds,
+        });
+    }
+
+    let rows = options.rows as f64;
+    let seconds_of = |case: &str| {
+        measurements
+            .iter()
+            .find(|m| m.case == case)
+            .map(|m| m.median_seconds)
+            .with_context(|| format!("no case {case}"))
+    };
+    let mut throughput = BTreeMap::new();
+    let mut ratios = Vec::new();
+    for library in ["xgboost", "lightgbm"] {
+        let scoring_one = seconds_of(&format!("lakeforge {library}, 1 core"))?
+            - seconds_of("lakeforge scan, 1 core")?;
+        let scoring_all = seconds_of(&format!("lakeforge {library}, all cores"))?
+            - seconds_of("lakeforge scan, all cores")?;
+        let peer_one = seconds_of(&format!("{library} predict, 1 thread"))?;
+        let peer_all = seconds_of(&format!("{library} predict, {cores} threads"))?;
+        let per_core = |seconds: f64, used: usize| rows / seconds.max(1e-9) / used as f64;
+        throughput.insert(
+            format!("{library}: lakeforge rows/s per core (1 core, scan subtracted)"),
+            per_core(scoring_one, 1),
+        );
+        throughput.insert(
+            format!("{library}: library rows/s per core (1 thread)"),
+            per_core(peer_one, 1),
+        );
+        throughput.insert(
+            format!("{library}: lakeforge rows/s per core ({all}, scan subtracted)"),
+            per_core(scoring_all, cores),
+        );
+        throughput.insert(
+            format!("{library}: library rows/s per core ({cores} threads)"),
+            per_core(peer_all, cores),
+        );
+        ratios.push(Ratio {
+            name: format!("{library}: lakeforge per-core speed / library's (1 core)"),
+            value: peer_one / scoring_one.max(1e-9),
+            target_at_most: None,
+        });
+        ratios.push(Ratio {
+            name: format!("{library}: lakeforge speed / library's ({all})"),
+            value: peer_all / scoring_all.max(1e-9),
+            target_at_most: None,
+        });
+    }
+    let mut setup = BTreeMap::new();
+    setup.insert(
+        "dataset".to_string(),
+        Value::from(format!(
+            "feature table, {} rows; the models read its 23 numeric features (with NULLs)",
+            options.rows
+        )),
+    );
+    setup.insert(
+        "models".to_string(),
+        Value::from(format!(
+            "XGBoost {} (500 trees, depth 6, binary:logistic) and LightGBM {} (500 trees, <= 64 leaves, depth 6, binary), trained on a 200,000-row sample",
+            peers["versions"]["xgboost"].as_str().unwrap_or("?"),
+            peers["versions"]["lightgbm"].as_str().unwrap_or("?")
+        )),
+    );
+    setup.insert(
+        "rounds".to_string(),
+        Value::from(format!(
+            "{} warm-up + {} timed; Lakeforge cases alternated within each round",
+            options.warmup, options.runs
+        )),
+    );
+    for (key, value) in throughput {
+        setup.insert(key, Value::from(format!("{value:.0}")));
+    }
+    Ok(SuiteReport {
+        suite: "scoring".to_string(),
+        setup,
+        measurements,
+        ratios,
+        notes: vec![
+            "Ratios are speeds (higher is better for Lakeforge): the library's median time over \
+             Lakeforge's scoring time, where Lakeforge's scoring time is its model job minus its \
+             scan job (process start, planning, Parquet reading and the Delta commit cancel out)."
+                .to_string(),
+            "The libraries score a float64 matrix already in memory; Lakeforge reads the Parquet \
+             files and gathers Arrow columns into row blocks inside the plan."
+                .to_string(),
+        ],
+    })
+}
+
+fn write_job(
+    work_dir: &Path,
+    name: &str,
+    data: &Path,
+    model: Option<&PathBuf>,
+    sql: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = work_dir.join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let mut text = format!("[job]\nname = \"scoring_bench_{name}\"\nwarehouse = \"warehouse\"\n\n");
+    if let Some(model) = model {
+        text += &format!(
+            "[models.m]\npath = {}\n\n",
+            quoted(&model.display().to_string())
+        );
+    }
+    text += &format!(
+        "[sources.features]\nformat = \"parquet\"\npath = {}\n\n[[products]]\nname = \"scores\"\nsql = {}\n",
+        quoted(&data.display().to_string()),
+        quoted(sql)
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+fn run_peers(data: &Path, models: &Path, options: &ScoringOptions) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/scoring.py");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg("--data")
+        .arg(data)
+        .arg("--models")
+        .arg(models)
+        .args([
+            "--runs",
+            &options.runs.to_string(),
+            "--warmup",
+            &options.warmup.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} printed no JSON", script.display()))
+}
