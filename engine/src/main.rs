@@ -688,8 +688,8 @@ async fn model_command(
             let url = location_argument(&warehouse.warehouse)?;
             let requirements = requirements
                 .iter()
-                .map(|r| Requirement::parse(r))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|r| Ok(Requirement::parse(r)?))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let change = promote_model(&url, &name, version, &alias, &requirements, config).await?;
             print_alias_change(&change, json);
         }
