@@ -23,6 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/churn"
 cp "$repo/examples/churn/job.toml" "$repo/examples/churn/purchase_gaps.sql" "$work/churn/"
+cp -r "$repo/examples/churn/models" "$work/churn/"
 cd "$work"
 for _ in 1 2; do
   "$lakeforge" --json example churn --dir churn --customers 2000 --events 100000 >> runs.jsonl

@@ -34,6 +34,9 @@ def main(warehouse: str, report_path: str) -> None:
         assert meta is not None, f"{name}: no lakeforge metadata in {latest}"
         assert meta["run_id"] == last_run["run_id"], (meta, last_run["run_id"])
         assert meta["job"] == last_run["job"], meta
+        if name == "customer_churn_risk":
+            models = [m["name"] for m in meta.get("models", [])]
+            assert models == ["churn_risk"], (name, meta)
 
         old = DeltaTable(uri, version=0).to_pyarrow_table().num_rows
         assert old == runs[0]["products"][[p["product"] for p in runs[0]["products"]].index(name)]["rows"]
@@ -46,6 +49,9 @@ def main(warehouse: str, report_path: str) -> None:
     assert "country" in revenue.columns and revenue["country"].n_unique() == 10
     features = pl.read_delta(f"{warehouse}/customer_features")
     assert features["customer_id"].n_unique() == features.height
+    risk = pl.read_delta(f"{warehouse}/customer_churn_risk")
+    assert risk.height == features.height
+    assert risk["churn_probability"].is_between(0.0, 1.0).all()
     print("independent readers agree with lakeforge")
 
 
