@@ -443,6 +443,7 @@ async fn run_example(
         eprintln!("reusing the sample data under {}", dataset.root.display());
     }
     let loaded = LoadedJob::load(&job_path, &BTreeMap::new())?;
+    register_example_model(dir, &loaded, config).await?;
     let summary = run_with_progress(&loaded, config, json).await?;
     print_summary(&summary, json);
     if !json && let Some(first) = summary.products.first() {
@@ -708,6 +709,52 @@ async fn model_command(
             print_batches(&[registry_history_batch(&registry, &name)?], json)?;
         }
     }
+    Ok(())
+}
+
+/// The example scores with `churn_risk@production` from its warehouse's registry: on first use,
+/// register the example's model file and promote it through a metric gate, as a user would with
+/// `lakeforge model register` and `lakeforge model promote`.
+async fn register_example_model(
+    dir: &Path,
+    loaded: &LoadedJob,
+    config: &EngineConfig,
+) -> anyhow::Result<()> {
+    const NAME: &str = "churn_risk";
+    let registry = Registry::load(&loaded.warehouse, config).await?;
+    if registry.versions(NAME).next().is_some() {
+        return Ok(());
+    }
+    let file = dir.join("models").join("churn_xgb.json");
+    // Hold-out AUC reported by tests/fixtures/models/make_models.py, which trained it.
+    let metrics = BTreeMap::from([("auc".to_string(), 0.701)]);
+    let training = Some("synthetic churn rows (tests/fixtures/models/make_models.py)".to_string());
+    let registered = register_model(
+        &loaded.warehouse,
+        &file,
+        NAME,
+        Some("xgboost-json"),
+        metrics,
+        training,
+        config,
+    )
+    .await?;
+    let gate = [Requirement::parse("auc>=0.65")?];
+    promote_model(
+        &loaded.warehouse,
+        NAME,
+        registered.version,
+        "production",
+        &gate,
+        config,
+    )
+    .await?;
+    eprintln!(
+        "registered {} as {NAME}@{} and promoted it to production (lakeforge model list --warehouse {})",
+        file.display(),
+        registered.version,
+        display_location(&loaded.warehouse)
+    );
     Ok(())
 }
 

@@ -78,10 +78,22 @@ fn churn_example_runs_end_to_end() {
         project.join("churn/warehouse/customer_churn_risk/_delta_log/00000000000000000001.json"),
     )
     .unwrap();
-    assert!(
-        log.contains(r#""name":"churn_risk""#),
-        "the commit names the model: {log}"
+    let commit = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|a| a.get("commitInfo").cloned())
+        .unwrap();
+    let model = &commit["lakeforge"]["models"][0];
+    assert_eq!(model["reference"], "churn_risk@production", "{commit}");
+    assert_eq!(model["name"], "churn_risk");
+    assert_eq!(model["version"], 1);
+    let models = project.json(&["model", "list", "--warehouse", "churn/warehouse"]);
+    assert_eq!(
+        models.len(),
+        1,
+        "registered once, on the first run: {models:?}"
     );
+    assert_eq!(models[0]["aliases"], "production");
     // Its checks ran, drift now against version 0, and every result passed on this data.
     let checks = again[0]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 10, "{checks:#?}");
