@@ -185,7 +185,7 @@ enum ModelCommand {
         #[arg(long)]
         format: Option<String>,
         /// A metric of this version, e.g. auc=0.87 (repeatable).
-        #[arg(long = "metric", value_name = "NAME=VALUE")]
+        #[arg(long = "metric", alias = "metrics", value_name = "NAME=VALUE")]
         metrics: Vec<String>,
         /// The training dataset: a table path or URL, optionally @VERSION.
         #[arg(long)]
