@@ -17,12 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use lakeforge_benchmarks::datagen::features::{
-    FeaturesConfig, features_file, features_schema, generate_features,
-};
+use lakeforge_benchmarks::datagen::features::{features_file, features_schema};
 use serde_json::Value;
 
-use crate::harness::{Lakeforge, Ratio, SuiteReport, alternate};
+use crate::harness::{Lakeforge, Ratio, SuiteReport, alternate, feature_dataset, fresh_dir};
 
 /// The target: checks cost at most this multiple of a plain scan.
 const CHECKS_OVER_SCAN_TARGET: f64 = 1.3;
@@ -227,24 +225,9 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
         "the suite must define 50 checks, not {}",
         CHECKS.len()
     );
-    let config = FeaturesConfig::with_rows(options.rows);
-    let data = options.data_root.join(format!("features-{}", options.rows));
-    eprintln!(
-        "dq: feature dataset of {} rows at {}",
-        options.rows,
-        data.display()
-    );
-    let generated = generate_features(&data, &config)
-        .with_context(|| format!("cannot generate the feature dataset at {}", data.display()))?;
-    if generated {
-        eprintln!("  generated");
-    }
+    let (data, config) = feature_dataset("dq", &options.data_root, options.rows)?;
     let data_bytes = folder_bytes(&data)?;
-
-    if options.work_dir.exists() {
-        std::fs::remove_dir_all(&options.work_dir)
-            .with_context(|| format!("cannot empty {}", options.work_dir.display()))?;
-    }
+    fresh_dir(&options.work_dir)?;
     let jobs = write_jobs(&options.work_dir, &data, &features_file(&data, 0))?;
     let rows = options.rows;
     let run_job = |job: &Path, verify: fn(&Value, u64) -> anyhow::Result<()>| {

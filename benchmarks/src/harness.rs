@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use lakeforge_benchmarks::datagen::features::{FeaturesConfig, generate_features};
 use serde::Serialize;
 
 /// The `lakeforge` binary the suites run, as a user would.
@@ -106,6 +107,35 @@ impl Lakeforge {
             String::from_utf8_lossy(&output.stdout).into_owned(),
         ))
     }
+}
+
+/// The feature dataset of `rows` rows under `data_root` (generated once, then reused), for the
+/// suite named `suite`; returns its folder and configuration.
+pub fn feature_dataset(
+    suite: &str,
+    data_root: &Path,
+    rows: u64,
+) -> anyhow::Result<(PathBuf, FeaturesConfig)> {
+    let config = FeaturesConfig::with_rows(rows);
+    let data = data_root.join(format!("features-{rows}"));
+    eprintln!(
+        "{suite}: feature dataset of {rows} rows at {}",
+        data.display()
+    );
+    if generate_features(&data, &config)
+        .with_context(|| format!("cannot generate the feature dataset at {}", data.display()))?
+    {
+        eprintln!("  generated");
+    }
+    Ok((data, config))
+}
+
+/// Empties (removes) `dir`, where a suite writes its jobs and warehouses.
+pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// One timed case of a suite.

@@ -20,10 +20,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use lakeforge_benchmarks::datagen::features::{FeaturesConfig, generate_features};
 use serde_json::Value;
 
-use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, alternate, median};
+use crate::harness::{
+    Lakeforge, Measurement, Ratio, SuiteReport, alternate, feature_dataset, fresh_dir, median,
+};
 
 /// The numeric features the models read, in order (as in `benchmarks/peers/scoring.py`).
 const FEATURES: [&str; 23] = [
@@ -68,25 +69,14 @@ pub struct ScoringOptions {
 
 /// Runs the suite and returns its report.
 pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<SuiteReport> {
-    let config = FeaturesConfig::with_rows(options.rows);
-    let data = options.data_root.join(format!("features-{}", options.rows));
-    eprintln!(
-        "scoring: feature dataset of {} rows at {}",
-        options.rows,
-        data.display()
-    );
-    generate_features(&data, &config)
-        .with_context(|| format!("cannot generate the feature dataset at {}", data.display()))?;
+    let (data, _) = feature_dataset("scoring", &options.data_root, options.rows)?;
     let models = options.data_root.join(format!("models-{}", options.rows));
 
     eprintln!("scoring: the libraries' own predict (benchmarks/peers/scoring.py)");
     let peers = run_peers(&data, &models, options)?;
     let cores = peers["cores"].as_u64().unwrap_or(1) as usize;
 
-    if options.work_dir.exists() {
-        std::fs::remove_dir_all(&options.work_dir)
-            .with_context(|| format!("cannot empty {}", options.work_dir.display()))?;
-    }
+    fresh_dir(&options.work_dir)?;
     let features = FEATURES.join(", ");
     let model_path = |library: &str| -> anyhow::Result<PathBuf> {
         peers["models"][library]

@@ -2,7 +2,7 @@
 //! and the record of which models produced a product.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datafusion::catalog::default_table_source::source_as_provider;
@@ -11,7 +11,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::ViewTable;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use lakeforge_planner::ResolvedJob;
-use lakeforge_udfs::models::ModelFormat;
+use lakeforge_udfs::models::{Model, ModelFormat};
 use lakeforge_udfs::scoring::{LoadedModel, ModelResolver, SCORING_FUNCTIONS, parse_model_cached};
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -37,37 +37,15 @@ impl JobModels {
         let mut models = BTreeMap::new();
         for (name, spec) in &job.spec.models {
             let path = job.base_dir.join(&spec.path);
-            let failure = |message: String| EngineError::Model {
-                name: name.clone(),
-                path: path.display().to_string(),
-                message,
-            };
-            let bytes =
-                std::fs::read(&path).map_err(|e| failure(format!("cannot read it: {e}")))?;
-            let format = match &spec.format {
-                Some(text) => ModelFormat::parse(text).ok_or_else(|| {
-                    failure(format!(
-                        "unknown format '{text}' (expected one of {})",
-                        ModelFormat::NAMES.join(", ")
-                    ))
-                })?,
-                None => ModelFormat::detect(&path, &bytes).ok_or_else(|| {
-                    failure(format!(
-                        "cannot tell the model's format; set `format` to one of {}",
-                        ModelFormat::NAMES.join(", ")
-                    ))
-                })?,
-            };
-            let (model, content_hash) =
-                parse_model_cached(&bytes, format).map_err(|e| failure(e.to_string()))?;
+            let file = read_model_file(name, &path, spec.format.as_deref())?;
             models.insert(
                 name.clone(),
                 Arc::new(LoadedModel {
                     name: name.clone(),
                     version: None,
-                    content_hash,
-                    format,
-                    model,
+                    content_hash: file.content_hash,
+                    format: file.format,
+                    model: file.model,
                 }),
             );
         }
@@ -155,6 +133,51 @@ impl JobModels {
             model,
         }))
     }
+}
+
+/// A model file read and parsed.
+pub struct ModelFile {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// Its format (given, or guessed from the file).
+    pub format: ModelFormat,
+    /// The parsed model (shared with every other load of the same bytes).
+    pub model: Arc<Model>,
+    /// `sha256:<hex>` of the bytes.
+    pub content_hash: String,
+}
+
+/// Reads and parses the file of model `name` at `path`, in `format` (a format name) or the one
+/// guessed from the file; every failure names the model and the file.
+pub fn read_model_file(name: &str, path: &Path, format: Option<&str>) -> Result<ModelFile> {
+    let failure = |message: String| EngineError::Model {
+        name: name.to_string(),
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| failure(format!("cannot read it: {e}")))?;
+    let format = match format {
+        Some(text) => ModelFormat::parse(text).ok_or_else(|| {
+            failure(format!(
+                "unknown format '{text}' (expected one of {})",
+                ModelFormat::NAMES.join(", ")
+            ))
+        })?,
+        None => ModelFormat::detect(path, &bytes).ok_or_else(|| {
+            failure(format!(
+                "cannot tell the model's format; give it as one of {}",
+                ModelFormat::NAMES.join(", ")
+            ))
+        })?,
+    };
+    let (model, content_hash) =
+        parse_model_cached(&bytes, format).map_err(|e| failure(e.to_string()))?;
+    Ok(ModelFile {
+        bytes,
+        format,
+        model,
+        content_hash,
+    })
 }
 
 impl ModelResolver for JobModels {

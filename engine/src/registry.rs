@@ -20,13 +20,13 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use lakeforge_udfs::models::ModelFormat;
-use lakeforge_udfs::scoring::parse_model_cached;
 use url::Url;
 
 use crate::config::EngineConfig;
 use crate::delta::{append_batch, is_delta_table, query_table};
 use crate::error::{EngineError, Result};
 use crate::location::join_folder;
+use crate::models::{ModelFile, read_model_file};
 
 /// The registry's versions table, relative to the warehouse.
 pub const MODELS_TABLE: &str = "_lakeforge/models";
@@ -319,28 +319,12 @@ pub async fn register_model(
             "model name '{name}' must be non-empty, not start with '_', and contain no '@', '/' or '\\'"
         )));
     }
-    let failure = |message: String| EngineError::Model {
-        name: name.to_string(),
-        path: file.display().to_string(),
-        message,
-    };
-    let bytes = std::fs::read(file).map_err(|e| failure(format!("cannot read it: {e}")))?;
-    let format = match format {
-        Some(text) => ModelFormat::parse(text).ok_or_else(|| {
-            failure(format!(
-                "unknown format '{text}' (expected one of {})",
-                ModelFormat::NAMES.join(", ")
-            ))
-        })?,
-        None => ModelFormat::detect(file, &bytes).ok_or_else(|| {
-            failure(format!(
-                "cannot tell the format; pass --format ({})",
-                ModelFormat::NAMES.join(", ")
-            ))
-        })?,
-    };
-    let (model, content_hash) =
-        parse_model_cached(&bytes, format).map_err(|e| failure(e.to_string()))?;
+    let ModelFile {
+        bytes,
+        format,
+        model,
+        content_hash,
+    } = read_model_file(name, file, format)?;
     let registry = Registry::load(warehouse, config).await?;
     let version = registry
         .versions(name)

@@ -74,15 +74,7 @@ fn churn_example_runs_end_to_end() {
         risk.iter()
             .all(|r| (0.0..=1.0).contains(&r["churn_probability"].as_f64().unwrap()))
     );
-    let log = fs::read_to_string(
-        project.join("churn/warehouse/customer_churn_risk/_delta_log/00000000000000000001.json"),
-    )
-    .unwrap();
-    let commit = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find_map(|a| a.get("commitInfo").cloned())
-        .unwrap();
+    let commit = project.commit_info("churn/warehouse/customer_churn_risk", 1);
     let model = &commit["lakeforge"]["models"][0];
     assert_eq!(model["reference"], "churn_risk@production", "{commit}");
     assert_eq!(model["name"], "churn_risk");

@@ -124,14 +124,7 @@ fn xgboost_predictions_in_sql_equal_the_library_and_commits_name_the_model() {
         assert_eq!(row["p"], row["p_ubj"], "JSON and UBJSON models agree");
     }
 
-    let log =
-        std::fs::read_to_string(project.join("wh/scores/_delta_log/00000000000000000000.json"))
-            .unwrap();
-    let commit = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find_map(|a| a.get("commitInfo").cloned())
-        .unwrap();
+    let commit = project.commit_info("wh/scores", 0);
     let models = commit["lakeforge"]["models"].as_array().unwrap();
     let names: Vec<&str> = models.iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["churn", "churn_ubj"]);
@@ -179,10 +172,11 @@ fn lightgbm_multiclass_scores_are_lists_and_work_through_steps() {
         }
     }
     // The model used in a step is recorded on the product that reads the step.
-    let log =
-        std::fs::read_to_string(project.join("wh/scores/_delta_log/00000000000000000000.json"))
-            .unwrap();
-    assert!(log.contains("\"name\":\"segments\""), "{log}");
+    let commit = project.commit_info("wh/scores", 0);
+    assert_eq!(
+        commit["lakeforge"]["models"][0]["name"], "segments",
+        "{commit}"
+    );
 }
 
 #[test]
@@ -439,15 +433,7 @@ fn registry_versions_aliases_gates_and_rollback() {
         assert!((row["p"].as_f64().unwrap() - want.as_f64().unwrap()).abs() <= 1e-9);
     }
     let model_version = |version: u64| {
-        let log = std::fs::read_to_string(
-            project.join(&format!("wh/scores/_delta_log/{version:020}.json")),
-        )
-        .unwrap();
-        let commit = log
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .find_map(|a| a.get("commitInfo").cloned())
-            .unwrap();
+        let commit = project.commit_info("wh/scores", version);
         let used = &commit["lakeforge"]["models"][0];
         assert_eq!(used["reference"], "churn@production");
         used["version"].as_u64().unwrap()

@@ -73,6 +73,20 @@ impl Project {
         stderr
     }
 
+    /// The `commitInfo` action of version `version` of the table at `table`, read straight
+    /// from its `_delta_log`.
+    pub fn commit_info(&self, table: &str, version: u64) -> Value {
+        let log = fs::read_to_string(
+            self.join(table)
+                .join(format!("_delta_log/{version:020}.json")),
+        )
+        .unwrap();
+        log.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find_map(|a| a.get("commitInfo").cloned())
+            .expect("commitInfo")
+    }
+
     /// Runs `lakeforge --json ARGS` and parses every stdout line as JSON.
     pub fn json(&self, args: &[&str]) -> Vec<Value> {
         let mut all = vec!["--json"];

@@ -65,7 +65,7 @@ fn commit_metadata_records_inputs_and_spec() {
     let project = Project::new();
     project.write("job.toml", COUNTRY_JOB);
     project.ok(&["run", "job.toml"]);
-    let commit = read_commit_info(&project, TABLE, 0);
+    let commit = project.commit_info(TABLE, 0);
     let lakeforge = &commit["lakeforge"];
     assert_eq!(lakeforge["operation"], "run");
     assert_eq!(lakeforge["job"], "countries");
@@ -221,7 +221,7 @@ sql = "SELECT DISTINCT tag FROM countries"
     project.ok(&["run", "down.toml"]);
     let rows = project.json(&["show", "wh/tags"]);
     assert_eq!(rows, vec![serde_json::json!({"tag": "first"})]);
-    let commit = read_commit_info(&project, "wh/tags", 0);
+    let commit = project.commit_info("wh/tags", 0);
     assert_eq!(commit["lakeforge"]["inputs"][0]["kind"], "delta");
     assert_eq!(commit["lakeforge"]["inputs"][0]["version"], 0);
 
@@ -326,20 +326,6 @@ fn tables_are_readable_without_delta_rs() {
     }
     assert_eq!(rows, 3);
     assert_eq!(countries.len(), 3);
-}
-
-/// The commitInfo action of a version, read straight from the log.
-fn read_commit_info(project: &Project, table: &str, version: u64) -> Value {
-    let log = fs::read_to_string(
-        project
-            .join(table)
-            .join(format!("_delta_log/{version:020}.json")),
-    )
-    .unwrap();
-    log.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find_map(|a| a.get("commitInfo").cloned())
-        .expect("commitInfo")
 }
 
 #[test]
