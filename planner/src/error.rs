@@ -79,4 +79,9 @@ pub enum PlannerError {
         /// What is wrong.
         message: String,
     },
+
+    /// Column lineage could not be read from a plan (a plan shape the extractor cannot
+    /// follow); names the column or node.
+    #[error("cannot compute column lineage: {0}")]
+    Lineage(String),
 }

@@ -25,6 +25,7 @@
 mod check_spec;
 mod checks;
 mod error;
+mod lineage;
 mod plan;
 mod spec;
 mod vars;
@@ -38,6 +39,10 @@ pub use checks::{
     Evaluation, QUARANTINE_COLUMNS, Statistic, compile_checks,
 };
 pub use error::PlannerError;
+pub use lineage::{
+    ColumnLineage, InputField, InputRef, LineageOptions, PlanLineage, Subtype, Transformation,
+    extract_lineage,
+};
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
 pub use spec::{
     DatasetKind, JobSection, JobSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
