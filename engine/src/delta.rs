@@ -100,6 +100,14 @@ pub struct HistoryEntry {
 /// The table's commits, newest first (at most `limit`).
 pub async fn history(url: &Url, limit: Option<usize>) -> Result<Vec<HistoryEntry>> {
     let table = open_table(url, None).await?;
+    history_of(&table, url, limit).await
+}
+
+async fn history_of(
+    table: &DeltaTable,
+    url: &Url,
+    limit: Option<usize>,
+) -> Result<Vec<HistoryEntry>> {
     let latest = table.version().unwrap_or_default();
     let infos: Vec<_> = table.history(limit).try_collect().await.map_err(|e| {
         EngineError::delta(
@@ -129,6 +137,27 @@ pub async fn history(url: &Url, limit: Option<usize>) -> Result<Vec<HistoryEntry
         .collect())
 }
 
+/// The Lakeforge record of the commit that made `version` of the table (default: the latest),
+/// with the version found. `None` when that commit was not made by Lakeforge.
+pub async fn commit_metadata(
+    url: &Url,
+    version: Option<u64>,
+) -> Result<(u64, Option<CommitMetadata>)> {
+    let table = open_table(url, None).await?;
+    let latest = table.version().unwrap_or_default();
+    let version = version.unwrap_or(latest);
+    if version > latest {
+        return Err(EngineError::Usage(format!(
+            "{} has no version {version}: the latest is {latest}",
+            display_location(url)
+        )));
+    }
+    let wanted = usize::try_from(latest - version).unwrap_or(usize::MAX);
+    let entries = history_of(&table, url, Some(wanted.saturating_add(1))).await?;
+    let entry = entries.into_iter().find(|e| e.version == version);
+    Ok((version, entry.and_then(|e| e.lakeforge)))
+}
+
 /// Restores the table's contents at `to_version` as a new version, and returns it.
 pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
     let location = display_location(url);
@@ -153,6 +182,7 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         restored_version: Some(to_version),
         checks: Vec::new(),
         models: Vec::new(),
+        lineage: None,
     };
     let properties = CommitProperties::default().with_metadata([(
         COMMIT_INFO_KEY.to_string(),

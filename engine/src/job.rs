@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
-use lakeforge_planner::{CheckedDataset, Evaluation, JobPlan, JobSpec, ResolvedJob, plan_job};
+use arrow::datatypes::SchemaRef;
+use lakeforge_planner::{
+    CheckedDataset, Evaluation, JobPlan, JobSpec, ResolvedJob, extract_lineage, plan_job,
+};
+use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;
 
 use crate::config::EngineConfig;
@@ -18,7 +22,11 @@ use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
 use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
-use crate::models::{JobModels, ModelUse, models_used};
+use crate::lineage::openlineage::{self,
+    DEFAULT_NAMESPACE, EventSink, PublishedProduct, ReadSource, RunDescription,
+};
+use crate::lineage::{ProductLineage, PublishedLineage, lineage_options, record_lineage};
+use crate::models::{JobModels, ModelUse};
 use crate::publish::{
     CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedProduct, check_input,
     commit_product, commit_quarantine, delta_compatible_schema, discard_input, discard_staged,
@@ -31,6 +39,9 @@ use crate::sources::register_sources;
 
 /// Where quarantine tables live, relative to the warehouse: `<folder>/<dataset>`.
 pub const QUARANTINE_FOLDER: &str = "_lakeforge/quarantine";
+
+/// Where a local warehouse keeps the OpenLineage events of its runs, relative to it.
+pub const OPENLINEAGE_EVENTS_FILE: &str = "_lakeforge/openlineage/events.ndjson";
 
 /// A job file read and resolved, with its warehouse located.
 #[derive(Debug, Clone)]
@@ -75,6 +86,43 @@ impl LoadedJob {
             Ok(warehouse_dir) => resolve_table_location(&warehouse_dir, &path),
             Err(()) => crate::location::join_folder(&self.warehouse, &path),
         }
+    }
+
+    /// The OpenLineage job namespace.
+    pub fn lineage_namespace(&self) -> &str {
+        self.job
+            .spec
+            .lineage
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE)
+    }
+
+    /// Where this job's OpenLineage events go: `[lineage] events_file` (default
+    /// `WAREHOUSE/_lakeforge/openlineage/events.ndjson` for a local warehouse) and `[lineage]
+    /// url`, which `LAKEFORGE_OPENLINEAGE_URL` overrides.
+    pub fn event_sink(&self) -> EventSink {
+        let spec = &self.job.spec.lineage;
+        let file = match &spec.events_file {
+            Some(path) => Some(self.job.base_dir.join(path)),
+            None => self
+                .warehouse
+                .to_file_path()
+                .ok()
+                .map(|w| w.join(OPENLINEAGE_EVENTS_FILE)),
+        };
+        let url = std::env::var("LAKEFORGE_OPENLINEAGE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| spec.url.clone())
+            .and_then(|u| match Url::parse(&u) {
+                Ok(url) => Some(url),
+                Err(error) => {
+                    tracing::warn!("ignoring the OpenLineage URL {u:?}: {error}");
+                    None
+                }
+            });
+        EventSink { file, url }
     }
 
     fn product_targets(&self) -> Result<Vec<ProductTarget>> {
@@ -150,6 +198,10 @@ pub struct ProductOutcome {
     pub duration: Duration,
     /// Rows its checks quarantined (committed to its quarantine table).
     pub quarantined: u64,
+    /// The columns written.
+    pub schema: SchemaRef,
+    /// Where each column comes from.
+    pub lineage: ProductLineage,
 }
 
 /// What a successful run did.
@@ -173,6 +225,8 @@ pub struct RunSummary {
 #[derive(Debug, Default)]
 struct RunLedger {
     inputs: Vec<InputIdentity>,
+    /// Each source's schema, by name (for the OpenLineage events).
+    source_schemas: BTreeMap<String, SchemaRef>,
     checks: Vec<CheckResult>,
     versions: BTreeMap<String, u64>,
 }
@@ -189,6 +243,14 @@ pub async fn run_job(
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = Utc::now();
     let clock = Instant::now();
+    let events = loaded.event_sink();
+    let run = RunDescription {
+        namespace: loaded.lineage_namespace(),
+        job: loaded.job.name(),
+        run_id: &run_id,
+        warehouse: &loaded.warehouse,
+    };
+    emit(&events, &run.start(started_at)).await;
     let mut ledger = RunLedger::default();
     let outcome = execute_run(loaded, config, observer, &run_id, started_at, &mut ledger).await;
     let ended_at = Utc::now();
@@ -235,9 +297,37 @@ pub async fn run_job(
         inputs: std::mem::take(&mut ledger.inputs),
         error,
     };
+    let lineage_recorded = match &outcome {
+        Ok(products) => {
+            let published: Vec<PublishedLineage<'_>> = products
+                .iter()
+                .map(|p| PublishedLineage {
+                    product: &p.name,
+                    table: &p.table,
+                    version: p.version,
+                    lineage: &p.lineage,
+                })
+                .collect();
+            record_lineage(
+                &loaded.warehouse,
+                &run_id,
+                loaded.job.name(),
+                &published,
+                ended_at,
+            )
+            .await
+        }
+        Err(_) => Ok(()),
+    };
+    let event = match &outcome {
+        Ok(products) => complete_event(loaded, &run, &ledger, products, ended_at),
+        Err(error) => run.fail(ended_at, &error.to_string()),
+    };
+    emit(&events, &event).await;
     let recorded = record_run(&loaded.warehouse, &record)
         .await
-        .and(checks_recorded);
+        .and(checks_recorded)
+        .and(lineage_recorded);
     match outcome {
         Ok(products) => Ok(RunSummary {
             run_id,
@@ -272,6 +362,8 @@ async fn execute_run(
     let ctx = new_session_with_models(config, models.clone())?;
     let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
     ledger.inputs = identities;
+    ledger.source_schemas = source_schemas(&ctx, loaded).await;
+    let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
 
     // Checks on sources and steps: one pass over each checked input.
     let mut inputs: Vec<CheckedInput> = Vec::new();
@@ -364,7 +456,8 @@ async fn execute_run(
     let metadata_for = |product: Option<&str>,
                         rows: u64,
                         checks: Vec<CheckSummary>,
-                        models: Vec<ModelUse>| CommitMetadata {
+                        models: Vec<ModelUse>,
+                        lineage: Option<ProductLineage>| CommitMetadata {
         operation: "run".to_string(),
         run_id: run_id.to_string(),
         job: Some(loaded.job.name().to_string()),
@@ -377,14 +470,21 @@ async fn execute_run(
         restored_version: None,
         checks,
         models,
+        lineage,
     };
     let mut outcomes = Vec::with_capacity(staged.len());
     for (index, (product, duration)) in staged.iter().enumerate() {
         let target = &product.prepared.target;
         let mut checks = input_checks.clone();
         checks.extend(product.check_results.iter().map(CheckSummary::from));
-        let models = models_used(&product.prepared.plan, models.as_ref());
-        let metadata = metadata_for(Some(&target.name), product.rows, checks, models);
+        let lineage = lineages.get(index).cloned().unwrap_or_default();
+        let metadata = metadata_for(
+            Some(&target.name),
+            product.rows,
+            checks,
+            lineage.models(),
+            Some(lineage.clone()),
+        );
         match commit_product(product, &metadata).await {
             Ok(version) => {
                 ledger.versions.insert(target.name.clone(), version);
@@ -397,6 +497,8 @@ async fn execute_run(
                     bytes: product.bytes,
                     duration: *duration,
                     quarantined: product.quarantine.as_ref().map_or(0, |(_, f)| f.rows),
+                    schema: product.prepared.schema.clone(),
+                    lineage,
                 })
             }
             Err(error) => {
@@ -413,7 +515,7 @@ async fn execute_run(
         .filter_map(|i| i.quarantine.as_ref())
         .chain(staged.iter().filter_map(|(p, _)| p.quarantine.as_ref()));
     for (quarantine, files) in quarantines {
-        let metadata = metadata_for(None, files.rows, Vec::new(), Vec::new());
+        let metadata = metadata_for(None, files.rows, Vec::new(), Vec::new(), None);
         if let Err(error) = commit_quarantine(quarantine, files, &metadata).await {
             return Err(partially_committed(
                 &quarantine.target.name,
@@ -423,6 +525,103 @@ async fn execute_run(
         }
     }
     Ok(outcomes)
+}
+
+/// Each product's column lineage, in spec order. A product whose checks drop or quarantine
+/// rows is described by the plan that filters them, so those checks appear as filters.
+fn product_lineages(
+    loaded: &LoadedJob,
+    plan: &JobPlan,
+    identities: &[InputIdentity],
+    models: &dyn ModelResolver,
+) -> Result<Vec<ProductLineage>> {
+    let options = lineage_options(&loaded.job.spec.lineage.masking_functions);
+    plan.products
+        .iter()
+        .map(|named| {
+            let published = match &named.checks {
+                Some(checked) if checked.filters_rows() => checked.filtered_plan()?,
+                _ => named.plan.clone(),
+            };
+            let extracted = extract_lineage(&published, &options)
+                .map_err(|e| EngineError::product(&named.name, e.to_string()))?;
+            ProductLineage::resolve(&extracted, identities, models)
+        })
+        .collect()
+}
+
+/// Each registered source's schema, by name.
+async fn source_schemas(ctx: &SessionContext, loaded: &LoadedJob) -> BTreeMap<String, SchemaRef> {
+    let mut schemas = BTreeMap::new();
+    for name in loaded.job.spec.sources.keys() {
+        if let Ok(provider) = ctx.table_provider(name.as_str()).await {
+            schemas.insert(name.clone(), provider.schema());
+        }
+    }
+    schemas
+}
+
+/// The COMPLETE event of a successful run.
+fn complete_event(
+    loaded: &LoadedJob,
+    run: &RunDescription<'_>,
+    ledger: &RunLedger,
+    products: &[ProductOutcome],
+    at: DateTime<Utc>,
+) -> openlineage::RunEvent {
+    let urls: Vec<(Option<Url>, &InputIdentity)> = ledger
+        .inputs
+        .iter()
+        .map(|identity| {
+            let url = match identity {
+                InputIdentity::Delta { url, .. } | InputIdentity::Files { url, .. } => {
+                    Url::parse(url).ok()
+                }
+            };
+            (url, identity)
+        })
+        .collect();
+    let sources: Vec<ReadSource<'_>> = urls
+        .iter()
+        .filter_map(|(url, identity)| {
+            Some(ReadSource {
+                url: url.as_ref()?,
+                version: match identity {
+                    InputIdentity::Delta { version, .. } => Some(*version),
+                    InputIdentity::Files { .. } => None,
+                },
+                schema: ledger
+                    .source_schemas
+                    .get(identity.source())
+                    .map(|s| s.as_ref()),
+            })
+        })
+        .collect();
+    let published: Vec<PublishedProduct<'_>> = products
+        .iter()
+        .map(|p| PublishedProduct {
+            table: &p.table,
+            version: p.version,
+            schema: p.schema.as_ref(),
+            lineage: &p.lineage,
+            checks: ledger.checks.iter().filter(|c| c.dataset == p.name).collect(),
+            description: loaded
+                .job
+                .product(&p.name)
+                .and_then(|spec| spec.description.as_deref()),
+            rows: p.rows,
+            bytes: p.bytes,
+            files: p.files as u64,
+        })
+        .collect();
+    run.complete(at, &sources, &published)
+}
+
+/// Emits an OpenLineage event; a problem is a warning, never a failed run.
+async fn emit(events: &EventSink, event: &openlineage::RunEvent) {
+    if let Err(problem) = events.emit(event).await {
+        tracing::warn!("{problem}");
+    }
 }
 
 /// Delta has no multi-table transactions: when a commit fails after earlier products were
@@ -614,8 +813,11 @@ pub async fn job_models(loaded: &LoadedJob, config: &EngineConfig) -> Result<Arc
 /// Plans every statement of the job against its sources' schemas and every product against
 /// its existing table, without reading data.
 pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<Vec<ProductReport>> {
-    let ctx = new_session_with_models(config, job_models(loaded, config).await?)?;
-    let (plan, _) = plan_loaded_job(&ctx, loaded).await?;
+    let models = job_models(loaded, config).await?;
+    let ctx = new_session_with_models(config, models.clone())?;
+    let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
+    // Lineage is part of every commit: a plan it cannot describe is found here, not mid-run.
+    product_lineages(loaded, &plan, &identities, models.as_ref())?;
     let prepared = prepare_products(loaded, &plan).await?;
     let mut reports = Vec::with_capacity(prepared.len());
     for product in prepared {

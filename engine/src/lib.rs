@@ -13,6 +13,7 @@ pub mod delta;
 pub mod dq;
 pub mod error;
 pub mod job;
+pub mod lineage;
 pub mod location;
 pub mod metadata;
 pub mod models;

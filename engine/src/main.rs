@@ -13,12 +13,15 @@ use arrow::array::RecordBatch;
 use clap::{Args, Parser, Subcommand};
 use lakeforge_benchmarks::datagen::churn::{ChurnConfig, generate_churn};
 use lakeforge_engine::config::parse_byte_size;
-use lakeforge_engine::delta::{history, rollback};
+use lakeforge_engine::delta::{history, is_delta_table, rollback};
 use lakeforge_engine::dq::CheckResult;
 use lakeforge_engine::dq::results::list_results;
 use lakeforge_engine::job::{
     LoadedJob, RunEvent, RunObserver, RunSummary, location_argument, run_job, table_argument,
     validate_job,
+};
+use lakeforge_engine::lineage::query::{
+    LineageFormat, impact as impact_of, render_impact, render_upstream, upstream,
 };
 use lakeforge_engine::location::display_location;
 use lakeforge_engine::registry::{
@@ -153,6 +156,23 @@ enum Command {
         #[command(subcommand)]
         action: ModelCommand,
     },
+    /// Column lineage. `lineage TABLE[.COLUMN]`: where a product's columns come from, down to
+    /// the original sources, across jobs. `lineage impact LOCATION COLUMN`: every product
+    /// column that depends on a column.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Lineage {
+        #[command(subcommand)]
+        impact: Option<LineageCommand>,
+        /// A product table (path or URL), optionally followed by .COLUMN.
+        #[arg(required = true)]
+        target: Option<String>,
+        /// Describe this version of the table instead of the latest.
+        #[arg(long)]
+        version: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: LineageFormat,
+    },
     /// Generate a sample dataset and run its example job end to end.
     Example {
         /// The example to run.
@@ -229,6 +249,32 @@ enum ModelCommand {
     History {
         /// The model.
         name: String,
+        #[command(flatten)]
+        warehouse: WarehouseArg,
+    },
+}
+
+/// `lakeforge lineage impact ...`.
+#[derive(Debug, Subcommand)]
+enum LineageCommand {
+    /// Every product column that depends on COLUMN of LOCATION (a source file or folder, or a
+    /// table), directly or through other products, with the hops and their types; uses each
+    /// product's latest version recorded in the warehouse's lineage table.
+    Impact {
+        /// The dataset: a path or URL.
+        location: String,
+        /// The column (a nested field as `column.field`).
+        column: String,
+        /// Follow at most this many hops.
+        #[arg(long, default_value_t = 32)]
+        depth: usize,
+        /// Only DIRECT dependencies (values computed from the column), not filters, joins,
+        /// grouping, sorting or conditions.
+        #[arg(long)]
+        direct_only: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: LineageFormat,
         #[command(flatten)]
         warehouse: WarehouseArg,
     },
@@ -367,6 +413,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print_batches(&batches, json)?;
         }
         Command::Model { action } => model_command(action, &config, json).await?,
+        Command::Lineage {
+            impact,
+            target,
+            version,
+            format,
+        } => {
+            let json_format = |f: LineageFormat| if json { LineageFormat::Json } else { f };
+            match impact {
+                Some(LineageCommand::Impact {
+                    location,
+                    column,
+                    depth,
+                    direct_only,
+                    format,
+                    warehouse,
+                }) => {
+                    let warehouse = location_argument(&warehouse.warehouse)?;
+                    let dataset = location_argument(&location)?;
+                    let hits =
+                        impact_of(&warehouse, &dataset, &column, depth, direct_only, &config)
+                            .await?;
+                    if hits.is_empty() && !json {
+                        eprintln!(
+                            "nothing in {} depends on {}.{column}",
+                            display_location(&warehouse),
+                            display_location(&dataset)
+                        );
+                    }
+                    print!("{}", render_impact(&hits, json_format(format))?);
+                }
+                None => {
+                    let target = target.context("give a table, e.g. `lineage warehouse/t.col`")?;
+                    let (table, column) = lineage_target(&target).await?;
+                    let tree = upstream(&table, version, column.as_deref()).await?;
+                    print!("{}", render_upstream(&tree, json_format(format))?);
+                }
+            }
+        }
         Command::Example {
             name: _,
             dir,
@@ -615,6 +699,24 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         println!("{}", line(row.iter().map(String::as_str).collect()));
     }
+}
+
+/// `TABLE` or `TABLE.COLUMN`: the table is the longest prefix that is a Delta table.
+async fn lineage_target(target: &str) -> anyhow::Result<(url::Url, Option<String>)> {
+    let whole = table_argument(target)?;
+    if is_delta_table(&whole).await {
+        return Ok((whole, None));
+    }
+    if let Some((table, column)) = target.rsplit_once('.') {
+        let table_url = table_argument(table)?;
+        if is_delta_table(&table_url).await {
+            return Ok((table_url, Some(column.to_string())));
+        }
+    }
+    bail!(
+        "{} is not a Delta table (nor TABLE.COLUMN of one)",
+        display_location(&whole)
+    )
 }
 
 async fn model_command(

@@ -53,6 +53,10 @@ pub struct CommitMetadata {
     /// The models that scored this version's rows (`predict` in its SQL or its steps').
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub models: Vec<crate::models::ModelUse>,
+    /// Where every output column comes from (compact form; descriptions are in the
+    /// warehouse's lineage table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<crate::lineage::ProductLineage>,
 }
 
 /// A check result in compact form, as stored in commit metadata.

@@ -1,18 +1,13 @@
 //! The models a job scores with: its `[models.NAME]` files, read once when the job is loaded,
 //! and the record of which models produced a product.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::datasource::ViewTable;
-use datafusion::logical_expr::{Expr, LogicalPlan};
 use lakeforge_planner::ResolvedJob;
 use lakeforge_udfs::models::{Model, ModelFormat};
-use lakeforge_udfs::scoring::{LoadedModel, ModelResolver, SCORING_FUNCTIONS, parse_model_cached};
+use lakeforge_udfs::scoring::{LoadedModel, ModelResolver, parse_model_cached};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -214,46 +209,3 @@ pub struct ModelUse {
     pub format: String,
 }
 
-/// The models `plan` scores with, through the views (steps) it reads, resolved by `resolver`.
-pub fn models_used(plan: &LogicalPlan, resolver: &dyn ModelResolver) -> Vec<ModelUse> {
-    let mut references = BTreeSet::new();
-    let mut pending = vec![plan.clone()];
-    while let Some(plan) = pending.pop() {
-        // The closures never fail, so neither can the walk.
-        let _ = plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node
-                && let Ok(provider) = source_as_provider(&scan.source)
-                && let Some(view) = provider.downcast_ref::<ViewTable>()
-            {
-                pending.push(view.logical_plan().clone());
-            }
-            node.apply_expressions(|expr| {
-                expr.apply(|e| {
-                    if let Expr::ScalarFunction(call) = e
-                        && SCORING_FUNCTIONS.contains(&call.name())
-                        && let Some(Expr::Literal(value, _)) = call.args.first()
-                        && let ScalarValue::Utf8(Some(r))
-                        | ScalarValue::Utf8View(Some(r))
-                        | ScalarValue::LargeUtf8(Some(r)) = value
-                    {
-                        references.insert(r.clone());
-                    }
-                    Ok(TreeNodeRecursion::Continue)
-                })
-            })
-        });
-    }
-    references
-        .into_iter()
-        .filter_map(|reference| {
-            let loaded = resolver.resolve(&reference).ok()?;
-            Some(ModelUse {
-                reference,
-                name: loaded.name.clone(),
-                version: loaded.version,
-                content_hash: loaded.content_hash.clone(),
-                format: loaded.format.to_string(),
-            })
-        })
-        .collect()
-}

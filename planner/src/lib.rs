@@ -45,7 +45,7 @@ pub use lineage::{
 };
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
 pub use spec::{
-    DatasetKind, JobSection, JobSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
+    DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
     SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,
 };
 pub use vars::substitute_vars;

@@ -36,6 +36,33 @@ pub struct JobSpec {
     /// Models the job's SQL scores with `predict('NAME', ...)`: `[models.NAME]`.
     #[serde(default)]
     pub models: BTreeMap<String, ModelSpec>,
+    /// Where the run's OpenLineage events go: `[lineage]`.
+    #[serde(default)]
+    pub lineage: LineageSpec,
+}
+
+/// The `[lineage]` table: OpenLineage emission and what the lineage extractor should know.
+///
+/// Column lineage is always captured and stored with every product version; this table only
+/// says where the OpenLineage events go.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineageSpec {
+    /// The OpenLineage job namespace (default `lakeforge`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The newline-delimited JSON file events are appended to, relative to the spec's folder.
+    /// Default: `WAREHOUSE/_lakeforge/openlineage/events.ndjson` when the warehouse is local.
+    #[serde(default)]
+    pub events_file: Option<String>,
+    /// An OpenLineage HTTP endpoint (Marquez-compatible): events are POSTed to
+    /// `URL/api/v1/lineage`. `LAKEFORGE_OPENLINEAGE_URL` overrides it.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// User-defined functions that obfuscate their input (like hashes): their outputs are
+    /// marked `masking` in the lineage.
+    #[serde(default)]
+    pub masking_functions: Vec<String>,
 }
 
 /// A `[models.NAME]` table: a model file the job scores with, declared inline.
