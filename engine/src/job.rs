@@ -294,7 +294,7 @@ pub async fn run_job(
         ended_at,
         spec_hash: loaded.job.spec_hash.clone(),
         products,
-        inputs: std::mem::take(&mut ledger.inputs),
+        inputs: ledger.inputs.clone(),
         error,
     };
     let lineage_recorded = match &outcome {

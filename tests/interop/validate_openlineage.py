@@ -27,7 +27,7 @@ Checks, per event (line):
   * for an output with both `schema` and `columnLineage` facets, the columnLineage.fields keys
     are exactly the schema's (top-level) field names; every input field referenced by column
     lineage (fields.*.inputFields and dataset) names a dataset in the event's inputs and, when
-    that input has a `schema` facet, one of its fields.
+    that input has a `schema` facet, one of its fields (for a nested `column.field`, its column).
 Per run (same run.runId), in file order:
   * every event names the same job (namespace, name);
   * a START comes first, and the run ends with exactly one COMPLETE, FAIL or ABORT after it
@@ -444,7 +444,9 @@ def check_column_lineage(report: Report, line: int, event: dict) -> None:
                 not_inputs.setdefault(describe_dataset(ref), []).append(ref_where)
                 continue
             source_names = schema_field_names(source)
-            if source_names is not None and ref.get("field") not in source_names:
+            # A nested field is written `column.field`: its column must be in the schema.
+            column = str(ref.get("field", "")).split(".")[0]
+            if source_names is not None and column not in source_names:
                 key = f"{ref.get('field')!r} of {describe_dataset(ref)}"
                 unknown_fields.setdefault(key, []).append(ref_where)
         for dataset, places in not_inputs.items():

@@ -109,4 +109,83 @@ fn churn_example_runs_end_to_end() {
         .filter(|n| n.starts_with("country="))
         .collect();
     assert_eq!(partitions.len(), 10, "{partitions:?}");
+
+    // Every product version carries lineage for every output column.
+    for product in ["customer_features", "country_daily_revenue", "customer_churn_risk"] {
+        let table = format!("churn/warehouse/{product}");
+        let shown = project.json(&["show", &table, "--limit", "1"]);
+        let columns: Vec<&String> = shown[0].as_object().unwrap().keys().collect();
+        let commit = project.commit_info(&table, 1);
+        let lineage = &commit["lakeforge"]["lineage"]["columns"];
+        let mut recorded: Vec<&str> = lineage
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        recorded.sort();
+        let mut expected: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+        expected.sort();
+        assert_eq!(recorded, expected, "{product}");
+    }
+    // The score depends on the model version and on the features the model reads, through
+    // the steps, down to the generated files.
+    let tree: serde_json::Value = serde_json::from_str(&project.ok(&[
+        "lineage",
+        "churn/warehouse/customer_churn_risk.churn_probability",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    let inputs = tree["columns"][0]["inputs"].as_array().unwrap();
+    let model = inputs.iter().find(|i| i["kind"] == "model").expect("model input");
+    assert_eq!(model["name"], "churn_risk");
+    assert_eq!(model["version"], 1);
+    for feature in ["age", "monthly_fee", "amount", "event_type"] {
+        assert!(
+            inputs.iter().any(|i| i["field"] == feature),
+            "{feature} missing from {inputs:#?}"
+        );
+    }
+    for format in ["text", "dot", "mermaid"] {
+        let out = project.ok(&[
+            "lineage",
+            "churn/warehouse/customer_features",
+            "--format",
+            format,
+        ]);
+        assert!(out.contains("total_spend"), "{format}: {out}");
+    }
+    let impact = project.json(&[
+        "lineage",
+        "impact",
+        "churn/data/customers",
+        "monthly_fee",
+        "--warehouse",
+        "churn/warehouse",
+        "--direct-only",
+    ]);
+    let impacted: Vec<String> = impact[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{}.{}", h["product"].as_str().unwrap(), h["column"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        impacted,
+        [
+            "customer_churn_risk.churn_probability",
+            "customer_features.monthly_fee"
+        ]
+    );
+    // OpenLineage events of both runs: START and COMPLETE each.
+    let events = fs::read_to_string(project.join(
+        "churn/warehouse/_lakeforge/openlineage/events.ndjson",
+    ))
+    .unwrap();
+    let types: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eventType"].to_string())
+        .collect();
+    assert_eq!(types, [r#""START""#, r#""COMPLETE""#, r#""START""#, r#""COMPLETE""#]);
 }

@@ -11,5 +11,6 @@ mod support;
 mod bad_input;
 mod dq;
 mod example;
+mod lineage;
 mod scoring;
 mod versions;

@@ -287,7 +287,9 @@ pub fn render_upstream(tree: &UpstreamTable, format: LineageFormat) -> Result<St
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string_pretty(value)
+    // One line, like every `--json` output of the CLI.
+    serde_json::to_string(value)
+        .map(|json| format!("{json}\n"))
         .map_err(|e| EngineError::Usage(format!("cannot write the lineage as JSON: {e}")))
 }
 
