@@ -8,6 +8,7 @@
 
 mod dq;
 mod harness;
+mod lineage;
 mod scoring;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ enum Suite {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// Lineage: column-lineage extraction time for the 22 TPC-H plans and a 5,000-column
+    /// projection, next to DataFusion's planning of the same SQL.
+    Lineage,
     /// Every suite, at its default size, into one report.
     All,
 }
@@ -124,10 +128,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )
     };
+    let lineage_suite = || {
+        lineage::run(&lineage::LineageOptionsBench {
+            runs,
+            warmup,
+            repeat: if cli.smoke { 1 } else { 20 },
+        })
+    };
     let suites = match cli.suite {
         Suite::Dq { rows } => vec![dq_suite(rows)?],
         Suite::Scoring { rows } => vec![scoring_suite(rows)?],
-        Suite::All => vec![dq_suite(10_000_000)?, scoring_suite(1_000_000)?],
+        Suite::Lineage => vec![lineage_suite()?],
+        Suite::All => vec![
+            dq_suite(10_000_000)?,
+            scoring_suite(1_000_000)?,
+            lineage_suite()?,
+        ],
     };
     let report = Report {
         date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -550,100 +550,14 @@ async fn a_wide_projection_is_linear() {
     assert_eq!(lineage.columns[4_321].inputs[0].input.field(), "c4321");
 }
 
-/// The TPC-H schema, as `tpchgen-arrow` writes it.
-fn tpch_session() -> SessionContext {
+/// The project's TPC-H tables (`benchmarks/tpch/schema.sql`), empty.
+async fn tpch_session() -> SessionContext {
     let ctx = SessionContext::new();
-    let int = |name: &str| Field::new(name, DataType::Int64, false);
-    let money = |name: &str| Field::new(name, DataType::Decimal128(15, 2), false);
-    let text = |name: &str| Field::new(name, DataType::Utf8View, false);
-    let date = |name: &str| Field::new(name, DataType::Date32, false);
-    let int32 = |name: &str| Field::new(name, DataType::Int32, false);
-    table(&ctx, "nation", vec![int("n_nationkey"), text("n_name"), int("n_regionkey"), text("n_comment")]);
-    table(&ctx, "region", vec![int("r_regionkey"), text("r_name"), text("r_comment")]);
-    table(
-        &ctx,
-        "part",
-        vec![
-            int("p_partkey"),
-            text("p_name"),
-            text("p_mfgr"),
-            text("p_brand"),
-            text("p_type"),
-            int32("p_size"),
-            text("p_container"),
-            money("p_retailprice"),
-            text("p_comment"),
-        ],
-    );
-    table(
-        &ctx,
-        "supplier",
-        vec![
-            int("s_suppkey"),
-            text("s_name"),
-            text("s_address"),
-            int("s_nationkey"),
-            text("s_phone"),
-            money("s_acctbal"),
-            text("s_comment"),
-        ],
-    );
-    table(
-        &ctx,
-        "partsupp",
-        vec![int("ps_partkey"), int("ps_suppkey"), int32("ps_availqty"), money("ps_supplycost"), text("ps_comment")],
-    );
-    table(
-        &ctx,
-        "customer",
-        vec![
-            int("c_custkey"),
-            text("c_name"),
-            text("c_address"),
-            int("c_nationkey"),
-            text("c_phone"),
-            money("c_acctbal"),
-            text("c_mktsegment"),
-            text("c_comment"),
-        ],
-    );
-    table(
-        &ctx,
-        "orders",
-        vec![
-            int("o_orderkey"),
-            int("o_custkey"),
-            text("o_orderstatus"),
-            money("o_totalprice"),
-            date("o_orderdate"),
-            text("o_orderpriority"),
-            text("o_clerk"),
-            int32("o_shippriority"),
-            text("o_comment"),
-        ],
-    );
-    table(
-        &ctx,
-        "lineitem",
-        vec![
-            int("l_orderkey"),
-            int("l_partkey"),
-            int("l_suppkey"),
-            int32("l_linenumber"),
-            money("l_quantity"),
-            money("l_extendedprice"),
-            money("l_discount"),
-            money("l_tax"),
-            text("l_returnflag"),
-            text("l_linestatus"),
-            date("l_shipdate"),
-            date("l_commitdate"),
-            date("l_receiptdate"),
-            text("l_shipinstruct"),
-            text("l_shipmode"),
-            text("l_comment"),
-        ],
-    );
+    let path = format!("{}/../benchmarks/tpch/schema.sql", env!("CARGO_MANIFEST_DIR"));
+    let ddl = std::fs::read_to_string(path).unwrap();
+    for statement in ddl.split(';').filter(|s| s.contains("CREATE")) {
+        ctx.sql(statement).await.unwrap();
+    }
     ctx
 }
 
@@ -669,7 +583,7 @@ pub(crate) async fn tpch_query(ctx: &SessionContext, n: usize) -> String {
 async fn tpch_queries_have_complete_lineage_from_either_plan() {
     let mut without_direct_inputs = Vec::new();
     for n in 1..=22 {
-        let ctx = tpch_session();
+        let ctx = tpch_session().await;
         let sql = tpch_query(&ctx, n).await;
         // `lineage_of` checks unoptimized == optimized and one entry per output column.
         let lineage = lineage_of(&ctx, &sql).await;
@@ -711,7 +625,7 @@ async fn tpch_queries_have_complete_lineage_from_either_plan() {
 
 #[tokio::test]
 async fn tpch_q3_golden() {
-    let ctx = tpch_session();
+    let ctx = tpch_session().await;
     let sql = tpch_query(&ctx, 3).await;
     let lineage = lineage_of(&ctx, &sql).await;
     assert_eq!(
