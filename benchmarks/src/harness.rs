@@ -392,7 +392,13 @@ impl Report {
                     Some(t) => format!("<= {t} (NOT met)"),
                     None => "-".to_string(),
                 };
-                let _ = writeln!(out, "| {} | {:.2}x | {target} |", ratio.name, ratio.value);
+                // Small ratios (a cost next to its baseline) keep three significant digits.
+                let value = if ratio.value < 0.1 {
+                    format!("{:.3}x", ratio.value)
+                } else {
+                    format!("{:.2}x", ratio.value)
+                };
+                let _ = writeln!(out, "| {} | {value} | {target} |", ratio.name);
             }
             if !suite.notes.is_empty() {
                 let _ = writeln!(out);

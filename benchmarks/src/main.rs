@@ -133,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             warmup,
             repeat: if cli.smoke { 1 } else { 20 },
+            wide_columns: if cli.smoke { 200 } else { 5_000 },
         })
     };
     let suites = match cli.suite {
