@@ -587,16 +587,16 @@ impl<'n> TreeNodeVisitor<'n> for PlanVisitor<'_, '_> {
     }
 
     fn f_up(&mut self, node: &'n LogicalPlan) -> DfResult<TreeNodeRecursion> {
-        let lineage = if let LogicalPlan::RecursiveQuery(query) = node {
-            self.walk.recursive_query(query)?
-        } else {
-            let inputs = node.inputs().len();
-            let split = self.stack.len().checked_sub(inputs).ok_or_else(|| {
-                DataFusionError::Internal("lineage walk lost track of a node's inputs".into())
-            })?;
-            let children = self.stack.split_off(split);
-            self.walk.node(node, children)?
+        // A recursive query's inputs were not visited (see `f_down`): it has no results here.
+        let inputs = match node {
+            LogicalPlan::RecursiveQuery(_) => 0,
+            _ => node.inputs().len(),
         };
+        let split = self.stack.len().checked_sub(inputs).ok_or_else(|| {
+            DataFusionError::Internal("lineage walk lost track of a node's inputs".into())
+        })?;
+        let children = self.stack.split_off(split);
+        let lineage = self.walk.node(node, children)?;
         self.stack.push(lineage);
         Ok(TreeNodeRecursion::Continue)
     }
@@ -768,8 +768,6 @@ impl Walk<'_> {
             | LogicalPlan::SubqueryAlias(_)
             | LogicalPlan::Limit(_)
             | LogicalPlan::Repartition(_) => NodeLineage::passthrough(children),
-            // Handled in `PlanVisitor::f_up`; listed so a new plan variant is a compile-time
-            // decision below rather than a silent passthrough.
             LogicalPlan::RecursiveQuery(query) => self.recursive_query(query)?,
             LogicalPlan::Extension(_)
             | LogicalPlan::Statement(_)
@@ -861,27 +859,15 @@ impl Walk<'_> {
                 }
             }
             Expr::ScalarSubquery(subquery) => {
-                let value = usage.then(Subtype::Transformation, false, expr);
-                let result = self.subquery(subquery, scope)?;
-                for column in result.columns.iter().take(1) {
-                    out.extend(column.iter().map(|e| value.apply(e)));
-                }
+                self.subquery_value(expr, None, subquery, scope, usage, out)?;
             }
             Expr::InSubquery(in_subquery) => {
-                let value = usage.then(Subtype::Transformation, false, expr);
-                self.expr(&in_subquery.expr, scope, &value, out)?;
-                let result = self.subquery(&in_subquery.subquery, scope)?;
-                for column in result.columns.iter().take(1) {
-                    out.extend(column.iter().map(|e| value.apply(e)));
-                }
+                let operand = Some(in_subquery.expr.as_ref());
+                self.subquery_value(expr, operand, &in_subquery.subquery, scope, usage, out)?;
             }
             Expr::SetComparison(comparison) => {
-                let value = usage.then(Subtype::Transformation, false, expr);
-                self.expr(&comparison.expr, scope, &value, out)?;
-                let result = self.subquery(&comparison.subquery, scope)?;
-                for column in result.columns.iter().take(1) {
-                    out.extend(column.iter().map(|e| value.apply(e)));
-                }
+                let operand = Some(comparison.expr.as_ref());
+                self.subquery_value(expr, operand, &comparison.subquery, scope, usage, out)?;
             }
             Expr::Exists(exists) => {
                 // Its value depends on the correlation, which the subquery's own filters
@@ -912,6 +898,28 @@ impl Walk<'_> {
             #[expect(deprecated, reason = "listed so that it is handled if it ever appears")]
             Expr::Wildcard { .. } => self.unmodelled_expr(expr, scope, usage, out)?,
             Expr::Unnest(_) => self.unmodelled_expr(expr, scope, usage, out)?,
+        }
+        Ok(())
+    }
+
+    /// A subquery used as a value (`(SELECT ...)`, `x IN (SELECT ...)`, `x > ANY (SELECT ...)`):
+    /// the operand and the subquery's one column, transformed.
+    fn subquery_value(
+        &mut self,
+        expr: &Expr,
+        operand: Option<&Expr>,
+        subquery: &Subquery,
+        scope: &Scope,
+        usage: &Use,
+        out: &mut Vec<Edge>,
+    ) -> DfResult<()> {
+        let value = usage.then(Subtype::Transformation, false, expr);
+        if let Some(operand) = operand {
+            self.expr(operand, scope, &value, out)?;
+        }
+        let result = self.subquery(subquery, scope)?;
+        for column in result.columns.iter().take(1) {
+            out.extend(column.iter().map(|e| value.apply(e)));
         }
         Ok(())
     }
