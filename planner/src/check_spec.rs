@@ -599,44 +599,45 @@ pub fn toml_number(value: &toml::Value) -> Option<f64> {
     }
 }
 
-/// Parses durations like `90s`, `30m`, `26h`, `7d`, or combinations like `1h30m`.
+/// Parses durations like `90s`, `30m`, `26h`, `7d`, `500ms`, or combinations like `1h30m`.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let mut total = 0u64;
-    let mut number = String::new();
-    let mut any = false;
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
+    let shape = || format!("{text:?} is not a duration like 30m, 26h, 500ms or 1h30m");
+    let mut total_ms = 0u64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(shape());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(shape());
         }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => {
+        let value: u64 = rest[..digits].parse().map_err(|_| shape())?;
+        rest = &rest[digits..];
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit_ms = match &rest[..letters] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 604_800_000,
+            "" => return Err(format!("{} (a unit is required)", shape())),
+            unit => {
                 return Err(format!(
-                    "unknown unit '{c}' in {text:?} (use s, m, h, d or w)"
+                    "unknown unit '{unit}' in {text:?} (use ms, s, m, h, d or w)"
                 ));
             }
         };
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 30m, 26h or 1h30m"))?;
-        total = value
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
+        rest = &rest[letters..];
+        total_ms = value
+            .checked_mul(unit_ms)
+            .and_then(|v| total_ms.checked_add(v))
             .ok_or_else(|| format!("{text:?} is too long"))?;
-        number.clear();
-        any = true;
     }
-    if !number.is_empty() || !any {
-        return Err(format!(
-            "{text:?} is not a duration like 30m, 26h or 1h30m (a unit is required)"
-        ));
-    }
-    Ok(std::time::Duration::from_secs(total))
+    Ok(std::time::Duration::from_millis(total_ms))
 }
 
 #[cfg(test)]
@@ -654,6 +655,9 @@ mod tests {
         assert!(parse_duration("26").is_err());
         assert!(parse_duration("3y").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("1m30s").unwrap().as_secs(), 90);
+        assert!(parse_duration("ms").is_err());
     }
 
     #[test]

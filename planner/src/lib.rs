@@ -27,6 +27,7 @@ mod checks;
 mod error;
 mod lineage;
 mod plan;
+mod schedule;
 mod spec;
 mod vars;
 
@@ -44,6 +45,10 @@ pub use lineage::{
     extract_lineage,
 };
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
+pub use schedule::{
+    CatchUp, CronSchedule, DEFAULT_RETRY_DELAY, JobScheduling, MAX_RETRY_DELAY, RUN_DATE_VAR, RUN_TS_VAR,
+    freshness_sla,
+};
 pub use spec::{
     DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
     SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,

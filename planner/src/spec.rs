@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check_spec::{CheckKind, CheckSpec};
 use crate::error::PlannerError;
+use crate::schedule::{CatchUp, JobScheduling, freshness_sla};
 use crate::vars::substitute_vars;
 
 /// A whole job file, as written.
@@ -91,6 +92,27 @@ pub struct JobSection {
     /// Default values for `${VAR}` substitution; `--var` on the command line overrides them.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// A cron pattern (`lakeforge schedule` runs the job at each occurrence); seconds optional.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// The IANA time zone of `schedule` and of `run_date` / `run_ts` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Products (of this warehouse) or Delta sources whose new versions trigger a run.
+    #[serde(default)]
+    pub after: Vec<String>,
+    /// Extra attempts after a failed scheduled run (default 0).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The wait before the first retry (default 30s), doubled for each further one.
+    #[serde(default)]
+    pub retry_delay: Option<String>,
+    /// A scheduled run taking longer is cancelled, committing nothing.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// What the scheduler does with occurrences it missed: latest (default), all or none.
+    #[serde(default)]
+    pub catch_up: Option<CatchUp>,
 }
 
 /// The file formats a source can have.
@@ -207,6 +229,9 @@ pub struct ProductSpec {
     /// Columns identifying a row, shown with failing rows of checks.
     #[serde(default)]
     pub key: Vec<String>,
+    /// The product is reported stale when its newest version is older than this (`26h`).
+    #[serde(default)]
+    pub freshness_sla: Option<String>,
 }
 
 /// A job whose statements are final: files read, variables substituted, names checked.
@@ -352,6 +377,10 @@ impl JobSpec {
         overrides: &BTreeMap<String, String>,
     ) -> Result<ResolvedJob, PlannerError> {
         self.check_names()?;
+        JobScheduling::from_section(&self.job)?;
+        for product in &self.products {
+            freshness_sla(product)?;
+        }
         let mut vars = self.job.vars.clone();
         vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
 
