@@ -57,19 +57,17 @@ pub fn run(options: &LineageOptionsBench) -> anyhow::Result<SuiteReport> {
     let wide_plans = plan_all(&wide, std::slice::from_ref(&wide_sql))?;
 
     let repeat = options.repeat.max(1);
-    let time_planning = |ctx: &SessionContext,
-                         queries: &[String],
-                         repeat: usize|
-     -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        for _ in 0..repeat {
-            for sql in queries {
-                let plan = runtime.block_on(plan(ctx, sql))?;
-                ctx.state().optimize(&plan).context("optimize")?;
+    let time_planning =
+        |ctx: &SessionContext, queries: &[String], repeat: usize| -> anyhow::Result<Duration> {
+            let start = Instant::now();
+            for _ in 0..repeat {
+                for sql in queries {
+                    let plan = runtime.block_on(plan(ctx, sql))?;
+                    ctx.state().optimize(&plan).context("optimize")?;
+                }
             }
-        }
-        Ok(start.elapsed())
-    };
+            Ok(start.elapsed())
+        };
     let time_extraction = |plans: &[LogicalPlan], repeat: usize| -> anyhow::Result<Duration> {
         let start = Instant::now();
         for _ in 0..repeat {

@@ -180,6 +180,7 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         rows_written: None,
         inputs: Vec::new(),
         restored_version: Some(to_version),
+        freshness_sla_seconds: None,
         checks: Vec::new(),
         models: Vec::new(),
         lineage: None,

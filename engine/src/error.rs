@@ -96,6 +96,13 @@ pub enum EngineError {
         results: Vec<crate::dq::CheckResult>,
     },
 
+    /// The run was cancelled before its commits (timeout, shutdown); nothing was committed.
+    #[error("cancelled: {reason}")]
+    Cancelled {
+        /// Why, e.g. "timed out after 30m".
+        reason: String,
+    },
+
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),

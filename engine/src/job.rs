@@ -6,26 +6,28 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
-use arrow::datatypes::SchemaRef;
 use lakeforge_planner::{
-    CheckedDataset, Evaluation, JobPlan, JobSpec, ResolvedJob, extract_lineage, plan_job,
+    CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec, ResolvedJob, extract_lineage,
+    freshness_sla, plan_job,
 };
 use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;
 
+use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
 use crate::dq::results::{RecordedResult, observed_history, record_results};
 use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
-use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
-use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
-use crate::lineage::openlineage::{self,
-    DEFAULT_NAMESPACE, EventSink, PublishedProduct, ReadSource, RunDescription,
+use crate::lineage::openlineage::{
+    self, DEFAULT_NAMESPACE, EventSink, PublishedProduct, ReadSource, RunDescription,
 };
 use crate::lineage::{ProductLineage, PublishedLineage, lineage_options, record_lineage};
+use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
+use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
 use crate::models::{JobModels, ModelUse};
 use crate::publish::{
     CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedProduct, check_input,
@@ -58,13 +60,38 @@ impl LoadedJob {
     /// Reads `path`, substitutes `vars` (which override the spec's `[job.vars]`) and locates the
     /// warehouse.
     pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<LoadedJob> {
-        let (spec, text) = JobSpec::load(path)?;
+        let (_, text) = JobSpec::load(path)?;
+        LoadedJob::from_text(path, &text, vars)
+    }
+
+    /// [`load`](Self::load) from the spec's text, read earlier from `path` (the scheduler keeps
+    /// the last text that validated, so a broken edit does not change what runs).
+    ///
+    /// A job with a `schedule` or `after` trigger gets `run_date` / `run_ts` set to now (in its
+    /// time zone) unless `vars` or `[job.vars]` set them, so a manual run of a scheduled job
+    /// works like a run triggered now.
+    pub fn from_text(
+        path: &Path,
+        text: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<LoadedJob> {
+        let spec = JobSpec::parse(text, &path.display().to_string())?;
+        let scheduling = JobScheduling::from_section(&spec.job)?;
+        let mut vars = vars.clone();
+        if scheduling.is_triggered() {
+            for (name, value) in scheduling.run_vars(Utc::now()) {
+                if !spec.job.vars.contains_key(&name) {
+                    vars.entry(name).or_insert(value);
+                }
+            }
+        }
+        let vars = &vars;
         let base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        let job = spec.resolve(&text, &base_dir, Some(path), vars)?;
+        let job = spec.resolve(text, &base_dir, Some(path), vars)?;
         let warehouse = resolve_table_location(&job.base_dir, &job.spec.job.warehouse)?;
         let models = Arc::new(JobModels::load(&job)?);
         Ok(LoadedJob {
@@ -240,6 +267,17 @@ pub async fn run_job(
     config: &EngineConfig,
     observer: &dyn RunObserver,
 ) -> Result<RunSummary> {
+    run_job_with(loaded, config, observer, &RunCancellation::new()).await
+}
+
+/// [`run_job`], stoppable through `cancel` until its commits start: a cancelled run deletes
+/// the files it wrote, commits nothing, and is recorded as `cancelled` with the reason.
+pub async fn run_job_with(
+    loaded: &LoadedJob,
+    config: &EngineConfig,
+    observer: &dyn RunObserver,
+    cancel: &RunCancellation,
+) -> Result<RunSummary> {
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -252,7 +290,16 @@ pub async fn run_job(
     };
     emit(&events, &run.start(started_at)).await;
     let mut ledger = RunLedger::default();
-    let outcome = execute_run(loaded, config, observer, &run_id, started_at, &mut ledger).await;
+    let outcome = execute_run(
+        loaded,
+        config,
+        observer,
+        &run_id,
+        started_at,
+        &mut ledger,
+        cancel,
+    )
+    .await;
     let ended_at = Utc::now();
     let (status, products, error) = match &outcome {
         Ok(products) => (
@@ -268,6 +315,9 @@ pub async fn run_job(
                 .collect(),
             None,
         ),
+        Err(error @ EngineError::Cancelled { .. }) => {
+            (RunStatus::Cancelled, Vec::new(), Some(error.to_string()))
+        }
         Err(error) => (RunStatus::Failed, Vec::new(), Some(error.to_string())),
     };
     let recorded_checks: Vec<RecordedResult<'_>> = ledger
@@ -321,6 +371,7 @@ pub async fn run_job(
     };
     let event = match &outcome {
         Ok(products) => complete_event(loaded, &run, &ledger, products, ended_at),
+        Err(error @ EngineError::Cancelled { .. }) => run.abort(ended_at, &error.to_string()),
         Err(error) => run.fail(ended_at, &error.to_string()),
     };
     emit(&events, &event).await;
@@ -356,11 +407,12 @@ async fn execute_run(
     run_id: &str,
     started_at: DateTime<Utc>,
     ledger: &mut RunLedger,
+    cancel: &RunCancellation,
 ) -> Result<Vec<ProductOutcome>> {
     observer.on_event(RunEvent::Planning);
-    let models = job_models(loaded, config).await?;
+    let models = cancel.guard(job_models(loaded, config)).await?;
     let ctx = new_session_with_models(config, models.clone())?;
-    let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
+    let (plan, identities) = cancel.guard(plan_loaded_job(&ctx, loaded)).await?;
     ledger.inputs = identities;
     ledger.source_schemas = source_schemas(&ctx, loaded).await;
     let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
@@ -377,18 +429,19 @@ async fn execute_run(
             dataset: checked.dataset.clone(),
         });
         let checked_input = async {
-            let checks = prepare_checks(
-                &ctx,
-                loaded,
-                config,
-                checked.clone(),
-                None,
-                run_id,
-                started_at,
-            )
-            .await?;
+            let checks = cancel
+                .guard(prepare_checks(
+                    &ctx,
+                    loaded,
+                    config,
+                    checked.clone(),
+                    None,
+                    run_id,
+                    started_at,
+                ))
+                .await?;
             let quarantine = quarantine_for(loaded, &checks).await?;
-            check_input(&ctx, checks, quarantine).await
+            check_input(&ctx, checks, quarantine, cancel).await
         }
         .await;
         match checked_input {
@@ -407,7 +460,11 @@ async fn execute_run(
         return Err(error);
     }
 
-    let prepared = match prepare_run_products(&ctx, loaded, config, &plan, run_id, started_at).await
+    let prepared = match cancel
+        .guard(prepare_run_products(
+            &ctx, loaded, config, &plan, run_id, started_at,
+        ))
+        .await
     {
         Ok(prepared) => prepared,
         Err(error) => {
@@ -425,7 +482,7 @@ async fn execute_run(
             rows: Arc::clone(&rows),
         });
         let clock = Instant::now();
-        match stage_product(&ctx, product, rows).await {
+        match stage_product(&ctx, product, rows, cancel).await {
             Ok(done) => {
                 ledger.checks.extend(done.check_results.iter().cloned());
                 staged.push((done, clock.elapsed()));
@@ -439,7 +496,8 @@ async fn execute_run(
             }
         }
     }
-    if let Some(error) = blocking_checks(&ledger.checks) {
+    // The last point where the run may be cancelled: from here on, every commit is made.
+    if let Some(error) = blocking_checks(&ledger.checks).or_else(|| cancel.check().err()) {
         for (done, _) in &staged {
             discard_staged(done).await;
         }
@@ -468,6 +526,10 @@ async fn execute_run(
         rows_written: Some(rows),
         inputs: ledger.inputs.clone(),
         restored_version: None,
+        freshness_sla_seconds: product
+            .and_then(|name| loaded.job.spec.products.iter().find(|p| p.name == name))
+            .and_then(|spec| freshness_sla(spec).ok().flatten())
+            .map(|sla| sla.as_secs()),
         checks,
         models,
         lineage,
@@ -604,7 +666,11 @@ fn complete_event(
             version: p.version,
             schema: p.schema.as_ref(),
             lineage: &p.lineage,
-            checks: ledger.checks.iter().filter(|c| c.dataset == p.name).collect(),
+            checks: ledger
+                .checks
+                .iter()
+                .filter(|c| c.dataset == p.name)
+                .collect(),
             description: loaded
                 .job
                 .product(&p.name)

@@ -57,6 +57,10 @@ pub struct CommitMetadata {
     /// warehouse's lineage table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<crate::lineage::ProductLineage>,
+    /// The product's `freshness_sla` in seconds, so `lakeforge status` can judge staleness
+    /// from the table alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness_sla_seconds: Option<u64>,
 }
 
 /// A check result in compact form, as stored in commit metadata.

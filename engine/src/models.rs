@@ -208,4 +208,3 @@ pub struct ModelUse {
     /// The file format.
     pub format: String,
 }
-

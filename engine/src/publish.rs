@@ -33,6 +33,7 @@ use object_store::path::Path as ObjectPath;
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::cancel::RunCancellation;
 use crate::delta::open_existing;
 use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker};
 use crate::error::{EngineError, Result};
@@ -206,6 +207,7 @@ pub async fn check_input(
     ctx: &SessionContext,
     checks: Arc<DatasetCheckRun>,
     quarantine: Option<QuarantineTarget>,
+    cancel: &RunCancellation,
 ) -> Result<CheckedInput> {
     let dataset = checks.checked.dataset.clone();
     let columns = checks.checked.dataset_columns;
@@ -225,6 +227,7 @@ pub async fn check_input(
         Some(&checks),
         quarantine.as_ref(),
         Arc::new(AtomicU64::new(0)),
+        cancel,
     )
     .await?;
     let results = checks.finish(streamed.checkers);
@@ -246,6 +249,7 @@ pub async fn stage_product(
     ctx: &SessionContext,
     prepared: PreparedProduct,
     rows_progress: Arc<AtomicU64>,
+    cancel: &RunCancellation,
 ) -> Result<StagedProduct> {
     let product = prepared.target.name.clone();
     let streamed = stream_to_tables(
@@ -257,6 +261,7 @@ pub async fn stage_product(
         prepared.checks.as_ref(),
         prepared.quarantine.as_ref(),
         rows_progress,
+        cancel,
     )
     .await?;
     let check_results = match &prepared.checks {
@@ -298,6 +303,7 @@ async fn stream_to_tables(
     checks: Option<&Arc<DatasetCheckRun>>,
     quarantine: Option<&QuarantineTarget>,
     rows_progress: Arc<AtomicU64>,
+    cancel: &RunCancellation,
 ) -> Result<Streamed> {
     let physical = ctx.state().create_physical_plan(plan).await.map_err(|e| {
         EngineError::product(dataset, format!("cannot plan: {}", e.strip_backtrace()))
@@ -343,7 +349,18 @@ async fn stream_to_tables(
     let (mut published_rows, mut quarantined_rows) = (0, 0);
     let mut checkers = Vec::new();
     let mut failure = None;
-    while let Some(joined) = writers.join_next().await {
+    let mut cancelled = false;
+    loop {
+        let joined = tokio::select! {
+            biased;
+            _ = cancel.cancelled(), if !cancelled => {
+                cancelled = true;
+                writers.abort_all();
+                continue;
+            }
+            joined = writers.join_next() => joined,
+        };
+        let Some(joined) = joined else { break };
         match joined {
             Ok(Ok(done)) => {
                 published.extend(done.published.0);
@@ -363,14 +380,17 @@ async fn stream_to_tables(
             }
         }
     }
-    if let Some(message) = failure {
+    if failure.is_some() || cancelled {
         if let Some(target) = target {
             delete_files(&target.url, &published).await;
         }
         if let Some(quarantine) = quarantine {
             delete_files(&quarantine.target.url, &quarantined).await;
         }
-        return Err(EngineError::product(dataset, message));
+        return Err(match failure {
+            Some(message) if !cancelled => EngineError::product(dataset, message),
+            _ => cancel.error(),
+        });
     }
     Ok(Streamed {
         published: StagedFiles::new(published, published_rows),

@@ -24,6 +24,8 @@ pub enum RunStatus {
     Succeeded,
     /// The run stopped with an error; no product version was committed by it.
     Failed,
+    /// The run was cancelled (timeout, scheduler shutdown) before committing anything.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -32,6 +34,7 @@ impl RunStatus {
         match self {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 }

@@ -608,7 +608,9 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err(shape());
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(shape());
         }

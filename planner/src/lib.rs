@@ -46,11 +46,12 @@ pub use lineage::{
 };
 pub use plan::{JobPlan, NamedPlan, plan_job, plan_statement};
 pub use schedule::{
-    CatchUp, CronSchedule, DEFAULT_RETRY_DELAY, JobScheduling, MAX_RETRY_DELAY, RUN_DATE_VAR, RUN_TS_VAR,
-    freshness_sla,
+    CatchUp, CronSchedule, DEFAULT_RETRY_DELAY, JobScheduling, MAX_RETRY_DELAY, RUN_DATE_VAR,
+    RUN_TS_VAR, freshness_sla,
 };
 pub use spec::{
-    DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, ProductSpec, ResolvedJob, ResolvedStatement,
-    SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode, is_plain_identifier,
+    DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, ProductSpec, ResolvedJob,
+    ResolvedStatement, SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode,
+    is_plain_identifier,
 };
 pub use vars::substitute_vars;

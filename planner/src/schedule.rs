@@ -266,7 +266,10 @@ mod tests {
             cron.next_after(utc("2026-03-01T02:00:00Z")),
             Some(utc("2026-03-02T02:00:00Z"))
         );
-        let every_second = scheduling("schedule = \"* * * * * *\"").unwrap().cron.unwrap();
+        let every_second = scheduling("schedule = \"* * * * * *\"")
+            .unwrap()
+            .cron
+            .unwrap();
         assert_eq!(
             every_second.next_after(utc("2026-03-01T02:00:00.500Z")),
             Some(utc("2026-03-01T02:00:01Z"))
@@ -289,7 +292,10 @@ mod tests {
 
     #[test]
     fn occurrences_between_keeps_the_newest() {
-        let cron = scheduling("schedule = \"0 * * * *\"").unwrap().cron.unwrap();
+        let cron = scheduling("schedule = \"0 * * * *\"")
+            .unwrap()
+            .cron
+            .unwrap();
         let all = cron.occurrences_between(
             utc("2026-01-01T00:00:00Z"),
             utc("2026-01-01T05:00:00Z"),
@@ -297,11 +303,8 @@ mod tests {
         );
         assert_eq!(all.len(), 5);
         assert_eq!(all[0], utc("2026-01-01T01:00:00Z"));
-        let newest = cron.occurrences_between(
-            utc("2026-01-01T00:00:00Z"),
-            utc("2026-01-01T05:00:00Z"),
-            2,
-        );
+        let newest =
+            cron.occurrences_between(utc("2026-01-01T00:00:00Z"), utc("2026-01-01T05:00:00Z"), 2);
         assert_eq!(
             newest,
             vec![utc("2026-01-01T04:00:00Z"), utc("2026-01-01T05:00:00Z")]
@@ -337,6 +340,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(syntax.contains("catch_up") || syntax.contains("some"), "{syntax}");
+        assert!(
+            syntax.contains("catch_up") || syntax.contains("some"),
+            "{syntax}"
+        );
     }
 }

@@ -111,7 +111,11 @@ fn churn_example_runs_end_to_end() {
     assert_eq!(partitions.len(), 10, "{partitions:?}");
 
     // Every product version carries lineage for every output column.
-    for product in ["customer_features", "country_daily_revenue", "customer_churn_risk"] {
+    for product in [
+        "customer_features",
+        "country_daily_revenue",
+        "customer_churn_risk",
+    ] {
         let table = format!("churn/warehouse/{product}");
         let shown = project.json(&["show", &table, "--limit", "1"]);
         let columns: Vec<&String> = shown[0].as_object().unwrap().keys().collect();
@@ -138,7 +142,10 @@ fn churn_example_runs_end_to_end() {
     ]))
     .unwrap();
     let inputs = tree["columns"][0]["inputs"].as_array().unwrap();
-    let model = inputs.iter().find(|i| i["kind"] == "model").expect("model input");
+    let model = inputs
+        .iter()
+        .find(|i| i["kind"] == "model")
+        .expect("model input");
     assert_eq!(model["name"], "churn_risk");
     assert_eq!(model["version"], 1);
     for feature in ["age", "monthly_fee", "amount", "event_type"] {
@@ -169,7 +176,13 @@ fn churn_example_runs_end_to_end() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| format!("{}.{}", h["product"].as_str().unwrap(), h["column"].as_str().unwrap()))
+        .map(|h| {
+            format!(
+                "{}.{}",
+                h["product"].as_str().unwrap(),
+                h["column"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(
         impacted,
@@ -179,13 +192,15 @@ fn churn_example_runs_end_to_end() {
         ]
     );
     // OpenLineage events of both runs: START and COMPLETE each.
-    let events = fs::read_to_string(project.join(
-        "churn/warehouse/_lakeforge/openlineage/events.ndjson",
-    ))
-    .unwrap();
+    let events =
+        fs::read_to_string(project.join("churn/warehouse/_lakeforge/openlineage/events.ndjson"))
+            .unwrap();
     let types: Vec<String> = events
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["eventType"].to_string())
         .collect();
-    assert_eq!(types, [r#""START""#, r#""COMPLETE""#, r#""START""#, r#""COMPLETE""#]);
+    assert_eq!(
+        types,
+        [r#""START""#, r#""COMPLETE""#, r#""START""#, r#""COMPLETE""#]
+    );
 }

@@ -60,27 +60,46 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     project.ok(&["run", "a.toml"]);
 
     // Upstream: B's column → A's product column (at the version B read) → the CSV column.
-    let tree: Value =
-        serde_json::from_str(&project.ok(&["lineage", "wh/by_country.mean_age_months", "--format", "json"]))
-            .unwrap();
+    let tree: Value = serde_json::from_str(&project.ok(&[
+        "lineage",
+        "wh/by_country.mean_age_months",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(tree["job"], "country_stats_job");
     assert_eq!(tree["columns"].as_array().unwrap().len(), 1);
     let input = &tree["columns"][0]["inputs"][0];
     assert_eq!(input["kind"], "delta");
     assert_eq!(input["field"], "age_months");
     assert_eq!(input["version"], 0);
-    assert_eq!(input["transformations"], serde_json::json!(["DIRECT AGGREGATION"]));
+    assert_eq!(
+        input["transformations"],
+        serde_json::json!(["DIRECT AGGREGATION"])
+    );
     let upstream = &input["upstream"];
     assert_eq!(upstream["job"], "profiles_job");
     assert_eq!(upstream["version"], 0);
     let raw = &upstream["columns"][0]["inputs"][0];
     assert_eq!(raw["kind"], "files");
     assert_eq!(raw["field"], "age");
-    assert!(raw["dataset"].as_str().unwrap().ends_with("/data/customers"), "{raw}");
-    assert_eq!(raw["transformations"], serde_json::json!(["DIRECT TRANSFORMATION"]));
+    assert!(
+        raw["dataset"]
+            .as_str()
+            .unwrap()
+            .ends_with("/data/customers"),
+        "{raw}"
+    );
+    assert_eq!(
+        raw["transformations"],
+        serde_json::json!(["DIRECT TRANSFORMATION"])
+    );
     // A's WHERE clause is a dataset-wide dependency of A's product.
     assert_eq!(upstream["dataset"][0]["field"], "age");
-    assert_eq!(upstream["dataset"][0]["transformations"], serde_json::json!(["INDIRECT FILTER"]));
+    assert_eq!(
+        upstream["dataset"][0]["transformations"],
+        serde_json::json!(["INDIRECT FILTER"])
+    );
     // B's GROUP BY is one of B's.
     assert!(
         tree["dataset"]
@@ -100,14 +119,27 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     // Impact of the raw CSV column: A's column, A's whole dataset (its filter), and through
     // them B's columns, in a stable order.
     let impact: Value = serde_json::from_str(&project.ok(&[
-        "lineage", "impact", "data/customers", "age", "--warehouse", "wh", "--format", "json",
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "wh",
+        "--format",
+        "json",
     ]))
     .unwrap();
     let hits = impact.as_array().unwrap();
     let age_months = hit(hits, "profiles", "age_months").expect("profiles.age_months");
     assert_eq!(age_months["depth"], 1);
-    assert_eq!(age_months["path"][0]["transformations"], serde_json::json!(["DIRECT TRANSFORMATION"]));
-    assert_eq!(hit(hits, "profiles", "*").unwrap()["path"][0]["transformations"][0], "INDIRECT FILTER");
+    assert_eq!(
+        age_months["path"][0]["transformations"],
+        serde_json::json!(["DIRECT TRANSFORMATION"])
+    );
+    assert_eq!(
+        hit(hits, "profiles", "*").unwrap()["path"][0]["transformations"][0],
+        "INDIRECT FILTER"
+    );
     let mean = hit(hits, "by_country", "mean_age_months").expect("by_country.mean_age_months");
     assert_eq!(mean["depth"], 2);
     assert_eq!(mean["job"], "country_stats_job");
@@ -117,13 +149,27 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     let depths: Vec<u64> = hits.iter().map(|h| h["depth"].as_u64().unwrap()).collect();
     assert!(depths.windows(2).all(|w| w[0] <= w[1]), "{depths:?}");
     let again = project.ok(&[
-        "lineage", "impact", "data/customers", "age", "--warehouse", "wh", "--format", "json",
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "wh",
+        "--format",
+        "json",
     ]);
     assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), impact);
 
     // --direct-only keeps value dependencies; --depth stops early.
     let direct: Value = serde_json::from_str(&project.ok(&[
-        "lineage", "impact", "data/customers", "age", "--warehouse", "wh", "--direct-only", "--format",
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "wh",
+        "--direct-only",
+        "--format",
         "json",
     ]))
     .unwrap();
@@ -131,15 +177,38 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| format!("{}.{}", h["product"].as_str().unwrap(), h["column"].as_str().unwrap()))
+        .map(|h| {
+            format!(
+                "{}.{}",
+                h["product"].as_str().unwrap(),
+                h["column"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert_eq!(columns, ["profiles.age_months", "by_country.mean_age_months"]);
+    assert_eq!(
+        columns,
+        ["profiles.age_months", "by_country.mean_age_months"]
+    );
     let shallow: Value = serde_json::from_str(&project.ok(&[
-        "lineage", "impact", "data/customers", "age", "--warehouse", "wh", "--depth", "1", "--format",
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "wh",
+        "--depth",
+        "1",
+        "--format",
         "json",
     ]))
     .unwrap();
-    assert!(shallow.as_array().unwrap().iter().all(|h| h["product"] == "profiles"));
+    assert!(
+        shallow
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["product"] == "profiles")
+    );
 
     // Every format of both commands.
     let dot = project.ok(&["lineage", "wh/by_country", "--format", "dot"]);
@@ -149,11 +218,28 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     let mermaid = project.ok(&["lineage", "wh/by_country", "--format", "mermaid"]);
     assert!(mermaid.starts_with("flowchart LR"), "{mermaid}");
     assert!(mermaid.contains("-.->"), "{mermaid}");
-    let impact_text = project.ok(&["lineage", "impact", "data/customers", "age", "--warehouse", "wh"]);
-    assert!(impact_text.contains("by_country.mean_age_months"), "{impact_text}");
+    let impact_text = project.ok(&[
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "wh",
+    ]);
+    assert!(
+        impact_text.contains("by_country.mean_age_months"),
+        "{impact_text}"
+    );
     for format in ["dot", "mermaid"] {
         let graph = project.ok(&[
-            "lineage", "impact", "data/customers", "age", "--warehouse", "wh", "--format", format,
+            "lineage",
+            "impact",
+            "data/customers",
+            "age",
+            "--warehouse",
+            "wh",
+            "--format",
+            format,
         ]);
         assert!(graph.contains("mean_age_months"), "{graph}");
     }
@@ -196,9 +282,13 @@ fn lineage_of_a_rolled_back_version_is_the_restored_one_and_bad_targets_are_name
     let first = project.json(&["run", "job.toml"]);
     project.ok(&["run", "job.toml", "--var", "tag=second"]);
     project.ok(&["rollback", "wh/customers_by_country", "--to-version", "0"]);
-    let tree: Value =
-        serde_json::from_str(&project.ok(&["lineage", "wh/customers_by_country", "--format", "json"]))
-            .unwrap();
+    let tree: Value = serde_json::from_str(&project.ok(&[
+        "lineage",
+        "wh/customers_by_country",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(tree["version"], 0);
     assert_eq!(tree["run_id"], first[0]["run_id"]);
     let country = &tree["columns"][0];
@@ -209,10 +299,20 @@ fn lineage_of_a_rolled_back_version_is_the_restored_one_and_bad_targets_are_name
     assert_eq!(tree["columns"][2]["inputs"], serde_json::json!([]));
 
     let err = project.fails(&["lineage", "wh/customers_by_country.nope"]);
-    assert!(err.contains("no column 'nope'") && err.contains("customers"), "{err}");
+    assert!(
+        err.contains("no column 'nope'") && err.contains("customers"),
+        "{err}"
+    );
     let err = project.fails(&["lineage", "wh/missing"]);
     assert!(err.contains("not a Delta table"), "{err}");
-    let err = project.fails(&["lineage", "impact", "data/customers", "age", "--warehouse", "elsewhere"]);
+    let err = project.fails(&[
+        "lineage",
+        "impact",
+        "data/customers",
+        "age",
+        "--warehouse",
+        "elsewhere",
+    ]);
     assert!(err.contains("no lineage table"), "{err}");
 }
 
@@ -224,7 +324,9 @@ fn lineage_endpoint() -> (String, mpsc::Receiver<(String, String)>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut request_line = String::new();
             reader.read_line(&mut request_line).unwrap();
@@ -246,8 +348,15 @@ fn lineage_endpoint() -> (String, mpsc::Receiver<(String, String)>) {
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .unwrap();
-            let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
-            if sender.send((path, String::from_utf8(body).unwrap())).is_err() {
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            if sender
+                .send((path, String::from_utf8(body).unwrap()))
+                .is_err()
+            {
                 return;
             }
         }
@@ -258,7 +367,9 @@ fn lineage_endpoint() -> (String, mpsc::Receiver<(String, String)>) {
 fn events_of(receiver: &mpsc::Receiver<(String, String)>, count: usize) -> Vec<Value> {
     (0..count)
         .map(|_| {
-            let (path, body) = receiver.recv_timeout(Duration::from_secs(30)).expect("an event");
+            let (path, body) = receiver
+                .recv_timeout(Duration::from_secs(30))
+                .expect("an event");
             assert_eq!(path, "/api/v1/lineage");
             serde_json::from_str(&body).unwrap()
         })
@@ -285,15 +396,28 @@ fn runs_post_openlineage_events_and_failed_runs_emit_fail() {
         assert_eq!(event["job"]["name"], "countries");
     }
     let output = &events[1]["outputs"][0];
-    assert!(output["name"].as_str().unwrap().ends_with("/wh/customers_by_country"));
-    let fields = output["facets"]["columnLineage"]["fields"].as_object().unwrap();
+    assert!(
+        output["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("/wh/customers_by_country")
+    );
+    let fields = output["facets"]["columnLineage"]["fields"]
+        .as_object()
+        .unwrap();
     let keys: Vec<&str> = fields.keys().map(String::as_str).collect();
     assert_eq!(keys, ["country", "customers", "tag"]);
     assert_eq!(output["facets"]["version"]["datasetVersion"], "0");
-    assert_eq!(events[1]["inputs"][0]["facets"]["schema"]["fields"][0]["name"], "customer_id");
+    assert_eq!(
+        events[1]["inputs"][0]["facets"]["schema"]["fields"][0]["name"],
+        "customer_id"
+    );
     // The same events went to the file, one per line.
     let file = std::fs::read_to_string(project.join("events.ndjson")).unwrap();
-    let lines: Vec<Value> = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines, events);
 
     // A failing run: START, then FAIL with the error; nothing committed.
@@ -308,7 +432,9 @@ fn runs_post_openlineage_events_and_failed_runs_emit_fail() {
     let events = events_of(&receiver, 2);
     assert_eq!(events[0]["eventType"], "START");
     assert_eq!(events[1]["eventType"], "FAIL");
-    let message = events[1]["run"]["facets"]["errorMessage"]["message"].as_str().unwrap();
+    let message = events[1]["run"]["facets"]["errorMessage"]["message"]
+        .as_str()
+        .unwrap();
     assert!(message.contains("too_many"), "{message}");
     assert_eq!(events[1]["outputs"], serde_json::json!([]));
     assert_eq!(project.delta_versions("wh/customers_by_country"), [0]);
@@ -317,9 +443,15 @@ fn runs_post_openlineage_events_and_failed_runs_emit_fail() {
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    project.write("job.toml", &format!("{COUNTRY_JOB}\n[lineage]\nurl = \"{dead}\"\n"));
+    project.write(
+        "job.toml",
+        &format!("{COUNTRY_JOB}\n[lineage]\nurl = \"{dead}\"\n"),
+    );
     let output = project.run(&["run", "job.toml"]);
     assert!(output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot POST the OpenLineage event"), "{stderr}");
+    assert!(
+        stderr.contains("cannot POST the OpenLineage event"),
+        "{stderr}"
+    );
 }

@@ -208,7 +208,12 @@ impl ProductLineage {
     /// The models this product version was scored with.
     pub fn models(&self) -> Vec<ModelUse> {
         let mut used: BTreeMap<String, ModelUse> = BTreeMap::new();
-        for edge in self.columns.iter().flat_map(|c| &c.inputs).chain(&self.dataset) {
+        for edge in self
+            .columns
+            .iter()
+            .flat_map(|c| &c.inputs)
+            .chain(&self.dataset)
+        {
             let Some(input) = self.inputs.get(edge.input) else {
                 continue;
             };
@@ -263,9 +268,9 @@ fn resolve_input(
             })
         }
         InputRef::Model { reference } => {
-            let model = models.resolve(reference).map_err(|message| {
-                EngineError::Usage(format!("model '{reference}': {message}"))
-            })?;
+            let model = models
+                .resolve(reference)
+                .map_err(|message| EngineError::Usage(format!("model '{reference}': {message}")))?;
             Ok(LineageInput {
                 kind: InputKind::Model,
                 name: model.name.clone(),
@@ -342,7 +347,10 @@ pub async fn record_lineage(
         .iter()
         .flat_map(|product| {
             let columns = product.lineage.columns.iter().flat_map(move |column| {
-                column.inputs.iter().map(move |edge| (Some(column.name.as_str()), edge))
+                column
+                    .inputs
+                    .iter()
+                    .map(move |edge| (Some(column.name.as_str()), edge))
             });
             let dataset = product.lineage.dataset.iter().map(|edge| (None, edge));
             columns.chain(dataset).map(move |(column, edge)| Row {
@@ -383,8 +391,16 @@ pub async fn record_lineage(
         strings(&|r| Some(r.edge.field.clone())),
         strings(&|r| Some(r.edge.subtype.kind().to_string())),
         strings(&|r| Some(r.edge.subtype.as_str().to_string())),
-        Arc::new(rows.iter().map(|r| Some(r.edge.masking)).collect::<BooleanArray>()),
-        Arc::new(rows.iter().map(|r| Some(r.edge.inferred)).collect::<BooleanArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.edge.masking))
+                .collect::<BooleanArray>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.edge.inferred))
+                .collect::<BooleanArray>(),
+        ),
         strings(&|r| r.edge.description.clone()),
         Arc::new(
             TimestampMicrosecondArray::from(vec![recorded_at.timestamp_micros(); rows.len()])

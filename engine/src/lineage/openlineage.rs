@@ -155,7 +155,10 @@ pub struct DatasetFacets {
     #[serde(rename = "columnLineage", skip_serializing_if = "Option::is_none")]
     pub column_lineage: Option<Facet<ColumnLineage>>,
     /// The product's check results.
-    #[serde(rename = "dataQualityAssertions", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "dataQualityAssertions",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data_quality_assertions: Option<Facet<DataQualityAssertions>>,
     /// The product's description.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,7 +419,10 @@ pub fn dataset_name(url: &Url) -> (String, String) {
             if let Some(port) = url.port() {
                 namespace.push_str(&format!(":{port}"));
             }
-            let name = if matches!(scheme, "s3" | "s3a" | "gs" | "gcs" | "az" | "abfs" | "abfss") {
+            let name = if matches!(
+                scheme,
+                "s3" | "s3a" | "gs" | "gcs" | "az" | "abfs" | "abfss"
+            ) {
                 path.trim_start_matches('/').to_string()
             } else {
                 path.to_string()
@@ -513,7 +519,16 @@ impl RunDescription<'_> {
 
     /// The FAIL event.
     pub fn fail(&self, at: DateTime<Utc>, error: &str) -> RunEvent {
-        let mut event = self.event(EventType::Fail, at);
+        self.ended_with_error(EventType::Fail, at, error)
+    }
+
+    /// The ABORT event: the run was cancelled (timeout, scheduler shutdown).
+    pub fn abort(&self, at: DateTime<Utc>, reason: &str) -> RunEvent {
+        self.ended_with_error(EventType::Abort, at, reason)
+    }
+
+    fn ended_with_error(&self, event_type: EventType, at: DateTime<Utc>, error: &str) -> RunEvent {
+        let mut event = self.event(event_type, at);
         event.run.facets.error_message = Some(Facet::new(ErrorMessage {
             message: error.to_string(),
             programming_language: "Rust".to_string(),
@@ -539,7 +554,9 @@ impl RunDescription<'_> {
                     namespace,
                     name,
                     facets: DatasetFacets {
-                        schema: source.schema.map(|s| Facet::new(SchemaFacet::from_arrow(s))),
+                        schema: source
+                            .schema
+                            .map(|s| Facet::new(SchemaFacet::from_arrow(s))),
                         version: source.version.map(|v| {
                             Facet::new(DatasetVersion {
                                 dataset_version: v.to_string(),
@@ -594,7 +611,11 @@ impl RunDescription<'_> {
         }
     }
 
-    fn lineage_fields(&self, lineage: &ProductLineage, edges: &[LineageEdge]) -> Vec<LineageInputField> {
+    fn lineage_fields(
+        &self,
+        lineage: &ProductLineage,
+        edges: &[LineageEdge],
+    ) -> Vec<LineageInputField> {
         let mut grouped: BTreeMap<(String, String, String), Vec<LineageTransformation>> =
             BTreeMap::new();
         for edge in edges {
@@ -619,12 +640,14 @@ impl RunDescription<'_> {
         }
         grouped
             .into_iter()
-            .map(|((namespace, name, field), transformations)| LineageInputField {
-                namespace,
-                name,
-                field,
-                transformations,
-            })
+            .map(
+                |((namespace, name, field), transformations)| LineageInputField {
+                    namespace,
+                    name,
+                    field,
+                    transformations,
+                },
+            )
             .collect()
     }
 
@@ -803,7 +826,10 @@ mod tests {
         let event = description(&warehouse).fail(DateTime::UNIX_EPOCH, "check 'x' failed");
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["eventType"], "FAIL");
-        assert_eq!(json["run"]["facets"]["errorMessage"]["message"], "check 'x' failed");
+        assert_eq!(
+            json["run"]["facets"]["errorMessage"]["message"],
+            "check 'x' failed"
+        );
         assert_eq!(
             json["run"]["facets"]["errorMessage"]["programmingLanguage"],
             "Rust"
@@ -891,7 +917,10 @@ mod tests {
             .iter()
             .map(|i| i["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["/data/in/customers.csv", "/data/wh/_lakeforge/models/churn"]);
+        assert_eq!(
+            names,
+            ["/data/in/customers.csv", "/data/wh/_lakeforge/models/churn"]
+        );
         let output = &json["outputs"][0];
         assert_eq!(output["namespace"], "file");
         assert_eq!(output["name"], "/data/wh/scores");

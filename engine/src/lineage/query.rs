@@ -177,7 +177,10 @@ async fn describe_inputs(
 ) -> Result<Vec<UpstreamInput>> {
     let mut grouped: BTreeMap<(usize, &str), Vec<&LineageEdge>> = BTreeMap::new();
     for edge in edges {
-        grouped.entry((edge.input, &edge.field)).or_default().push(edge);
+        grouped
+            .entry((edge.input, &edge.field))
+            .or_default()
+            .push(edge);
     }
     let mut inputs = Vec::with_capacity(grouped.len());
     for ((index, field), edges) in grouped {
@@ -315,16 +318,17 @@ fn upstream_text(tree: &UpstreamTable, indent: &str, text: &mut String) {
         .columns
         .iter()
         .map(|c| (c.column.clone(), &c.inputs))
-        .chain(
-            (!tree.dataset.is_empty()).then(|| ("(whole dataset)".to_string(), &tree.dataset)),
-        )
+        .chain((!tree.dataset.is_empty()).then(|| ("(whole dataset)".to_string(), &tree.dataset)))
         .collect();
     for (index, (name, inputs)) in groups.iter().enumerate() {
         let last = index + 1 == groups.len();
         let _ = writeln!(text, "{indent}{}{name}", if last { "└── " } else { "├── " });
         let child_indent = format!("{indent}{}", if last { "    " } else { "│   " });
         if inputs.is_empty() {
-            let _ = writeln!(text, "{child_indent}└── (no inputs: a constant or count(*))");
+            let _ = writeln!(
+                text,
+                "{child_indent}└── (no inputs: a constant or count(*))"
+            );
         }
         for (position, input) in inputs.iter().enumerate() {
             let last_input = position + 1 == inputs.len();
@@ -337,14 +341,21 @@ fn upstream_text(tree: &UpstreamTable, indent: &str, text: &mut String) {
                 (Some(url), _) => format!(
                     "{}{}",
                     short(url),
-                    input.version.map(|v| format!(" @ v{v}")).unwrap_or_default()
+                    input
+                        .version
+                        .map(|v| format!(" @ v{v}"))
+                        .unwrap_or_default()
                 ),
                 (None, _) => input.name.clone(),
             };
             let _ = writeln!(
                 text,
                 "{child_indent}{}{}.{} [{}]  {}",
-                if last_input { "└── " } else { "├── " },
+                if last_input {
+                    "└── "
+                } else {
+                    "├── "
+                },
                 input.name,
                 input.field,
                 location,
@@ -419,9 +430,15 @@ fn upstream_graph(tree: &UpstreamTable, graph: &mut Graph) {
     let add = |output: &str, inputs: &[UpstreamInput], graph: &mut Graph| {
         let to = graph.node(&tree.table, output);
         for input in inputs {
-            let dataset = input.dataset.clone().unwrap_or_else(|| format!("model:{}", input.name));
+            let dataset = input
+                .dataset
+                .clone()
+                .unwrap_or_else(|| format!("model:{}", input.name));
             let from = graph.node(&dataset, &input.field);
-            let direct = input.transformations.iter().any(|t| t.starts_with("DIRECT"));
+            let direct = input
+                .transformations
+                .iter()
+                .any(|t| t.starts_with("DIRECT"));
             graph.edge(from, to.clone(), &input.transformations.join(", "), direct);
             if let Some(upstream) = &input.upstream {
                 upstream_graph(upstream, graph);
@@ -529,9 +546,7 @@ pub async fn impact(
         for row in &rows {
             let field_matches = match &from_column {
                 None => true,
-                Some(c) => {
-                    row.input_field == *c || row.input_field.starts_with(&format!("{c}."))
-                }
+                Some(c) => row.input_field == *c || row.input_field.starts_with(&format!("{c}.")),
             };
             if row.input_dataset != from_dataset
                 || !field_matches

@@ -445,7 +445,10 @@ impl Use {
             origin: Arc::clone(&inner.origin),
             subtype: self.subtype.compose(inner.subtype),
             masking: self.masking || inner.masking,
-            description: self.description.clone().or_else(|| inner.description.clone()),
+            description: self
+                .description
+                .clone()
+                .or_else(|| inner.description.clone()),
             inferred: self.inferred || inner.inferred,
         }
     }
@@ -537,12 +540,12 @@ impl Scope {
             });
         };
         let candidates = by_name.get(&column.name)?;
-        let qualified = |index: &&usize| match (&column.relation, self.schema.qualified_field(**index).0)
-        {
-            (Some(wanted), Some(actual)) => wanted.resolved_eq(actual),
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
+        let qualified =
+            |index: &&usize| match (&column.relation, self.schema.qualified_field(**index).0) {
+                (Some(wanted), Some(actual)) => wanted.resolved_eq(actual),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
         candidates
             .iter()
             .find(qualified)
@@ -820,7 +823,13 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn expr(&mut self, expr: &Expr, scope: &Scope, usage: &Use, out: &mut Vec<Edge>) -> DfResult<()> {
+    fn expr(
+        &mut self,
+        expr: &Expr,
+        scope: &Scope,
+        usage: &Use,
+        out: &mut Vec<Edge>,
+    ) -> DfResult<()> {
         match expr {
             Expr::Alias(alias) => self.expr(&alias.expr, scope, usage, out)?,
             Expr::Cast(cast) => self.expr(&cast.expr, scope, usage, out)?,
@@ -925,7 +934,13 @@ impl Walk<'_> {
     }
 
     /// Every direct child of `expr`, used as `usage`.
-    fn children(&mut self, expr: &Expr, scope: &Scope, usage: &Use, out: &mut Vec<Edge>) -> DfResult<()> {
+    fn children(
+        &mut self,
+        expr: &Expr,
+        scope: &Scope,
+        usage: &Use,
+        out: &mut Vec<Edge>,
+    ) -> DfResult<()> {
         let mut result = Ok(());
         expr.apply_children(|child| {
             result = self.expr(child, scope, usage, out);
@@ -1046,7 +1061,14 @@ impl Walk<'_> {
                 self.expr(base, scope, &Use::identity(), &mut inner)?;
                 for edge in inner {
                     let nested = match (edge.subtype, edge.origin.as_ref()) {
-                        (Subtype::Identity, Origin::Column { instance, column, path }) => {
+                        (
+                            Subtype::Identity,
+                            Origin::Column {
+                                instance,
+                                column,
+                                path,
+                            },
+                        ) => {
                             let mut path = path.clone();
                             path.extend(names.iter().cloned());
                             Edge {
@@ -1080,7 +1102,10 @@ impl Walk<'_> {
         usage: &Use,
         out: &mut Vec<Edge>,
     ) -> DfResult<()> {
-        let masking = self.options.masking_functions.contains(function.func.name());
+        let masking = self
+            .options
+            .masking_functions
+            .contains(function.func.name());
         let value = usage.then(Subtype::Aggregation, masking, expr);
         let params = &function.params;
         for arg in &params.args {
@@ -1092,10 +1117,20 @@ impl Walk<'_> {
             }
         }
         if let Some(filter) = &params.filter {
-            self.expr(filter, scope, &usage.then(Subtype::Filter, false, expr), out)?;
+            self.expr(
+                filter,
+                scope,
+                &usage.then(Subtype::Filter, false, expr),
+                out,
+            )?;
         }
         for key in &params.order_by {
-            self.expr(&key.expr, scope, &usage.then(Subtype::Sort, false, expr), out)?;
+            self.expr(
+                &key.expr,
+                scope,
+                &usage.then(Subtype::Sort, false, expr),
+                out,
+            )?;
         }
         Ok(())
     }
@@ -1128,7 +1163,12 @@ impl Walk<'_> {
             self.expr(&key.expr, scope, &window, out)?;
         }
         if let Some(filter) = &params.filter {
-            self.expr(filter, scope, &usage.then(Subtype::Filter, false, expr), out)?;
+            self.expr(
+                filter,
+                scope,
+                &usage.then(Subtype::Filter, false, expr),
+                out,
+            )?;
         }
         Ok(())
     }
@@ -1137,7 +1177,13 @@ impl Walk<'_> {
         scope.lookup(column).cloned().ok_or_else(|| {
             DataFusionError::Plan(format!(
                 "lineage: column {column} is not in its input (columns: {})",
-                scope.schema.columns().iter().map(|c| c.flat_name()).collect::<Vec<_>>().join(", ")
+                scope
+                    .schema
+                    .columns()
+                    .iter()
+                    .map(|c| c.flat_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })
     }
@@ -1209,7 +1255,13 @@ impl Walk<'_> {
             edge.subtype = Subtype::Join;
             edge
         }));
-        if !matches!(conjunct, Expr::BinaryExpr(BinaryExpr { op: Operator::Or, .. })) {
+        if !matches!(
+            conjunct,
+            Expr::BinaryExpr(BinaryExpr {
+                op: Operator::Or,
+                ..
+            })
+        ) {
             return Ok(());
         }
         // Per instance: the single-instance parts of every disjunct, if each has some.
@@ -1234,7 +1286,8 @@ impl Walk<'_> {
             constrained_by_all.retain(|i| constrained_here.contains(i));
         }
         for instance in constrained_by_all {
-            self.dataset.extend(implied.remove(&instance).unwrap_or_default());
+            self.dataset
+                .extend(implied.remove(&instance).unwrap_or_default());
         }
         Ok(())
     }
@@ -1349,7 +1402,8 @@ impl Walk<'_> {
                 .collect()
         };
         if !scan.filters.is_empty() {
-            let schema = DFSchema::try_from_qualified_schema(scan.table_name.clone(), &source_schema)?;
+            let schema =
+                DFSchema::try_from_qualified_schema(scan.table_name.clone(), &source_schema)?;
             let scope = Scope::new(Arc::new(schema), all.clone());
             for filter in &scan.filters {
                 self.predicate(filter, &scope, Vec::new())?;
@@ -1377,7 +1431,8 @@ impl Walk<'_> {
         let mut columns = static_term.columns.clone();
         let previous = self.recursive_ctes.remove(&query.name);
         for _ in 0..ROUNDS {
-            self.recursive_ctes.insert(query.name.clone(), columns.clone());
+            self.recursive_ctes
+                .insert(query.name.clone(), columns.clone());
             let recursive = self.plan(&query.recursive_term);
             let recursive = match recursive {
                 Ok(recursive) => recursive,

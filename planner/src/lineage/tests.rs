@@ -321,7 +321,12 @@ async fn hashes_and_counts_mask() {
 #[tokio::test]
 async fn views_ctes_subqueries_and_aliases_resolve_to_tables() {
     let ctx = session();
-    view(&ctx, "step", "SELECT id, a * 2 AS doubled FROM t WHERE b > 0").await;
+    view(
+        &ctx,
+        "step",
+        "SELECT id, a * 2 AS doubled FROM t WHERE b > 0",
+    )
+    .await;
     let expected = "
         id <- t.id DIRECT IDENTITY
         total <- t.a DIRECT AGGREGATION
@@ -438,7 +443,12 @@ async fn nested_fields_keep_their_path() {
 #[tokio::test]
 async fn scoring_functions_depend_on_the_model_and_every_feature() {
     let ctx = session();
-    view(&ctx, "scored", "SELECT id, score('churn@production', a, b) AS p FROM t").await;
+    view(
+        &ctx,
+        "scored",
+        "SELECT id, score('churn@production', a, b) AS p FROM t",
+    )
+    .await;
     golden_in(
         &ctx,
         "SELECT id, p FROM scored WHERE p > 0.5",
@@ -553,7 +563,10 @@ async fn a_wide_projection_is_linear() {
 /// The project's TPC-H tables (`benchmarks/tpch/schema.sql`), empty.
 async fn tpch_session() -> SessionContext {
     let ctx = SessionContext::new();
-    let path = format!("{}/../benchmarks/tpch/schema.sql", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../benchmarks/tpch/schema.sql",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let ddl = std::fs::read_to_string(path).unwrap();
     for statement in ddl.split(';').filter(|s| s.contains("CREATE")) {
         ctx.sql(statement).await.unwrap();
@@ -574,7 +587,8 @@ pub(crate) async fn tpch_query(ctx: &SessionContext, n: usize) -> String {
     // create view revenue0 (...) as <query>; <select>; drop view revenue0;
     let statements: Vec<&str> = text.split(';').map(str::trim).collect();
     let body = statements[0].split_once(" as").unwrap().1;
-    let sql = format!("SELECT supplier_no, total_revenue FROM ({body}) AS v(supplier_no, total_revenue)");
+    let sql =
+        format!("SELECT supplier_no, total_revenue FROM ({body}) AS v(supplier_no, total_revenue)");
     view(ctx, "revenue0", &sql).await;
     statements[1].to_string()
 }
@@ -605,7 +619,10 @@ async fn tpch_queries_have_complete_lineage_from_either_plan() {
                 column.column
             );
         }
-        assert!(!lineage.dataset.is_empty(), "q{n}: no dataset-wide dependencies");
+        assert!(
+            !lineage.dataset.is_empty(),
+            "q{n}: no dataset-wide dependencies"
+        );
     }
     // Only `count(*)` columns and q12's `sum(CASE WHEN <condition> THEN 1 ELSE 0 END)` read
     // no column's value (they depend on the dataset-wide list, and q12's on its conditions).
