@@ -75,6 +75,23 @@ pub async fn is_delta_table(url: &Url) -> bool {
     }
 }
 
+/// The newest version of the table at `url` from a listing of its log (no snapshot is read),
+/// or `None` when there is no table there yet. Cheap enough to poll.
+pub async fn newest_version(url: &Url) -> Result<Option<u64>> {
+    let location = display_location(url);
+    let table = DeltaTableBuilder::from_url(url.clone())
+        .and_then(|b| b.build())
+        .map_err(|e| EngineError::delta(format!("cannot open {location}"), e))?;
+    if !table.verify_deltatable_existence().await.unwrap_or(false) {
+        return Ok(None);
+    }
+    table
+        .get_latest_version()
+        .await
+        .map(Some)
+        .map_err(|e| EngineError::delta(format!("cannot list the log of {location}"), e))
+}
+
 async fn latest_version(url: &Url) -> Option<u64> {
     let table = DeltaTableBuilder::from_url(url.clone())
         .ok()?

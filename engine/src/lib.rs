@@ -21,6 +21,7 @@ pub mod models;
 pub mod publish;
 pub mod registry;
 pub mod runs;
+pub mod schedule;
 pub mod session;
 pub mod sources;
 pub mod tables;

@@ -28,8 +28,11 @@ use lakeforge_engine::registry::{
     AliasChange, Registry, Requirement, history_batch as registry_history_batch,
     list_batch as registry_list_batch, promote_model, register_model, rollback_alias,
 };
+use lakeforge_engine::schedule::status::{render_text as render_status, warehouse_status};
+use lakeforge_engine::schedule::{DaemonOptions, run_daemon};
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
 use lakeforge_engine::{EngineConfig, EngineError};
+use lakeforge_planner::parse_duration;
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
@@ -128,6 +131,28 @@ enum Command {
         /// Make a location queryable as NAME (repeatable).
         #[arg(long = "table", value_name = "NAME=LOCATION")]
         tables: Vec<String>,
+    },
+    /// Run job files on their schedules and data triggers until SIGTERM or Ctrl-C.
+    Schedule {
+        /// Job files, or folders of job files (every *.toml directly inside).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where the operations endpoint listens (/health, /metrics, /api/status); "off" for
+        /// none. Port 0 lets the OS pick one (printed at start).
+        #[arg(long, default_value = lakeforge_engine::schedule::DEFAULT_HTTP_ADDRESS)]
+        http: String,
+        /// How often job files are reread and `after` inputs checked for new versions.
+        #[arg(long, default_value = "5s")]
+        poll: String,
+        /// After a stop signal, how long in-flight runs may finish before they are cancelled.
+        #[arg(long, default_value = "30s")]
+        grace: String,
+    },
+    /// Show jobs (last run, next run) and products (age against their freshness SLA) from a
+    /// warehouse's tables; works without the scheduler.
+    Status {
+        /// The warehouse: a path or URL.
+        warehouse: String,
     },
     /// List the run records of a warehouse, newest first.
     Runs {
@@ -314,7 +339,11 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // delta-rs's kernel logs errors it also returns; Lakeforge reports those itself.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,buoyant_kernel=off"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                "warn,buoyant_kernel=off,lakeforge_engine::schedule=info",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -395,6 +424,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let batches = run_sql(&query, &tables, &config).await?;
             print_batches(&batches, json)?;
+        }
+        Command::Schedule {
+            paths,
+            http,
+            poll,
+            grace,
+        } => schedule_command(paths, &http, &poll, &grace, config).await?,
+        Command::Status { warehouse } => {
+            let url = table_argument(&warehouse)?;
+            let report = warehouse_status(&url, &config, chrono::Utc::now()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", render_status(&report));
+            }
         }
         Command::Runs { warehouse, limit } => {
             let url = table_argument(&warehouse)?;
@@ -481,6 +525,68 @@ fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
         Some(text) => config.memory_limit = Some(parse_byte_size(text)?),
     }
     Ok(config)
+}
+
+/// `lakeforge schedule`: the daemon, stopped by SIGTERM or SIGINT.
+async fn schedule_command(
+    paths: Vec<PathBuf>,
+    http: &str,
+    poll: &str,
+    grace: &str,
+    config: EngineConfig,
+) -> anyhow::Result<()> {
+    let duration =
+        |flag: &str, text: &str| parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    let http = match http {
+        "off" | "none" => None,
+        address => Some(address.parse().with_context(|| {
+            format!("--http: {address:?} is not an address like 127.0.0.1:9464")
+        })?),
+    };
+    let options = DaemonOptions {
+        paths,
+        http,
+        poll_interval: duration("poll", poll)?.max(Duration::from_millis(10)),
+        grace: duration("grace", grace)?,
+        config,
+    };
+    run_daemon(options, stop_signal(), |ready| {
+        match ready.http {
+            Some(address) => println!(
+                "scheduling {} job(s); operations endpoint on http://{address}",
+                ready.jobs
+            ),
+            None => println!("scheduling {} job(s)", ready.jobs),
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    })
+    .await?;
+    println!("scheduler stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn parse_vars(vars: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

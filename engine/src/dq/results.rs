@@ -228,6 +228,6 @@ pub async fn list_results(
     .await
 }
 
-fn sql_string(text: &str) -> String {
+pub(crate) fn sql_string(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

@@ -1,0 +1,475 @@
+//! What ran, what failed, what is stale: one report shape for the daemon's JSON API and for
+//! `lakeforge status WAREHOUSE`, which builds it from the warehouse tables alone.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lakeforge_planner::CronSchedule;
+use serde::Serialize;
+use url::Url;
+
+use crate::config::EngineConfig;
+use crate::delta::{history, is_delta_table, query_table};
+use crate::error::Result;
+use crate::location::display_location;
+use crate::runs::{ProductVersion, runs_table_url};
+use crate::schedule::scheduler::{RunningView, humanize};
+use crate::schedule::store::{schedule_table_url, strings, timestamps};
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// When it was made.
+    pub generated_at: DateTime<Utc>,
+    /// Every job, by name.
+    pub jobs: Vec<JobStatus>,
+    /// Every product, by job then name.
+    pub products: Vec<ProductFreshness>,
+}
+
+/// A job's schedule and runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobStatus {
+    /// The job.
+    pub name: String,
+    /// Its file (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec_path: Option<PathBuf>,
+    /// Its cron pattern.
+    pub schedule: Option<String>,
+    /// The pattern's time zone.
+    pub timezone: Option<String>,
+    /// Its `after` inputs (daemon only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// The next cron occurrence.
+    pub next_run: Option<DateTime<Utc>>,
+    /// The run going on (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningView>,
+    /// The newest run.
+    pub last_run: Option<LastRun>,
+    /// Runs by status: all recorded ones (`status`), or since the daemon started (daemon).
+    pub runs: BTreeMap<String, u64>,
+    /// The job file's error when an edit no longer validates (daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec_error: Option<String>,
+}
+
+/// The newest run of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    /// Its id.
+    pub run_id: Option<String>,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    /// When it started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Its error.
+    pub error: Option<String>,
+}
+
+/// Whether a product meets its freshness SLA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FreshnessState {
+    /// Newer than its SLA.
+    Fresh,
+    /// Older than its SLA.
+    Stale,
+    /// No SLA declared.
+    NoSla,
+    /// The table does not exist (yet).
+    Missing,
+}
+
+impl FreshnessState {
+    /// As shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FreshnessState::Fresh => "fresh",
+            FreshnessState::Stale => "stale",
+            FreshnessState::NoSla => "no_sla",
+            FreshnessState::Missing => "missing",
+        }
+    }
+}
+
+/// A product's age against its SLA.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProductFreshness {
+    /// The job publishing it.
+    pub job: String,
+    /// The product.
+    pub product: String,
+    /// Its table.
+    pub table: String,
+    /// Its newest version.
+    pub version: Option<u64>,
+    /// When that version was committed.
+    pub last_commit: Option<DateTime<Utc>>,
+    /// Seconds since then.
+    pub age_seconds: Option<f64>,
+    /// Its `freshness_sla`.
+    pub freshness_sla_seconds: Option<f64>,
+    /// Fresh, stale, no SLA, or missing.
+    pub state: FreshnessState,
+}
+
+/// Where a product's SLA comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum SlaSource {
+    /// The job spec (the daemon has it).
+    Spec(Option<Duration>),
+    /// The newest run commit's metadata (`lakeforge status` has only the table).
+    Commits,
+}
+
+/// How many commits are searched for the newest run commit's SLA (rollbacks carry none).
+const SLA_SEARCH_DEPTH: usize = 20;
+
+/// `table`'s age at `now` against its SLA.
+pub async fn product_freshness(
+    job: &str,
+    product: &str,
+    table: &Url,
+    sla: SlaSource,
+    now: DateTime<Utc>,
+) -> ProductFreshness {
+    let mut freshness = ProductFreshness {
+        job: job.to_string(),
+        product: product.to_string(),
+        table: display_location(table),
+        version: None,
+        last_commit: None,
+        age_seconds: None,
+        freshness_sla_seconds: None,
+        state: FreshnessState::Missing,
+    };
+    let depth = match sla {
+        SlaSource::Spec(_) => 1,
+        SlaSource::Commits => SLA_SEARCH_DEPTH,
+    };
+    let commits = match history(table, Some(depth)).await {
+        Ok(commits) => commits,
+        Err(_) => {
+            if let SlaSource::Spec(sla) = sla {
+                freshness.freshness_sla_seconds = sla.map(|d| d.as_secs_f64());
+            }
+            return freshness;
+        }
+    };
+    let Some(newest) = commits.first() else {
+        return freshness;
+    };
+    let sla = match sla {
+        SlaSource::Spec(sla) => sla,
+        SlaSource::Commits => commits
+            .iter()
+            .filter_map(|c| c.lakeforge.as_ref())
+            .find(|m| m.operation == "run")
+            .and_then(|m| m.freshness_sla_seconds)
+            .map(Duration::from_secs),
+    };
+    freshness.version = Some(newest.version);
+    freshness.last_commit = newest.timestamp;
+    freshness.freshness_sla_seconds = sla.map(|d| d.as_secs_f64());
+    let age = newest
+        .timestamp
+        .map(|t| (now - t).to_std().unwrap_or_default());
+    freshness.age_seconds = age.map(|a| a.as_secs_f64());
+    freshness.state = match (sla, age) {
+        (None, _) => FreshnessState::NoSla,
+        (Some(sla), Some(age)) if age <= sla => FreshnessState::Fresh,
+        (Some(_), _) => FreshnessState::Stale,
+    };
+    freshness
+}
+
+/// The report from a warehouse's runs and trigger tables and its products' Delta logs.
+pub async fn warehouse_status(
+    warehouse: &Url,
+    config: &EngineConfig,
+    now: DateTime<Utc>,
+) -> Result<StatusReport> {
+    let mut jobs: BTreeMap<String, JobStatus> = BTreeMap::new();
+    let mut products: BTreeMap<String, (String, String, Url)> = BTreeMap::new();
+    let runs = runs_table_url(warehouse)?;
+    if is_delta_table(&runs).await {
+        let counts = query_table(
+            &runs,
+            "runs",
+            "SELECT job, status, CAST(count(*) AS VARCHAR) FROM runs GROUP BY job, status",
+            config,
+            "cannot read the runs table",
+        )
+        .await?;
+        for batch in &counts {
+            let (job, status, count) = (
+                strings(batch.column(0))?,
+                strings(batch.column(1))?,
+                strings(batch.column(2))?,
+            );
+            for ((job, status), count) in job.into_iter().zip(status).zip(count) {
+                let (Some(job), Some(status)) = (job, status) else {
+                    continue;
+                };
+                let count = count.and_then(|c| c.parse().ok()).unwrap_or(0);
+                status_of(&mut jobs, &job).runs.insert(status, count);
+            }
+        }
+        let newest = query_table(
+            &runs,
+            "runs",
+            "SELECT job, run_id, status, started_at, ended_at, error FROM (SELECT *, \
+             row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS newest FROM runs) \
+             WHERE newest = 1",
+            config,
+            "cannot read the runs table",
+        )
+        .await?;
+        for batch in &newest {
+            let job = strings(batch.column(0))?;
+            let run_id = strings(batch.column(1))?;
+            let status = strings(batch.column(2))?;
+            let started = timestamps(batch.column(3))?;
+            let ended = timestamps(batch.column(4))?;
+            let error = strings(batch.column(5))?;
+            for i in 0..job.len() {
+                let Some(name) = &job[i] else { continue };
+                status_of(&mut jobs, name).last_run = Some(LastRun {
+                    run_id: run_id[i].clone(),
+                    status: status[i].clone().unwrap_or_default(),
+                    started_at: started[i],
+                    ended_at: ended[i],
+                    error: error[i].clone(),
+                });
+            }
+        }
+        let published = query_table(
+            &runs,
+            "runs",
+            "SELECT job, products FROM runs WHERE status = 'succeeded' ORDER BY started_at",
+            config,
+            "cannot read the runs table",
+        )
+        .await?;
+        for batch in &published {
+            let job = strings(batch.column(0))?;
+            let written = strings(batch.column(1))?;
+            for (job, written) in job.into_iter().zip(written) {
+                let (Some(job), Some(written)) = (job, written) else {
+                    continue;
+                };
+                let Ok(versions) = serde_json::from_str::<Vec<ProductVersion>>(&written) else {
+                    continue;
+                };
+                for version in versions {
+                    if let Ok(url) = Url::parse(&version.table) {
+                        products.insert(version.table.clone(), (job.clone(), version.product, url));
+                    }
+                }
+            }
+        }
+    }
+
+    let schedule = schedule_table_url(warehouse)?;
+    if is_delta_table(&schedule).await {
+        let newest = query_table(
+            &schedule,
+            "schedule",
+            "SELECT job, schedule, timezone FROM (SELECT *, row_number() OVER (PARTITION BY job \
+             ORDER BY ended_at DESC) AS newest FROM schedule) WHERE newest = 1",
+            config,
+            "cannot read the trigger log",
+        )
+        .await?;
+        for batch in &newest {
+            let job = strings(batch.column(0))?;
+            let pattern = strings(batch.column(1))?;
+            let timezone = strings(batch.column(2))?;
+            for i in 0..job.len() {
+                let Some(name) = &job[i] else { continue };
+                let entry = status_of(&mut jobs, name);
+                entry.schedule = pattern[i].clone();
+                entry.timezone = timezone[i].clone();
+                entry.next_run =
+                    next_occurrence(entry.schedule.as_deref(), entry.timezone.as_deref(), now);
+            }
+        }
+    }
+
+    let mut freshness = Vec::with_capacity(products.len());
+    for (job, product, url) in products.into_values() {
+        freshness.push(product_freshness(&job, &product, &url, SlaSource::Commits, now).await);
+    }
+    freshness.sort_by(|a, b| (&a.job, &a.product).cmp(&(&b.job, &b.product)));
+    Ok(StatusReport {
+        generated_at: now,
+        jobs: jobs.into_values().collect(),
+        products: freshness,
+    })
+}
+
+fn status_of<'a>(jobs: &'a mut BTreeMap<String, JobStatus>, name: &str) -> &'a mut JobStatus {
+    jobs.entry(name.to_string()).or_insert_with(|| JobStatus {
+        name: name.to_string(),
+        ..JobStatus::default()
+    })
+}
+
+/// The next occurrence of a recorded pattern, when it still parses.
+fn next_occurrence(
+    pattern: Option<&str>,
+    timezone: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let timezone = timezone
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    CronSchedule::parse(pattern?, timezone)
+        .ok()?
+        .next_after(now)
+}
+
+/// The report as text: a jobs table and a products table.
+pub fn render_text(report: &StatusReport) -> String {
+    let time = |t: &Option<DateTime<Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let mut text = String::new();
+    let jobs: Vec<Vec<String>> = report
+        .jobs
+        .iter()
+        .map(|job| {
+            let last = job.last_run.as_ref();
+            let mut state = match (&job.running, last) {
+                (Some(running), _) => format!("running (attempt {})", running.attempt),
+                (None, Some(last)) => last.status.clone(),
+                (None, None) => "never ran".to_string(),
+            };
+            if job.spec_error.is_some() {
+                state.push_str(", spec error");
+            }
+            vec![
+                job.name.clone(),
+                job.schedule.clone().unwrap_or_else(|| {
+                    if job.after.is_empty() {
+                        "-".to_string()
+                    } else {
+                        format!("after {}", job.after.join(", "))
+                    }
+                }),
+                time(&job.next_run),
+                state,
+                time(&last.and_then(|l| l.started_at)),
+                job.runs
+                    .iter()
+                    .map(|(status, count)| format!("{count} {status}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "STARTED", "RUNS"],
+        &jobs,
+    ));
+    for job in &report.jobs {
+        if let Some(error) = &job.spec_error {
+            let _ = writeln!(
+                text,
+                "  {}: the job file no longer validates: {error}",
+                job.name
+            );
+        }
+        if let Some(error) = job.last_run.as_ref().and_then(|l| l.error.as_ref()) {
+            let _ = writeln!(text, "  {}: last error: {error}", job.name);
+        }
+    }
+    text.push('\n');
+    let products: Vec<Vec<String>> = report
+        .products
+        .iter()
+        .map(|p| {
+            vec![
+                p.product.clone(),
+                p.job.clone(),
+                p.version.map_or("-".to_string(), |v| v.to_string()),
+                time(&p.last_commit),
+                p.age_seconds
+                    .map_or("-".to_string(), |a| humanize(Duration::from_secs(a as u64))),
+                p.freshness_sla_seconds
+                    .map_or("-".to_string(), |s| humanize(Duration::from_secs(s as u64))),
+                p.state.as_str().to_string(),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &[
+            "PRODUCT",
+            "JOB",
+            "VERSION",
+            "LAST COMMIT",
+            "AGE",
+            "SLA",
+            "STATE",
+        ],
+        &products,
+    ));
+    text
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let joined: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", joined.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let text = table(
+            &["A", "LONGER"],
+            &[vec!["wide cell".to_string(), "x".to_string()]],
+        );
+        assert_eq!(text, "A          LONGER\nwide cell  x\n");
+    }
+
+    #[test]
+    fn next_occurrence_uses_the_recorded_zone() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let next = next_occurrence(Some("0 2 * * *"), Some("Asia/Tokyo"), now).unwrap();
+        assert_eq!(next.to_rfc3339(), "2026-01-01T17:00:00+00:00");
+        assert!(next_occurrence(Some("not cron"), None, now).is_none());
+    }
+}
