@@ -12,5 +12,6 @@ mod bad_input;
 mod dq;
 mod example;
 mod lineage;
+mod schedule;
 mod scoring;
 mod versions;
