@@ -41,3 +41,6 @@ if "$venv/bin/python" "$validator" "$here/openlineage_samples/invalid.ndjson" 2>
   exit 1
 fi
 "$venv/bin/python" "$validator" "$work/churn/warehouse/_lakeforge/openlineage/events.ndjson" --expect-complete 2
+
+# The scheduler's /metrics parsed by the Prometheus project's own client parser.
+"$venv/bin/python" "$here/check_scheduler_metrics.py" "$lakeforge" "$work/scheduler"
