@@ -414,14 +414,16 @@ impl<R: JobRunner, S: TriggerStore, C: Clock> Scheduler<R, S, C> {
             view.last_run = last_run;
             view.next_run = next_run;
         }
-        let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = definitions.get(&job.name) {
-            sender.send_replace(Some(job));
-            return;
-        }
-        let (sender, receiver) = watch::channel(Some(Arc::clone(&job)));
-        definitions.insert(job.name.clone(), sender);
-        drop(definitions);
+        let receiver = {
+            let mut definitions = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(sender) = definitions.get(&job.name) {
+                sender.send_replace(Some(job));
+                return;
+            }
+            let (sender, receiver) = watch::channel(Some(Arc::clone(&job)));
+            definitions.insert(job.name.clone(), sender);
+            receiver
+        };
         let shared = Arc::clone(&self.shared);
         self.tasks
             .lock()
@@ -536,7 +538,7 @@ fn job_view(job: &ScheduledJob) -> JobView {
 /// `90s`, `30m`, `1h30m` style, for messages.
 pub fn humanize(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 1000 != 0 || millis == 0 {
+    if !millis.is_multiple_of(1000) || millis == 0 {
         return format!("{millis}ms");
     }
     let mut seconds = duration.as_secs();
