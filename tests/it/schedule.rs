@@ -398,6 +398,9 @@ fn bad_schedules_and_after_entries_are_refused_with_their_key() {
 
     let error = project.fails(&["schedule", "missing_folder", "--http", "off"]);
     assert!(error.contains("missing_folder"), "{error}");
+
+    let error = project.fails(&["status", "data"]);
+    assert!(error.contains("is it a Lakeforge warehouse?"), "{error}");
 }
 
 #[tokio::test]

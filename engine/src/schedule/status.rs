@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::config::EngineConfig;
 use crate::delta::{history, is_delta_table, query_table};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::runs::{ProductVersion, runs_table_url};
 use crate::schedule::scheduler::{RunningView, humanize};
@@ -200,7 +200,16 @@ pub async fn warehouse_status(
     let mut jobs: BTreeMap<String, JobStatus> = BTreeMap::new();
     let mut products: BTreeMap<String, (String, String, Url)> = BTreeMap::new();
     let runs = runs_table_url(warehouse)?;
-    if is_delta_table(&runs).await {
+    let schedule = schedule_table_url(warehouse)?;
+    let (has_runs, has_schedule) = (is_delta_table(&runs).await, is_delta_table(&schedule).await);
+    if !has_runs && !has_schedule {
+        return Err(EngineError::Usage(format!(
+            "{} has no run records ({} is not a Delta table); is it a Lakeforge warehouse?",
+            display_location(warehouse),
+            display_location(&runs)
+        )));
+    }
+    if has_runs {
         let counts = query_table(
             &runs,
             "runs",
@@ -278,8 +287,7 @@ pub async fn warehouse_status(
         }
     }
 
-    let schedule = schedule_table_url(warehouse)?;
-    if is_delta_table(&schedule).await {
+    if has_schedule {
         let newest = query_table(
             &schedule,
             "schedule",
