@@ -550,7 +550,7 @@ async fn schedule_command(
         grace: duration("grace", grace)?,
         config,
     };
-    run_daemon(options, stop_signal(), |ready| {
+    run_daemon(options, stop_signal, |ready| {
         match ready.http {
             Some(address) => println!(
                 "scheduling {} job(s); operations endpoint on http://{address}",

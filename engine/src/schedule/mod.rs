@@ -121,9 +121,12 @@ impl Daemon {
 
 /// Runs the daemon until `stop` completes: loads every job file (any error is fatal here),
 /// starts the endpoint, reloads files every poll interval, then shuts down gracefully.
-pub async fn run_daemon(
+///
+/// `stop` is called for each stop signal: the first stops new runs and starts the grace
+/// period, a second one cancels the runs in flight at once.
+pub async fn run_daemon<Stop: Future<Output = ()> + Send>(
     options: DaemonOptions,
-    stop: impl Future<Output = ()> + Send,
+    mut stop: impl FnMut() -> Stop,
     on_ready: impl FnOnce(&DaemonReady),
 ) -> Result<()> {
     let scheduler = Scheduler::new(
@@ -159,10 +162,11 @@ pub async fn run_daemon(
     }
     on_ready(&DaemonReady { jobs, http });
 
-    tokio::pin!(stop);
+    let first_stop = stop();
+    tokio::pin!(first_stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut first_stop => break,
             _ = tokio::time::sleep(options.poll_interval) => {
                 for change in files.reload(&daemon.scheduler).await {
                     tracing::warn!("{change}");
@@ -182,7 +186,7 @@ pub async fn run_daemon(
         "stopping: no new runs; in-flight runs have {} to finish",
         scheduler::humanize(options.grace)
     );
-    daemon.scheduler.shutdown(options.grace).await;
+    daemon.scheduler.shutdown(options.grace, stop()).await;
     endpoint_stop.cancel();
     if let Some(endpoint) = endpoint {
         match tokio::time::timeout(Duration::from_secs(5), endpoint).await {

@@ -482,15 +482,20 @@ impl<R: JobRunner, S: TriggerStore, C: Clock> Scheduler<R, S, C> {
     }
 
     /// Stops starting runs, waits up to `grace` for runs in flight, then cancels them (they
-    /// commit nothing and are recorded as cancelled) and waits for them to stop.
-    pub async fn shutdown(&self, grace: Duration) {
+    /// commit nothing and are recorded as interrupted) and waits for them to stop. `hurry`
+    /// (an operator's second stop signal) ends the grace period early.
+    pub async fn shutdown(&self, grace: Duration, hurry: impl Future<Output = ()>) {
         self.shared.stopping.cancel();
         let mut tasks = self.tasks.lock().await;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_ok() {
-            return;
-        }
+        let reason = tokio::select! {
+            drained = tokio::time::timeout(grace, async {
+                while tasks.join_next().await.is_some() {}
+            }) => match drained {
+                Ok(()) => return,
+                Err(_) => format!("grace period of {} exceeded", humanize(grace)),
+            },
+            () = hurry => "stopped again during the grace period".to_string(),
+        };
         let in_flight: Vec<(String, RunCancellation)> = self
             .shared
             .in_flight()
@@ -498,11 +503,8 @@ impl<R: JobRunner, S: TriggerStore, C: Clock> Scheduler<R, S, C> {
             .map(|(job, cancel)| (job.clone(), cancel.clone()))
             .collect();
         for (job, cancel) in in_flight {
-            tracing::warn!(job, "cancelling the run still going after the grace period");
-            cancel.cancel(format!(
-                "the scheduler is shutting down (grace period of {} exceeded)",
-                humanize(grace)
-            ));
+            tracing::warn!(job, "cancelling the run in flight: {reason}");
+            cancel.cancel(format!("the scheduler is shutting down ({reason})"));
         }
         let stopped = tokio::time::timeout(CANCEL_GRACE, async {
             while tasks.join_next().await.is_some() {}

@@ -289,7 +289,9 @@ async fn cron_runs_at_each_occurrence_with_run_vars() {
             scheduled_for: at("2026-01-01T03:00:00Z")
         }
     );
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -330,7 +332,9 @@ async fn retries_back_off_and_the_next_occurrence_still_runs() {
     let metrics = scheduler.snapshot().metrics;
     assert_eq!(metrics.runs[&("flaky".to_string(), "failed")], 3);
     assert_eq!(metrics.exhausted["flaky"], 1);
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -357,7 +361,9 @@ async fn a_timed_out_attempt_is_cancelled_and_retried() {
         (records[0].status, records[0].attempts),
         (RunStatus::Succeeded, 2)
     );
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 
     // Without retries the cancelled attempt is what is recorded, with the reason.
     let fake = Fake::new("2026-01-01T00:00:00Z");
@@ -373,7 +379,9 @@ async fn a_timed_out_attempt_is_cancelled_and_retried() {
         records[0].error.as_deref(),
         Some("cancelled: timed out after 1m30s")
     );
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 }
 
 /// A warehouse whose trigger log says the job last ran for 20:00, four hours before the daemon
@@ -404,7 +412,9 @@ async fn after_downtime(catch_up: &str) -> Fake {
         ))
         .await;
     fake.advance_to("2026-01-01T00:59:00Z").await;
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
     fake
 }
 
@@ -452,7 +462,9 @@ async fn an_overrunning_run_never_overlaps_the_next() {
         .upsert(job("busy", "schedule = \"* * * * *\""))
         .await;
     fake.advance_to("2026-01-01T00:04:30Z").await;
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
     assert_eq!(*fake.world.overlaps.lock().unwrap(), 0);
     let calls = fake.calls();
     // 00:01 runs until 00:03:30; 00:02 and 00:03 came due meanwhile and collapse into one run
@@ -486,7 +498,9 @@ async fn new_input_versions_trigger_once_even_across_a_restart() {
     // Nothing new: no more runs however long it waits.
     fake.advance_to("2026-01-01T05:00:00Z").await;
     assert_eq!(fake.calls_of("down").len(), 2);
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 
     // A version lands while the daemon is down: the next daemon runs it exactly once.
     fake.set_version("upstream", 2);
@@ -495,7 +509,9 @@ async fn new_input_versions_trigger_once_even_across_a_restart() {
         .upsert(job("down", "after = [\"upstream\"]"))
         .await;
     fake.advance_to("2026-01-01T06:00:00Z").await;
-    restarted.shutdown(Duration::from_secs(1)).await;
+    restarted
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
     let calls = fake.calls_of("down");
     assert_eq!(calls.len(), 3);
     assert_eq!(calls[2].trigger, Trigger::Inputs);
@@ -510,7 +526,9 @@ async fn new_input_versions_trigger_once_even_across_a_restart() {
     let again = fake.scheduler(POLL);
     again.upsert(job("down", "after = [\"upstream\"]")).await;
     fake.advance_to("2026-01-01T07:00:00Z").await;
-    again.shutdown(Duration::from_secs(1)).await;
+    again
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
     assert_eq!(fake.calls_of("down").len(), 3);
 }
 
@@ -534,7 +552,9 @@ async fn a_commit_wakes_dependents_at_once_and_a_failed_trigger_is_consumed() {
     assert_eq!(fake.calls_of("b").len(), 2);
     fake.advance_to("2026-01-01T02:59:00Z").await;
     assert_eq!(fake.calls_of("b").len(), 2);
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -545,7 +565,9 @@ async fn shutdown_lets_runs_finish_within_the_grace_period_then_cancels() {
     let scheduler = fake.scheduler(POLL);
     scheduler.upsert(job("j", "schedule = \"0 * * * *\"")).await;
     fake.advance_to("2026-01-01T01:00:05Z").await;
-    scheduler.shutdown(Duration::from_secs(60)).await;
+    scheduler
+        .shutdown(Duration::from_secs(60), std::future::pending())
+        .await;
     assert_eq!(fake.clock.now(), at("2026-01-01T01:00:20Z"));
     assert_eq!(fake.records().len(), 1);
     assert_eq!(fake.records()[0].status, RunStatus::Succeeded);
@@ -556,7 +578,9 @@ async fn shutdown_lets_runs_finish_within_the_grace_period_then_cancels() {
     let scheduler = fake.scheduler(POLL);
     scheduler.upsert(job("j", "schedule = \"0 * * * *\"")).await;
     fake.advance_to("2026-01-01T01:00:05Z").await;
-    scheduler.shutdown(Duration::from_secs(60)).await;
+    scheduler
+        .shutdown(Duration::from_secs(60), std::future::pending())
+        .await;
     assert_eq!(fake.clock.now(), at("2026-01-01T01:01:05Z"));
     let records = fake.records();
     assert_eq!(records.len(), 1);
@@ -580,11 +604,33 @@ async fn shutdown_lets_runs_finish_within_the_grace_period_then_cancels() {
     let restarted = fake.scheduler(POLL);
     restarted.upsert(job("j", "schedule = \"0 * * * *\"")).await;
     fake.advance_to("2026-01-01T03:00:30Z").await;
-    restarted.shutdown(Duration::from_secs(1)).await;
+    restarted
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
     // Runs again for the latest missed occurrence (03:00, on time), not for each one.
     assert_eq!(
         scheduled_for(&fake.calls()),
         vec![at("2026-01-01T01:00:00Z"), at("2026-01-01T03:00:00Z")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_stop_signal_cuts_the_grace_period_short() {
+    let fake = Fake::new("2026-01-01T00:00:00Z");
+    fake.script([Behaviour::Hang]);
+    let scheduler = fake.scheduler(POLL);
+    scheduler.upsert(job("j", "schedule = \"0 * * * *\"")).await;
+    fake.advance_to("2026-01-01T01:00:05Z").await;
+    let second_signal = fake.clock.sleep(Duration::from_secs(10));
+    scheduler
+        .shutdown(Duration::from_secs(3600), second_signal)
+        .await;
+    assert_eq!(fake.clock.now(), at("2026-01-01T01:00:15Z"));
+    let records = fake.records();
+    assert!(records[0].interrupted);
+    assert_eq!(
+        records[0].error.as_deref(),
+        Some("cancelled: the scheduler is shutting down (stopped again during the grace period)")
     );
 }
 
@@ -613,7 +659,9 @@ async fn a_reloaded_definition_takes_effect_and_a_removed_job_stops() {
     fake.advance_to("2026-01-01T02:00:00Z").await;
     assert_eq!(fake.calls().len(), 2);
     assert!(scheduler.snapshot().jobs.is_empty());
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler
+        .shutdown(Duration::from_secs(1), std::future::pending())
+        .await;
 }
 
 #[test]
