@@ -10,6 +10,7 @@ mod dq;
 mod harness;
 mod lineage;
 mod scoring;
+mod tpch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,14 @@ enum Suite {
     /// Lineage: column-lineage extraction time for the 22 TPC-H plans and a 5,000-column
     /// projection, next to DataFusion's planning of the same SQL.
     Lineage,
+    /// TPC-H: the 22 queries with Lakeforge (query alone, and as a job writing a Delta
+    /// product) and with DuckDB and Polars on the same Parquet files, answers checked against
+    /// DuckDB's (needs python3; installs pinned peers into a virtual environment).
+    Tpch {
+        /// The scale factor (0.1, 1, 10, ...).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+    },
     /// Every suite, at its default size, into one report.
     All,
 }
@@ -136,14 +145,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             wide_columns: if cli.smoke { 200 } else { 5_000 },
         })
     };
+    let tpch_suite = |sf: f64| {
+        tpch::run(
+            &lakeforge,
+            &tpch::TpchOptions {
+                scale_factor: if cli.smoke { sf.min(0.01) } else { sf },
+                runs,
+                warmup,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("tpch"),
+            },
+        )
+    };
     let suites = match cli.suite {
         Suite::Dq { rows } => vec![dq_suite(rows)?],
         Suite::Scoring { rows } => vec![scoring_suite(rows)?],
         Suite::Lineage => vec![lineage_suite()?],
+        Suite::Tpch { sf } => vec![tpch_suite(sf)?],
         Suite::All => vec![
             dq_suite(10_000_000)?,
             scoring_suite(1_000_000)?,
             lineage_suite()?,
+            tpch_suite(1.0)?,
         ],
     };
     let report = Report {

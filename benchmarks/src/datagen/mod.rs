@@ -8,6 +8,7 @@
 
 pub mod churn;
 pub mod features;
+pub mod tpch;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};

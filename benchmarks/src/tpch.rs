@@ -1,0 +1,352 @@
+//! The TPC-H suite: the 22 queries on generated Parquet data, with the `lakeforge` binary as a
+//! user runs them, and with DuckDB and Polars (`benchmarks/peers/tpch.py`) on the same files in
+//! the same invocation, rounds alternated.
+//!
+//! Per query and round:
+//! - `lakeforge`: `lakeforge sql QUERY --table ...` minus the same command on `SELECT 1` (process
+//!   start and table registration), measured in the same round;
+//! - `lakeforge_job`: the query as a job whose product is written to Delta (`lakeforge run`:
+//!   planning, writing, the commit and the run record included, process start included);
+//! - `duckdb`, `polars`: the query inside one Python process after a warm-up execution.
+//!
+//! Before any timing, Lakeforge's answer to every query is compared with DuckDB's (the peers
+//! script does it, numbers within a relative 1e-6); a mismatch stops the suite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use lakeforge_benchmarks::datagen::tpch::{TPCH_TABLES, TpchConfig, generate_tpch, tpch_table_dir};
+use serde_json::Value;
+
+use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, fresh_dir, median};
+
+/// How the suite runs.
+pub struct TpchOptions {
+    /// The TPC-H scale factor.
+    pub scale_factor: f64,
+    /// Timed rounds.
+    pub runs: usize,
+    /// Untimed rounds first.
+    pub warmup: usize,
+    /// Where generated datasets are cached.
+    pub data_root: PathBuf,
+    /// Where the jobs, answers and warehouses go (emptied first).
+    pub work_dir: PathBuf,
+}
+
+/// The queries, as single statements: q15's view becomes a CTE, and unnamed output columns get
+/// names Delta accepts (a product's columns must be named).
+fn query_texts() -> anyhow::Result<Vec<(String, String)>> {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tpch/queries");
+    (1..=22)
+        .map(|n| {
+            let path = folder.join(format!("q{n}.sql"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((format!("q{n}"), single_statement(n, &text)))
+        })
+        .collect()
+}
+
+fn single_statement(n: u32, text: &str) -> String {
+    let text = text.trim().trim_end_matches(';').trim().to_string();
+    match n {
+        15 => {
+            // create view revenue0 (...) as SELECT ...; SELECT ...; drop view revenue0
+            let statements: Vec<&str> = text.split(';').map(str::trim).collect();
+            let view = statements[0]
+                .trim_start_matches("create view ")
+                .replacen(" as", " AS (", 1);
+            format!("WITH {view}) {}", statements[1])
+        }
+        18 => text.replacen(
+            "sum(l_quantity)\nfrom",
+            "sum(l_quantity) AS sum_quantity\nfrom",
+            1,
+        ),
+        _ => text,
+    }
+}
+
+/// Runs the suite and returns its report.
+pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<SuiteReport> {
+    let sf = options.scale_factor;
+    let data = options.data_root.join(format!("tpch-sf{sf}"));
+    eprintln!("tpch: scale factor {sf} at {}", data.display());
+    if generate_tpch(&data, &TpchConfig::new(sf))
+        .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?
+    {
+        eprintln!("  generated");
+    }
+    fresh_dir(&options.work_dir)?;
+    let queries_dir = options.work_dir.join("queries");
+    let answers_dir = options.work_dir.join("answers");
+    std::fs::create_dir_all(&queries_dir)?;
+    std::fs::create_dir_all(&answers_dir)?;
+    let queries = query_texts()?;
+    let mut table_args: Vec<String> = Vec::new();
+    for table in TPCH_TABLES {
+        table_args.push("--table".to_string());
+        table_args.push(format!(
+            "{table}={}",
+            tpch_table_dir(&data, table).display()
+        ));
+    }
+    let mut sources = String::new();
+    for table in TPCH_TABLES {
+        sources.push_str(&format!(
+            "[sources.{table}]\nformat = \"parquet\"\npath = {}\n",
+            serde_json::to_string(&tpch_table_dir(&data, table).display().to_string())?
+        ));
+    }
+    for (name, text) in &queries {
+        std::fs::write(queries_dir.join(format!("{name}.sql")), text)?;
+        std::fs::write(
+            options.work_dir.join(format!("{name}.toml")),
+            format!(
+                "[job]\nname = \"tpch_{name}\"\nwarehouse = \"warehouse\"\n\n{sources}\n\
+                 [[products]]\nname = \"{name}\"\nsql_file = \"queries/{name}.sql\"\n"
+            ),
+        )?;
+    }
+
+    // Correctness first: Lakeforge's answers against DuckDB's.
+    eprintln!("tpch: answers");
+    for (name, text) in &queries {
+        let mut args = vec!["--json".to_string(), "sql".to_string(), text.clone()];
+        args.extend(table_args.iter().cloned());
+        let (_, stdout) = lakeforge.run(&options.work_dir, &args)?;
+        std::fs::write(answers_dir.join(format!("{name}.jsonl")), stdout)?;
+    }
+    let first = run_peers(&data, &queries_dir, Some(&answers_dir), 1)?;
+    let verdicts = first["check"]
+        .as_object()
+        .context("the peers script returned no check")?;
+    let wrong: Vec<String> = verdicts
+        .iter()
+        .filter(|(_, v)| !v.as_str().unwrap_or_default().starts_with("ok"))
+        .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
+        .collect();
+    if !wrong.is_empty() {
+        bail!(
+            "Lakeforge's TPC-H answers differ from DuckDB's:\n{}",
+            wrong.join("\n")
+        );
+    }
+    eprintln!("  all 22 answers equal DuckDB's");
+
+    // Timing: rounds alternate Lakeforge (every query, both ways) and the peers.
+    let mut lakeforge_sql: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut lakeforge_job: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut peers: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut peer_errors: BTreeMap<String, Value> = BTreeMap::new();
+    let mut versions = Value::Null;
+    for round in 0..options.warmup + options.runs {
+        let timed = round >= options.warmup;
+        let label = if timed { "run" } else { "warm-up" };
+        let mut baseline_args = vec!["sql".to_string(), "SELECT 1".to_string()];
+        baseline_args.extend(table_args.iter().cloned());
+        let (baseline, _) = lakeforge.run(&options.work_dir, &baseline_args)?;
+        for (name, text) in &queries {
+            let mut args = vec!["sql".to_string(), text.clone()];
+            args.extend(table_args.iter().cloned());
+            let (elapsed, _) = lakeforge.run(&options.work_dir, &args)?;
+            let query = elapsed.saturating_sub(baseline);
+            let job = options.work_dir.join(format!("{name}.toml"));
+            let (job_elapsed, _) =
+                lakeforge.run(&options.work_dir, ["run".as_ref(), job.as_os_str()])?;
+            eprintln!(
+                "  {name:<4} {label:<8} lakeforge {:>7.3} s   as a job {:>7.3} s",
+                query.as_secs_f64(),
+                job_elapsed.as_secs_f64()
+            );
+            if timed {
+                lakeforge_sql
+                    .entry(name.clone())
+                    .or_default()
+                    .push(query.as_secs_f64());
+                lakeforge_job
+                    .entry(name.clone())
+                    .or_default()
+                    .push(job_elapsed.as_secs_f64());
+            }
+        }
+        let report = run_peers(&data, &queries_dir, None, 1)?;
+        versions = report["versions"].clone();
+        for engine in ["duckdb", "polars"] {
+            if let Some(errors) = report["errors"][engine].as_object()
+                && !errors.is_empty()
+            {
+                peer_errors.insert(engine.to_string(), Value::Object(errors.clone()));
+            }
+            for (name, seconds) in report["seconds"][engine].as_object().into_iter().flatten() {
+                let Some(seconds) = seconds.as_f64() else {
+                    continue;
+                };
+                eprintln!("  {name:<4} {label:<8} {engine:<9} {seconds:>7.3} s");
+                if timed {
+                    peers
+                        .entry((engine.to_string(), name.clone()))
+                        .or_default()
+                        .push(seconds);
+                }
+            }
+        }
+    }
+
+    let mut measurements = Vec::new();
+    let measurement = |case: String, description: &str, seconds: Vec<f64>| Measurement {
+        case,
+        description: description.to_string(),
+        median_seconds: median(&seconds),
+        seconds,
+    };
+    for (name, _) in &queries {
+        measurements.push(measurement(
+            format!("{name} lakeforge"),
+            "query (sql command minus its SELECT 1 baseline)",
+            lakeforge_sql.remove(name).unwrap_or_default(),
+        ));
+        measurements.push(measurement(
+            format!("{name} lakeforge_job"),
+            "as a job: product written to Delta, whole process",
+            lakeforge_job.remove(name).unwrap_or_default(),
+        ));
+        for engine in ["duckdb", "polars"] {
+            if let Some(seconds) = peers.remove(&(engine.to_string(), name.clone())) {
+                measurements.push(measurement(
+                    format!("{name} {engine}"),
+                    "query, in-process after a warm-up",
+                    seconds,
+                ));
+            }
+        }
+    }
+    let ratios = totals_and_ratios(&queries, &measurements);
+    let mut setup = BTreeMap::new();
+    setup.insert(
+        "dataset".to_string(),
+        Value::from(format!(
+            "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
+            folder_mib(&data)
+        )),
+    );
+    setup.insert(
+        "rounds".to_string(),
+        Value::from(format!(
+            "{} warm-up + {} timed; each round runs every query with Lakeforge, then with the \
+             peers",
+            options.warmup, options.runs
+        )),
+    );
+    setup.insert("peers".to_string(), versions);
+    setup.insert(
+        "correctness".to_string(),
+        Value::from("all 22 Lakeforge answers equal DuckDB's (numbers within 1e-6 relative)"),
+    );
+    let mut notes = vec![
+        "Ratios are of sums of per-query medians over the queries both engines ran.".to_string(),
+        "`lakeforge_job` is a whole `lakeforge run` (process start, planning, Delta write and \
+         commit, run record, lineage), the way a product is built; the others time the query \
+         alone."
+            .to_string(),
+    ];
+    for (engine, errors) in &peer_errors {
+        if let Some(errors) = errors.as_object() {
+            for (query, error) in errors {
+                notes.push(format!(
+                    "{engine} cannot run {query}: {}",
+                    error.as_str().unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(SuiteReport {
+        suite: format!("tpch-sf{sf}"),
+        setup,
+        measurements,
+        ratios,
+        notes,
+    })
+}
+
+/// Sums of medians over the queries both sides ran, as ratios to Lakeforge's.
+fn totals_and_ratios(queries: &[(String, String)], measurements: &[Measurement]) -> Vec<Ratio> {
+    let median_of = |case: &str| {
+        measurements
+            .iter()
+            .find(|m| m.case == case)
+            .map(|m| m.median_seconds)
+    };
+    let mut ratios = Vec::new();
+    for engine in ["duckdb", "polars"] {
+        let (mut ours, mut theirs) = (0.0, 0.0);
+        for (name, _) in queries {
+            if let (Some(a), Some(b)) = (
+                median_of(&format!("{name} lakeforge")),
+                median_of(&format!("{name} {engine}")),
+            ) {
+                ours += a;
+                theirs += b;
+            }
+        }
+        if theirs > 0.0 {
+            ratios.push(Ratio {
+                name: format!("lakeforge / {engine} (sum of query medians)"),
+                value: ours / theirs,
+                target_at_most: None,
+            });
+        }
+    }
+    ratios
+}
+
+fn run_peers(
+    data: &Path,
+    queries: &Path,
+    check: Option<&Path>,
+    warmup: usize,
+) -> anyhow::Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tpch.py");
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg("--data")
+        .arg(data)
+        .arg("--queries")
+        .arg(queries)
+        .args(["--warmup", &warmup.to_string()])
+        .stderr(std::process::Stdio::inherit());
+    if let Some(check) = check {
+        command.arg("--check").arg(check);
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} printed no JSON", script.display()))
+}
+
+fn folder_mib(dir: &Path) -> f64 {
+    fn bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| {
+                let path = entry.path();
+                if path.is_dir() {
+                    bytes(&path)
+                } else {
+                    entry.metadata().map_or(0, |m| m.len())
+                }
+            })
+            .sum()
+    }
+    bytes(dir) as f64 / 1024.0 / 1024.0
+}
