@@ -395,7 +395,7 @@ fn write_jobs(work_dir: &Path, data: &Path, reference_file: &Path) -> anyhow::Re
 }
 
 /// The JSON summary `lakeforge --json run` prints last.
-fn run_summary(stdout: &str) -> anyhow::Result<Value> {
+pub(crate) fn run_summary(stdout: &str) -> anyhow::Result<Value> {
     stdout
         .lines()
         .rev()
@@ -404,7 +404,7 @@ fn run_summary(stdout: &str) -> anyhow::Result<Value> {
         .with_context(|| format!("no run summary in the output: {stdout}"))
 }
 
-fn product_field(summary: &Value, field: &str) -> anyhow::Result<u64> {
+pub(crate) fn product_field(summary: &Value, field: &str) -> anyhow::Result<u64> {
     summary["products"][0][field]
         .as_u64()
         .with_context(|| format!("the run summary has no products[0].{field}: {summary}"))

@@ -11,6 +11,7 @@ mod harness;
 mod lineage;
 mod scoring;
 mod tpch;
+mod write;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,13 @@ enum Suite {
         /// The scale factor (0.1, 1, 10, ...).
         #[arg(long, default_value_t = 1.0)]
         sf: f64,
+    },
+    /// Delta write throughput: the feature dataset published as a product (rows/s, MB/s) vs a
+    /// read-only scan and other tools rewriting the same files (needs python3).
+    Write {
+        /// Rows of the generated feature dataset.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
     },
     /// Every suite, at its default size, into one report.
     All,
@@ -157,16 +165,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )
     };
+    let write_suite = |rows: u64| {
+        write::run(
+            &lakeforge,
+            &write::WriteOptions {
+                rows: if cli.smoke { rows.min(20_000) } else { rows },
+                runs,
+                warmup,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("write"),
+            },
+        )
+    };
     let suites = match cli.suite {
         Suite::Dq { rows } => vec![dq_suite(rows)?],
         Suite::Scoring { rows } => vec![scoring_suite(rows)?],
         Suite::Lineage => vec![lineage_suite()?],
         Suite::Tpch { sf } => vec![tpch_suite(sf)?],
+        Suite::Write { rows } => vec![write_suite(rows)?],
         Suite::All => vec![
             dq_suite(10_000_000)?,
             scoring_suite(1_000_000)?,
             lineage_suite()?,
             tpch_suite(1.0)?,
+            write_suite(10_000_000)?,
         ],
     };
     let report = Report {
