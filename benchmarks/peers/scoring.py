@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peer_venv import ensure_venv
 
 PINS = [
     "numpy==2.4.6",
@@ -38,21 +39,6 @@ FEATURES = [
     "age", "tenure_days", "orders_90d", "devices", "support_tickets_90d",
 ]
 CHECK_ROWS = 1000
-
-
-def ensure_venv():
-    cache = Path(os.environ.get("LAKEFORGE_CACHE", Path.home() / ".cache" / "lakeforge"))
-    venv = cache / "venv-bench-peers"
-    python = venv / "bin" / "python"
-    marker = venv / "pins.txt"
-    if not python.exists() or not marker.exists() or marker.read_text() != "\n".join(PINS):
-        subprocess.check_call([sys.executable, "-m", "venv", str(venv)], stdout=sys.stderr)
-        subprocess.check_call(
-            [str(python), "-m", "pip", "install", "--quiet", *PINS], stdout=sys.stderr
-        )
-        marker.write_text("\n".join(PINS))
-    if Path(sys.prefix).resolve() != venv.resolve():
-        os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
 def load(data):
@@ -86,7 +72,7 @@ def timed(function, runs, warmup):
 
 
 def main():
-    ensure_venv()
+    ensure_venv("venv-bench-peers", PINS)
     import lightgbm as lgb
     import numpy as np
     import xgboost as xgb

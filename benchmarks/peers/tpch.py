@@ -21,28 +21,14 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from peer_venv import ensure_venv
+
 PINS = ["duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
-
-
-def ensure_venv():
-    cache = Path(os.environ.get("LAKEFORGE_CACHE", Path.home() / ".cache" / "lakeforge"))
-    venv = cache / "venv-bench-tpch"
-    python = venv / "bin" / "python"
-    marker = venv / "pins.txt"
-    if not python.exists() or not marker.exists() or marker.read_text() != "\n".join(PINS):
-        subprocess.check_call([sys.executable, "-m", "venv", str(venv)], stdout=sys.stderr)
-        subprocess.check_call(
-            [str(python), "-m", "pip", "install", "--quiet", *PINS], stdout=sys.stderr
-        )
-        marker.write_text("\n".join(PINS))
-    if Path(sys.prefix).resolve() != venv.resolve():
-        os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
 def queries(folder):
@@ -164,7 +150,7 @@ def check(answers, lakeforge_dir):
 
 
 def main():
-    ensure_venv()
+    ensure_venv("venv-bench-tpch", PINS)
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
     parser.add_argument("--queries", required=True)

@@ -16,27 +16,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from peer_venv import ensure_venv
+
 PINS = ["deltalake==1.6.6", "duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
-
-
-def ensure_venv():
-    cache = Path(os.environ.get("LAKEFORGE_CACHE", Path.home() / ".cache" / "lakeforge"))
-    venv = cache / "venv-bench-write"
-    python = venv / "bin" / "python"
-    marker = venv / "pins.txt"
-    if not python.exists() or not marker.exists() or marker.read_text() != "\n".join(PINS):
-        subprocess.check_call([sys.executable, "-m", "venv", str(venv)], stdout=sys.stderr)
-        subprocess.check_call(
-            [str(python), "-m", "pip", "install", "--quiet", *PINS], stdout=sys.stderr
-        )
-        marker.write_text("\n".join(PINS))
-    if Path(sys.prefix).resolve() != venv.resolve():
-        os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
 
 
 def folder_bytes(path):
@@ -44,7 +30,7 @@ def folder_bytes(path):
 
 
 def main():
-    ensure_venv()
+    ensure_venv("venv-bench-write", PINS)
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)

@@ -20,7 +20,9 @@ use anyhow::{Context, bail, ensure};
 use lakeforge_benchmarks::datagen::features::{features_file, features_schema};
 use serde_json::Value;
 
-use crate::harness::{Lakeforge, Ratio, SuiteReport, alternate, feature_dataset, fresh_dir};
+use crate::harness::{
+    Lakeforge, Ratio, SuiteReport, alternate, feature_dataset, folder_bytes, fresh_dir,
+};
 
 /// The target: checks cost at most this multiple of a plain scan.
 const CHECKS_OVER_SCAN_TARGET: f64 = 1.3;
@@ -498,13 +500,4 @@ fn verify_publish_checked(summary: &Value, rows: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-fn folder_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry?;
-        total += entry.metadata()?.len();
-    }
-    Ok(total)
 }

@@ -130,6 +130,44 @@ pub fn feature_dataset(
     Ok((data, config))
 }
 
+/// The bytes of every file under `dir`, recursively.
+pub fn folder_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() {
+            folder_bytes(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Runs `benchmarks/peers/<script>` with `python3` (the script sets up its own pinned virtual
+/// environment), its standard error passed through, and parses the JSON document it prints.
+pub fn run_peer_script<I, S>(script: &str, args: I) -> anyhow::Result<serde_json::Value>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("peers")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {}", script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{} printed no JSON", script.display()))
+}
+
 /// Empties (removes) `dir`, where a suite writes its jobs and warehouses.
 pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {

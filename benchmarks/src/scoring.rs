@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -24,6 +23,7 @@ use serde_json::Value;
 
 use crate::harness::{
     Lakeforge, Measurement, Ratio, SuiteReport, alternate, feature_dataset, fresh_dir, median,
+    run_peer_script,
 };
 
 /// The numeric features the models read, in order (as in `benchmarks/peers/scoring.py`).
@@ -343,25 +343,18 @@ fn write_job(
 }
 
 fn run_peers(data: &Path, models: &Path, options: &ScoringOptions) -> anyhow::Result<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/scoring.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg("--data")
-        .arg(data)
-        .arg("--models")
-        .arg(models)
-        .args([
-            "--runs",
-            &options.runs.to_string(),
-            "--warmup",
-            &options.warmup.to_string(),
-        ])
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{} printed no JSON", script.display()))
+    let (runs, warmup) = (options.runs.to_string(), options.warmup.to_string());
+    run_peer_script(
+        "scoring.py",
+        [
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--models".as_ref(),
+            models.as_os_str(),
+            "--runs".as_ref(),
+            runs.as_ref(),
+            "--warmup".as_ref(),
+            warmup.as_ref(),
+        ],
+    )
 }

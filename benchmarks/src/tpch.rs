@@ -13,14 +13,16 @@
 //! script does it, numbers within a relative 1e-6); a mismatch stops the suite.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, bail};
 use lakeforge_benchmarks::datagen::tpch::{TPCH_TABLES, TpchConfig, generate_tpch, tpch_table_dir};
 use serde_json::Value;
 
-use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, fresh_dir, median};
+use crate::harness::{
+    Lakeforge, Measurement, Ratio, SuiteReport, folder_bytes, fresh_dir, median, run_peer_script,
+};
 
 /// How the suite runs.
 pub struct TpchOptions {
@@ -86,14 +88,19 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
     std::fs::create_dir_all(&queries_dir)?;
     std::fs::create_dir_all(&answers_dir)?;
     let queries = query_texts()?;
-    let mut table_args: Vec<String> = Vec::new();
-    for table in TPCH_TABLES {
-        table_args.push("--table".to_string());
-        table_args.push(format!(
-            "{table}={}",
-            tpch_table_dir(&data, table).display()
-        ));
-    }
+    // `lakeforge --json sql QUERY --table NAME=DIR...`: JSON lines are the cheapest way the CLI
+    // prints rows (no column widths to compute).
+    let sql_args = |query: &str| {
+        let mut args = vec!["--json".to_string(), "sql".to_string(), query.to_string()];
+        for table in TPCH_TABLES {
+            args.push("--table".to_string());
+            args.push(format!(
+                "{table}={}",
+                tpch_table_dir(&data, table).display()
+            ));
+        }
+        args
+    };
     let mut sources = String::new();
     for table in TPCH_TABLES {
         sources.push_str(&format!(
@@ -115,9 +122,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
     // Correctness first: Lakeforge's answers against DuckDB's.
     eprintln!("tpch: answers");
     for (name, text) in &queries {
-        let mut args = vec!["--json".to_string(), "sql".to_string(), text.clone()];
-        args.extend(table_args.iter().cloned());
-        let (_, stdout) = lakeforge.run(&options.work_dir, &args)?;
+        let (_, stdout) = lakeforge.run(&options.work_dir, sql_args(text))?;
         std::fs::write(answers_dir.join(format!("{name}.jsonl")), stdout)?;
     }
     let first = run_peers(&data, &queries_dir, Some(&answers_dir), 1)?;
@@ -146,18 +151,9 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
     for round in 0..options.warmup + options.runs {
         let timed = round >= options.warmup;
         let label = if timed { "run" } else { "warm-up" };
-        // JSON lines are the cheapest way the CLI prints rows (no column widths to compute).
-        let mut baseline_args = vec![
-            "--json".to_string(),
-            "sql".to_string(),
-            "SELECT 1".to_string(),
-        ];
-        baseline_args.extend(table_args.iter().cloned());
-        let (baseline, _) = lakeforge.run(&options.work_dir, &baseline_args)?;
+        let (baseline, _) = lakeforge.run(&options.work_dir, sql_args("SELECT 1"))?;
         for (name, text) in &queries {
-            let mut args = vec!["--json".to_string(), "sql".to_string(), text.clone()];
-            args.extend(table_args.iter().cloned());
-            let (elapsed, _) = lakeforge.run(&options.work_dir, &args)?;
+            let (elapsed, _) = lakeforge.run(&options.work_dir, sql_args(text))?;
             let query = elapsed.saturating_sub(baseline);
             let job = options.work_dir.join(format!("{name}.toml"));
             let (job_elapsed, _) =
@@ -235,7 +231,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
         "dataset".to_string(),
         Value::from(format!(
             "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
-            folder_mib(&data)
+            folder_bytes(&data)? as f64 / 1024.0 / 1024.0
         )),
     );
     setup.insert(
@@ -318,44 +314,16 @@ fn run_peers(
     check: Option<&Path>,
     warmup: usize,
 ) -> anyhow::Result<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/tpch.py");
-    let mut command = Command::new("python3");
-    command
-        .arg(&script)
-        .arg("--data")
-        .arg(data)
-        .arg("--queries")
-        .arg(queries)
-        .args(["--warmup", &warmup.to_string()])
-        .stderr(std::process::Stdio::inherit());
+    let mut args: Vec<OsString> = vec![
+        "--data".into(),
+        data.into(),
+        "--queries".into(),
+        queries.into(),
+        "--warmup".into(),
+        warmup.to_string().into(),
+    ];
     if let Some(check) = check {
-        command.arg("--check").arg(check);
+        args.extend(["--check".into(), check.into()]);
     }
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{} printed no JSON", script.display()))
-}
-
-fn folder_mib(dir: &Path) -> f64 {
-    fn bytes(dir: &Path) -> u64 {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| {
-                let path = entry.path();
-                if path.is_dir() {
-                    bytes(&path)
-                } else {
-                    entry.metadata().map_or(0, |m| m.len())
-                }
-            })
-            .sum()
-    }
-    bytes(dir) as f64 / 1024.0 / 1024.0
+    run_peer_script("tpch.py", args)
 }

@@ -5,15 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::ensure;
 use lakeforge_benchmarks::datagen::features::features_schema;
 use serde_json::Value;
 
 use crate::dq::{product_field, run_summary};
 use crate::harness::{
-    Lakeforge, Measurement, Ratio, SuiteReport, feature_dataset, fresh_dir, median,
+    Lakeforge, Measurement, Ratio, SuiteReport, feature_dataset, fresh_dir, median, run_peer_script,
 };
 
 /// How the suite runs.
@@ -209,19 +208,13 @@ pub fn run(lakeforge: &Lakeforge, options: &WriteOptions) -> anyhow::Result<Suit
 }
 
 fn run_peers(data: &Path, out: &Path) -> anyhow::Result<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/write.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .arg("--data")
-        .arg(data)
-        .arg("--out")
-        .arg(out)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    if !output.status.success() {
-        bail!("{} failed ({})", script.display(), output.status);
-    }
-    serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{} printed no JSON", script.display()))
+    run_peer_script(
+        "write.py",
+        [
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+    )
 }

@@ -86,11 +86,7 @@ impl LoadedJob {
             }
         }
         let vars = &vars;
-        let base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
+        let base_dir = spec_folder(path);
         let job = spec.resolve(text, &base_dir, Some(path), vars)?;
         let warehouse = resolve_table_location(&job.base_dir, &job.spec.job.warehouse)?;
         let models = Arc::new(JobModels::load(&job)?);
@@ -104,15 +100,11 @@ impl LoadedJob {
     /// Where a product's table lives: its `path` (relative to the warehouse) or
     /// `WAREHOUSE/<name>`.
     pub fn product_url(&self, product: &str) -> Result<Url> {
-        let path = self
-            .job
-            .product(product)
-            .and_then(|p| p.path.clone())
-            .unwrap_or_else(|| product.to_string());
-        match self.warehouse.to_file_path() {
-            Ok(warehouse_dir) => resolve_table_location(&warehouse_dir, &path),
-            Err(()) => crate::location::join_folder(&self.warehouse, &path),
-        }
+        product_table(
+            &self.warehouse,
+            product,
+            self.job.product(product).and_then(|p| p.path.as_deref()),
+        )
     }
 
     /// The OpenLineage job namespace.
@@ -169,6 +161,24 @@ impl LoadedJob {
             })
             .collect()
     }
+}
+
+/// Where product `name` of a job with `warehouse` lives: `path` (relative to the warehouse, or
+/// a URL) or `WAREHOUSE/<name>`.
+pub fn product_table(warehouse: &Url, name: &str, path: Option<&str>) -> Result<Url> {
+    let path = path.unwrap_or(name);
+    match warehouse.to_file_path() {
+        Ok(warehouse_dir) => resolve_table_location(&warehouse_dir, path),
+        Err(()) => crate::location::join_folder(warehouse, path),
+    }
+}
+
+/// The folder a job file's relative paths resolve against.
+pub fn spec_folder(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// What a run is doing, for progress displays.
@@ -229,6 +239,18 @@ pub struct ProductOutcome {
     pub schema: SchemaRef,
     /// Where each column comes from.
     pub lineage: ProductLineage,
+}
+
+impl ProductOutcome {
+    /// The product version as run records list it.
+    pub fn version_record(&self) -> ProductVersion {
+        ProductVersion {
+            product: self.name.clone(),
+            table: self.table.to_string(),
+            version: self.version,
+            rows: self.rows,
+        }
+    }
 }
 
 /// What a successful run did.
@@ -306,12 +328,7 @@ pub async fn run_job_with(
             RunStatus::Succeeded,
             products
                 .iter()
-                .map(|p| ProductVersion {
-                    product: p.name.clone(),
-                    table: p.table.to_string(),
-                    version: p.version,
-                    rows: p.rows,
-                })
+                .map(ProductOutcome::version_record)
                 .collect(),
             None,
         ),

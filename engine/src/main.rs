@@ -30,7 +30,7 @@ use lakeforge_engine::registry::{
 };
 use lakeforge_engine::schedule::status::{render_text as render_status, warehouse_status};
 use lakeforge_engine::schedule::{DaemonOptions, run_daemon};
-use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table};
+use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table, text_table};
 use lakeforge_engine::{EngineConfig, EngineError};
 use lakeforge_planner::parse_duration;
 
@@ -782,29 +782,7 @@ fn print_checks(results: &[CheckResult]) {
 
 /// Prints left-aligned columns under a header.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!("{}", line(header.to_vec()));
-    for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
-    }
+    print!("{}", text_table(header, rows));
 }
 
 /// `TABLE` or `TABLE.COLUMN`: the table is the longest prefix that is a Delta table.

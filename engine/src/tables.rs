@@ -1,4 +1,4 @@
-//! Reading tables for the CLI: `show`, `sql`, `history`, `runs`.
+//! Reading tables for the CLI: `show`, `sql`, `history`, `runs`; and laying rows out as text.
 
 use std::sync::Arc;
 
@@ -142,4 +142,42 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
     ];
     RecordBatch::try_new(schema, columns)
         .map_err(|e| EngineError::Usage(format!("cannot format the history: {e}")))
+}
+
+/// Left-aligned columns under a header, two spaces apart, one line per row (trailing spaces
+/// trimmed).
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut text = line(header.to_vec());
+    for row in rows {
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    text
+}
+
+#[cfg(test)]
+mod text_table_tests {
+    use super::text_table;
+
+    #[test]
+    fn columns_are_aligned_and_lines_trimmed() {
+        let text = text_table(
+            &["A", "LONGER"],
+            &[vec!["wide cell".to_string(), "x".to_string()]],
+        );
+        assert_eq!(text, "A          LONGER\nwide cell  x\n");
+    }
 }

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::schedule::Daemon;
 use crate::schedule::scheduler::SchedulerSnapshot;
 use crate::schedule::status::{FreshnessState, StatusReport};
+use crate::schedule::{Daemon, job_statuses};
 
 /// The endpoint's routes.
 pub fn router(daemon: Arc<Daemon>) -> Router {
@@ -57,25 +57,19 @@ async fn status(State(daemon): State<Arc<Daemon>>) -> Response {
 }
 
 async fn jobs(State(daemon): State<Arc<Daemon>>) -> Response {
-    let snapshot = daemon.scheduler.snapshot();
-    axum::Json(daemon.report(&snapshot).await.jobs).into_response()
+    axum::Json(job_statuses(&daemon.scheduler.snapshot())).into_response()
 }
 
 async fn job(State(daemon): State<Arc<Daemon>>, Path(name): Path<String>) -> Response {
     let snapshot = daemon.scheduler.snapshot();
-    let report = daemon.report(&snapshot).await;
-    let Some(job) = report.jobs.into_iter().find(|j| j.name == name) else {
+    let Some(job) = job_statuses(&snapshot).into_iter().find(|j| j.name == name) else {
         return (
             StatusCode::NOT_FOUND,
             axum::Json(json!({ "error": format!("no job named '{name}'") })),
         )
             .into_response();
     };
-    let products: Vec<_> = report
-        .products
-        .into_iter()
-        .filter(|p| p.job == name)
-        .collect();
+    let products = daemon.freshness(&snapshot, Some(&name)).await;
     axum::Json(json!({ "job": job, "products": products })).into_response()
 }
 

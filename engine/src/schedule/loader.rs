@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use lakeforge_planner::{JobScheduling, SourceFormat, freshness_sla, is_plain_identifier};
+use lakeforge_planner::{JobScheduling, JobSpec, SourceFormat, freshness_sla, is_plain_identifier};
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::error::{EngineError, Result};
-use crate::job::LoadedJob;
+use crate::job::{LoadedJob, product_table, spec_folder};
 use crate::location::{join_folder, resolve_table_location};
 use crate::schedule::clock::Clock;
 use crate::schedule::scheduler::{
@@ -232,26 +232,32 @@ impl JobFiles {
             scheduler.set_file_error(file, None);
         }
         let mut texts = Vec::new();
+        let mut edited = Vec::new();
         for file in &files {
             match read(file) {
-                Ok(text) => texts.push((file.clone(), text)),
+                Ok(text) => {
+                    let new_digest = digest(&text);
+                    if self.files.get(file).is_none_or(|k| k.digest != new_digest) {
+                        edited.push((file.clone(), text.clone(), new_digest));
+                    }
+                    texts.push((file.clone(), text));
+                }
                 Err(error) => changes.push(error.to_string()),
             }
         }
-        self.catalog.extend(catalog(&texts));
-        for (file, text) in &texts {
-            let new_digest = digest(text);
-            let known = self.files.get(file).cloned();
-            if known.as_ref().is_some_and(|k| k.digest == new_digest) {
-                continue;
-            }
+        if edited.is_empty() {
+            return changes;
+        }
+        self.catalog = catalog(&texts);
+        for (file, text, new_digest) in edited {
+            let known = self.files.get(&file).cloned();
             let previous_job = known.as_ref().and_then(|k| k.job.clone());
             let taken_by_other = |name: &str| {
                 self.files
                     .iter()
-                    .any(|(other, loaded)| other != file && loaded.job.as_deref() == Some(name))
+                    .any(|(other, loaded)| *other != file && loaded.job.as_deref() == Some(name))
             };
-            let outcome = load_scheduled(file, text, &self.catalog).and_then(|job| {
+            let outcome = load_scheduled(&file, &text, &self.catalog).and_then(|job| {
                 if taken_by_other(&job.name) {
                     Err(EngineError::Usage(format!(
                         "job name '{}' is already used by another job file",
@@ -323,15 +329,19 @@ fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
-/// Product name → table for every job file that loads, for resolving `after`.
+/// Product name → table for every job file that parses, for resolving `after`. Reads nothing
+/// but the texts: no SQL files, no models.
 fn catalog(texts: &[(PathBuf, String)]) -> BTreeMap<String, Url> {
     let mut catalog = BTreeMap::new();
     for (file, text) in texts {
-        let Ok(loaded) = LoadedJob::from_text(file, text, &BTreeMap::new()) else {
+        let Ok(spec) = JobSpec::parse(text, &file.display().to_string()) else {
             continue;
         };
-        for product in &loaded.job.spec.products {
-            if let Ok(table) = loaded.product_url(&product.name) {
+        let Ok(warehouse) = resolve_table_location(&spec_folder(file), &spec.job.warehouse) else {
+            continue;
+        };
+        for product in &spec.products {
+            if let Ok(table) = product_table(&warehouse, &product.name, product.path.as_deref()) {
                 catalog.insert(product.name.clone(), table);
             }
         }

@@ -30,7 +30,9 @@ use crate::schedule::clock::{Clock, SystemClock};
 use crate::schedule::loader::JobFiles;
 use crate::schedule::runner::EmbeddedRunner;
 use crate::schedule::scheduler::{Scheduler, SchedulerOptions, SchedulerSnapshot};
-use crate::schedule::status::{JobStatus, LastRun, SlaSource, StatusReport, product_freshness};
+use crate::schedule::status::{
+    JobStatus, LastRun, ProductFreshness, SlaSource, StatusReport, product_freshness,
+};
 use crate::schedule::store::WarehouseTriggerStore;
 
 /// The default address of the operations endpoint (loopback only).
@@ -69,35 +71,25 @@ pub struct Daemon {
 impl Daemon {
     /// The status report: the scheduler's view plus each product's freshness.
     pub async fn report(&self, snapshot: &SchedulerSnapshot) -> StatusReport {
+        StatusReport {
+            generated_at: self.scheduler.clock().now(),
+            jobs: job_statuses(snapshot),
+            products: self.freshness(snapshot, None).await,
+        }
+    }
+
+    /// The freshness of every product (of `job` only, when given); reads each product's log.
+    pub async fn freshness(
+        &self,
+        snapshot: &SchedulerSnapshot,
+        job: Option<&str>,
+    ) -> Vec<ProductFreshness> {
         let now = self.scheduler.clock().now();
-        let mut jobs = Vec::with_capacity(snapshot.jobs.len());
         let mut products = Vec::new();
         for (name, view) in &snapshot.jobs {
-            let runs = snapshot
-                .metrics
-                .runs
-                .iter()
-                .filter(|((job, _), _)| job == name)
-                .map(|((_, status), count)| (status.to_string(), *count))
-                .collect();
-            jobs.push(JobStatus {
-                name: name.clone(),
-                spec_path: Some(view.spec_path.clone()),
-                schedule: view.schedule.clone(),
-                timezone: Some(view.timezone.clone()),
-                after: view.after.iter().map(|a| a.name.clone()).collect(),
-                next_run: view.next_run,
-                running: view.running.clone(),
-                last_run: view.last_run.as_ref().map(|last| LastRun {
-                    run_id: last.run_id.clone(),
-                    status: last.status.as_str().to_string(),
-                    started_at: Some(last.started_at),
-                    ended_at: Some(last.ended_at),
-                    error: last.error.clone(),
-                }),
-                runs,
-                spec_error: view.spec_error.clone(),
-            });
+            if job.is_some_and(|job| job != name) {
+                continue;
+            }
             for product in &view.products {
                 products.push(
                     product_freshness(
@@ -111,12 +103,40 @@ impl Daemon {
                 );
             }
         }
-        StatusReport {
-            generated_at: now,
-            jobs,
-            products,
-        }
+        products
     }
+}
+
+/// Each job as the report shows it, from the scheduler's view alone (no I/O).
+pub fn job_statuses(snapshot: &SchedulerSnapshot) -> Vec<JobStatus> {
+    snapshot
+        .jobs
+        .iter()
+        .map(|(name, view)| JobStatus {
+            name: name.clone(),
+            spec_path: Some(view.spec_path.clone()),
+            schedule: view.schedule.clone(),
+            timezone: Some(view.timezone.clone()),
+            after: view.after.iter().map(|a| a.name.clone()).collect(),
+            next_run: view.next_run,
+            running: view.running.clone(),
+            last_run: view.last_run.as_ref().map(|last| LastRun {
+                run_id: last.run_id.clone(),
+                status: last.status.as_str().to_string(),
+                started_at: Some(last.started_at),
+                ended_at: Some(last.ended_at),
+                error: last.error.clone(),
+            }),
+            runs: snapshot
+                .metrics
+                .runs
+                .iter()
+                .filter(|((job, _), _)| job == name)
+                .map(|((_, status), count)| (status.to_string(), *count))
+                .collect(),
+            spec_error: view.spec_error.clone(),
+        })
+        .collect()
 }
 
 /// Runs the daemon until `stop` completes: loads every job file (any error is fatal here),

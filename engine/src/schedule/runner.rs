@@ -3,8 +3,8 @@
 use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
 use crate::error::EngineError;
-use crate::job::{LoadedJob, NoProgress, run_job_with};
-use crate::runs::{ProductVersion, RunStatus};
+use crate::job::{LoadedJob, NoProgress, ProductOutcome, run_job_with};
+use crate::runs::RunStatus;
 use crate::schedule::scheduler::{AttemptOutcome, JobRunner, RunRequest, ScheduledJob};
 
 /// Runs attempts in this process.
@@ -41,12 +41,7 @@ impl JobRunner for EmbeddedRunner {
                 products: summary
                     .products
                     .iter()
-                    .map(|p| ProductVersion {
-                        product: p.name.clone(),
-                        table: p.table.to_string(),
-                        version: p.version,
-                        rows: p.rows,
-                    })
+                    .map(ProductOutcome::version_record)
                     .collect(),
                 failed_checks: summary.checks.iter().filter(|c| !c.passed).count() as u64,
             },

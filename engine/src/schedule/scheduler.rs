@@ -64,7 +64,7 @@ pub struct ScheduledJob {
 }
 
 /// One `after` entry, resolved to a table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TriggerInput {
     /// The entry as written.
     pub name: String,
@@ -73,25 +73,14 @@ pub struct TriggerInput {
 }
 
 /// A product of a scheduled job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScheduledProduct {
     /// Its name.
     pub name: String,
     /// Its table.
     pub table: Url,
     /// Its `freshness_sla`.
-    #[serde(serialize_with = "serialize_seconds")]
     pub freshness_sla: Option<Duration>,
-}
-
-fn serialize_seconds<S: serde::Serializer>(
-    value: &Option<Duration>,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match value {
-        Some(d) => serializer.serialize_some(&d.as_secs_f64()),
-        None => serializer.serialize_none(),
-    }
 }
 
 /// Why a run was started.
@@ -267,7 +256,7 @@ pub struct RunningView {
 }
 
 /// How a job's last trigger ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct LastRunView {
     /// Why it ran.
     pub trigger: Trigger,
@@ -286,14 +275,12 @@ pub struct LastRunView {
 }
 
 /// What the operations endpoint shows of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct JobView {
     /// The job's name.
     pub name: String,
     /// Its file.
     pub spec_path: PathBuf,
-    /// Its warehouse.
-    pub warehouse: String,
     /// Its cron pattern.
     pub schedule: Option<String>,
     /// Its time zone.
@@ -461,16 +448,6 @@ impl<R: JobRunner, S: TriggerStore, C: Clock> Scheduler<R, S, C> {
         };
     }
 
-    /// The names of the jobs scheduled.
-    pub fn job_names(&self) -> Vec<String> {
-        self.definitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
-    }
-
     /// What the scheduler is doing, for the operations view.
     pub fn snapshot(&self) -> SchedulerSnapshot {
         self.shared.state().clone()
@@ -521,7 +498,6 @@ fn job_view(job: &ScheduledJob) -> JobView {
     JobView {
         name: job.name.clone(),
         spec_path: job.spec_path.clone(),
-        warehouse: crate::location::display_location(&job.warehouse),
         schedule: job
             .scheduling
             .cron

@@ -18,6 +18,7 @@ use crate::location::display_location;
 use crate::runs::{ProductVersion, runs_table_url};
 use crate::schedule::scheduler::{RunningView, humanize};
 use crate::schedule::store::{schedule_table_url, strings, timestamps};
+use crate::tables::text_table;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -385,7 +386,7 @@ pub fn render_text(report: &StatusReport) -> String {
             ]
         })
         .collect();
-    text.push_str(&table(
+    text.push_str(&text_table(
         &["JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "STARTED", "RUNS"],
         &jobs,
     ));
@@ -419,7 +420,7 @@ pub fn render_text(report: &StatusReport) -> String {
             ]
         })
         .collect();
-    text.push_str(&table(
+    text.push_str(&text_table(
         &[
             "PRODUCT",
             "JOB",
@@ -434,42 +435,9 @@ pub fn render_text(report: &StatusReport) -> String {
     text
 }
 
-/// Left-aligned columns separated by two spaces.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    let mut line = |cells: Vec<&str>| {
-        let joined: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:width$}"))
-            .collect();
-        let _ = writeln!(text, "{}", joined.join("  ").trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn table_aligns_columns() {
-        let text = table(
-            &["A", "LONGER"],
-            &[vec!["wide cell".to_string(), "x".to_string()]],
-        );
-        assert_eq!(text, "A          LONGER\nwide cell  x\n");
-    }
 
     #[test]
     fn next_occurrence_uses_the_recorded_zone() {
