@@ -12,6 +12,8 @@ pub struct EngineConfig {
     /// Bytes of memory that operators may hold before they spill or fail; `None` for no limit.
     /// Default: 70% of the machine's physical memory, when it can be read.
     pub memory_limit: Option<u64>,
+    /// Run on the cluster whose coordinator is here, instead of in this process.
+    pub cluster: Option<lakeforge_worker::ClusterAddress>,
 }
 
 impl Default for EngineConfig {
@@ -22,6 +24,7 @@ impl Default for EngineConfig {
                 .unwrap_or(1),
             batch_size: 8192,
             memory_limit: physical_memory_bytes().map(|total| total / 10 * 7),
+            cluster: None,
         }
     }
 }

@@ -107,6 +107,10 @@ pub enum EngineError {
     #[error("{0}")]
     Usage(String),
 
+    /// The cluster could not be reached or refused the job.
+    #[error(transparent)]
+    Cluster(#[from] lakeforge_worker::WorkerError),
+
     /// Reading or writing a local file failed.
     #[error("{context}: {source}")]
     Io {

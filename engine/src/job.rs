@@ -18,6 +18,7 @@ use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;
 
 use crate::cancel::RunCancellation;
+use crate::cluster;
 use crate::config::EngineConfig;
 use crate::dq::results::{RecordedResult, observed_history, record_results};
 use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
@@ -428,8 +429,14 @@ async fn execute_run(
 ) -> Result<Vec<ProductOutcome>> {
     observer.on_event(RunEvent::Planning);
     let models = cancel.guard(job_models(loaded, config)).await?;
-    let ctx = new_session_with_models(config, models.clone())?;
+    let ctx = match &config.cluster {
+        Some(address) => cancel.guard(cluster::connect_session(address, config, models.clone())).await?,
+        None => new_session_with_models(config, models.clone())?,
+    };
     let (plan, identities) = cancel.guard(plan_loaded_job(&ctx, loaded)).await?;
+    if let Some(address) = &config.cluster {
+        refuse_checks_on_cluster(loaded, &plan, address)?;
+    }
     ledger.inputs = identities;
     ledger.source_schemas = source_schemas(&ctx, loaded).await;
     let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
@@ -499,7 +506,12 @@ async fn execute_run(
             rows: Arc::clone(&rows),
         });
         let clock = Instant::now();
-        match stage_product(&ctx, product, rows, cancel).await {
+        let staged_product = if config.cluster.is_some() {
+            cluster::stage_on_cluster(&ctx, product, rows, cancel).await
+        } else {
+            stage_product(&ctx, product, rows, cancel).await
+        };
+        match staged_product {
             Ok(done) => {
                 ledger.checks.extend(done.check_results.iter().cloned());
                 staged.push((done, clock.elapsed()));
@@ -709,6 +721,35 @@ async fn emit(events: &EventSink, event: &openlineage::RunEvent) {
 
 /// Delta has no multi-table transactions: when a commit fails after earlier products were
 /// committed, say exactly which, so the operator can roll them back.
+/// Data-quality checks are evaluated by the embedded writers and do not run on a cluster yet:
+/// a job with checks is refused before anything is read, naming the checked datasets.
+fn refuse_checks_on_cluster(
+    loaded: &LoadedJob,
+    plan: &JobPlan,
+    address: &lakeforge_worker::ClusterAddress,
+) -> Result<()> {
+    let mut checked: Vec<String> = plan
+        .checked_inputs
+        .iter()
+        .map(|c| c.dataset.clone())
+        .collect();
+    checked.extend(
+        plan.products
+            .iter()
+            .filter(|p| p.checks.is_some())
+            .map(|p| p.name.clone()),
+    );
+    if checked.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Usage(format!(
+        "job '{}' has data-quality checks on {}, which do not run on a cluster yet; run it \
+         without --cluster {address} (embedded), or move the checks to a job that runs embedded",
+        loaded.job.name(),
+        checked.join(", ")
+    )))
+}
+
 fn partially_committed(name: &str, error: EngineError, outcomes: &[ProductOutcome]) -> EngineError {
     if outcomes.is_empty() {
         return error;

@@ -9,6 +9,7 @@
 //! This crate is the only one that knows Delta Lake and the command line (`src/main.rs`).
 
 pub mod cancel;
+pub mod cluster;
 pub mod config;
 pub mod delta;
 pub mod dq;

@@ -33,6 +33,7 @@ use lakeforge_engine::schedule::{DaemonOptions, run_daemon};
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table, text_table};
 use lakeforge_engine::{EngineConfig, EngineError};
 use lakeforge_planner::parse_duration;
+use lakeforge_worker::{ClusterAddress, CoordinatorOptions, WorkerOptions, run_coordinator, run_worker};
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
@@ -80,6 +81,9 @@ enum Command {
         /// Set a ${KEY} variable used in the job's SQL (repeatable).
         #[arg(long = "var", value_name = "KEY=VALUE")]
         vars: Vec<String>,
+        /// Plan here and execute on the cluster whose coordinator is at df://HOST:PORT.
+        #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
+        cluster: Option<String>,
     },
     /// Parse a job and plan every statement without reading data.
     Validate {
@@ -147,6 +151,46 @@ enum Command {
         /// After a stop signal, how long in-flight runs may finish before they are cancelled.
         #[arg(long, default_value = "30s")]
         grace: String,
+        /// Run the jobs on the cluster whose coordinator is at df://HOST:PORT.
+        #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
+        cluster: Option<String>,
+    },
+    /// Run a cluster coordinator (an embedded Ballista scheduler) until SIGTERM or Ctrl-C.
+    Coordinator {
+        /// Where it listens for clients and workers (gRPC). Port 0 lets the OS pick one (printed
+        /// at start).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: String,
+        /// A worker silent for this long is considered lost; its tasks run again elsewhere.
+        #[arg(long, default_value = "60s")]
+        worker_timeout: String,
+    },
+    /// Run a cluster worker (an embedded Ballista executor) until SIGTERM or Ctrl-C.
+    Worker {
+        /// The coordinator to join, HOST:PORT or df://HOST:PORT.
+        #[arg(long)]
+        coordinator: String,
+        /// The host the worker listens on and tells the coordinator to reach it at.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Port of its Arrow Flight service, where other workers and clients fetch results.
+        #[arg(long, default_value_t = 50051)]
+        flight_port: u16,
+        /// Port of its gRPC service, where the coordinator sends tasks.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks it runs at once [default: number of cores].
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Where it keeps shuffle files [default: a temporary folder].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Memory its tasks share before spilling, e.g. 8G [default: 70% of physical memory].
+        #[arg(long)]
+        memory: Option<String>,
+        /// How often it reports to the coordinator.
+        #[arg(long, default_value = "10s")]
+        heartbeat: String,
     },
     /// Show jobs (last run, next run) and products (age against their freshness SLA) from a
     /// warehouse's tables; works without the scheduler.
@@ -354,8 +398,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = engine_config(&cli.engine)?;
     let json = cli.json;
     match cli.command {
-        Command::Run { job, vars } => {
+        Command::Run { job, vars, cluster } => {
             let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
+            let mut config = config;
+            config.cluster = cluster.as_deref().map(ClusterAddress::parse).transpose()?;
             let summary = run_with_progress(&loaded, &config, json).await?;
             print_summary(&summary, json);
         }
@@ -430,7 +476,63 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             http,
             poll,
             grace,
-        } => schedule_command(paths, &http, &poll, &grace, config).await?,
+            cluster,
+        } => {
+            let mut config = config;
+            config.cluster = cluster.as_deref().map(ClusterAddress::parse).transpose()?;
+            schedule_command(paths, &http, &poll, &grace, config).await?
+        }
+        Command::Coordinator {
+            bind,
+            worker_timeout,
+        } => {
+            let bind: std::net::SocketAddr = bind
+                .parse()
+                .with_context(|| format!("--bind '{bind}' must be HOST:PORT, e.g. 127.0.0.1:50050"))?;
+            let worker_timeout = parse_duration(&worker_timeout)
+                .map_err(|e| anyhow::anyhow!("--worker-timeout: {e}"))?;
+            let options = CoordinatorOptions {
+                bind,
+                worker_timeout,
+            };
+            run_coordinator(
+                options,
+                lakeforge_engine::cluster::extensions(),
+                |bound| {
+                    println!(
+                        "lakeforge coordinator {} listening on {bound} (clients: --cluster df://{bound}, workers: --coordinator {bound})",
+                        env!("CARGO_PKG_VERSION")
+                    );
+                },
+                stop_signal(),
+            )
+            .await?;
+            println!("coordinator stopped");
+        }
+        Command::Worker {
+            coordinator,
+            bind,
+            flight_port,
+            grpc_port,
+            slots,
+            work_dir,
+            memory,
+            heartbeat,
+        } => {
+            let options = WorkerOptions {
+                coordinator: ClusterAddress::parse(&coordinator)?,
+                bind_host: bind,
+                flight_port,
+                grpc_port,
+                slots: slots.unwrap_or(config.target_partitions),
+                work_dir,
+                memory_limit: memory.as_deref().map(parse_byte_size).transpose()?,
+                heartbeat: parse_duration(&heartbeat)
+                    .map_err(|e| anyhow::anyhow!("--heartbeat: {e}"))?,
+            };
+            run_worker(options, lakeforge_engine::cluster::extensions()).await?;
+            println!("worker stopped");
+        }
         Command::Status { warehouse } => {
             let url = table_argument(&warehouse)?;
             let report = warehouse_status(&url, &config, chrono::Utc::now()).await?;

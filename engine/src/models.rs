@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use lakeforge_planner::ResolvedJob;
 use lakeforge_udfs::models::{Model, ModelFormat};
-use lakeforge_udfs::scoring::{LoadedModel, ModelResolver, parse_model_cached};
+use lakeforge_udfs::scoring::{LoadedModel, ModelPin, ModelResolver, parse_model_cached};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -41,6 +41,7 @@ impl JobModels {
                     content_hash: file.content_hash,
                     format: file.format,
                     model: file.model,
+                    location: artifact_location(&path),
                 }),
             );
         }
@@ -126,6 +127,7 @@ impl JobModels {
             content_hash,
             format: registered.format,
             model,
+            location: artifact_location(&path),
         }))
     }
 }
@@ -190,6 +192,103 @@ impl ModelResolver for JobModels {
             ));
         }
         Ok(model)
+    }
+
+    fn resolved(&self) -> Vec<(String, Arc<LoadedModel>)> {
+        match self.resolved.lock() {
+            Ok(resolved) => resolved
+                .iter()
+                .map(|(reference, model)| (reference.clone(), Arc::clone(model)))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The `file://` URL of a model artifact on the local (or shared) filesystem.
+fn artifact_location(path: &Path) -> Option<String> {
+    let absolute = std::path::absolute(path).ok()?;
+    Url::from_file_path(absolute).ok().map(String::from)
+}
+
+/// The models of a plan that came from another process: each pinned reference is loaded from
+/// its location the first time a function needs it (lazily, once per process and content
+/// hash), and must still have the content hash the client resolved.
+#[derive(Debug, Default)]
+pub struct PinnedModels {
+    pins: BTreeMap<String, ModelPin>,
+    loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
+}
+
+impl PinnedModels {
+    /// A resolver that knows exactly `pins`.
+    pub fn new(pins: Vec<ModelPin>) -> PinnedModels {
+        PinnedModels {
+            pins: pins.into_iter().map(|p| (p.reference.clone(), p)).collect(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn load(pin: &ModelPin) -> std::result::Result<Arc<LoadedModel>, String> {
+        let shown = match pin.version {
+            Some(version) => format!("{}@{version}", pin.name),
+            None => pin.name.clone(),
+        };
+        let url = Url::parse(&pin.location)
+            .map_err(|e| format!("model '{shown}': invalid location '{}': {e}", pin.location))?;
+        // Model functions are synchronous; local and shared filesystems are read directly.
+        // Object-store locations need an async read before execution and are refused clearly.
+        let path = url.to_file_path().map_err(|()| {
+            format!(
+                "model '{shown}' lives at {}, but workers can only read models from a                  filesystem path today",
+                pin.location
+            )
+        })?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("model '{shown}': cannot read {}: {e}", path.display()))?;
+        let format = ModelFormat::parse(&pin.format)
+            .ok_or_else(|| format!("model '{shown}': unknown format '{}'", pin.format))?;
+        let (model, content_hash) = parse_model_cached(&bytes, format)
+            .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
+        if content_hash != pin.content_hash {
+            return Err(format!(
+                "model '{shown}' ({}) has changed since the job was planned ({content_hash},                  planned with {})",
+                path.display(),
+                pin.content_hash
+            ));
+        }
+        Ok(Arc::new(LoadedModel {
+            name: pin.name.clone(),
+            version: pin.version,
+            content_hash,
+            format,
+            model,
+            location: Some(pin.location.clone()),
+        }))
+    }
+}
+
+impl ModelResolver for PinnedModels {
+    fn resolve(&self, reference: &str) -> std::result::Result<Arc<LoadedModel>, String> {
+        if let Ok(loaded) = self.loaded.lock()
+            && let Some(model) = loaded.get(reference)
+        {
+            return Ok(Arc::clone(model));
+        }
+        let pin = self.pins.get(reference).ok_or_else(|| {
+            format!("model '{reference}' was not resolved when the job was planned")
+        })?;
+        let model = Self::load(pin)?;
+        if let Ok(mut loaded) = self.loaded.lock() {
+            return Ok(Arc::clone(
+                loaded.entry(reference.to_string()).or_insert(model),
+            ));
+        }
+        Ok(model)
+    }
+
+    fn pins(&self) -> std::result::Result<Vec<ModelPin>, String> {
+        Ok(self.pins.values().cloned().collect())
     }
 }
 

@@ -41,7 +41,7 @@ use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
 
 /// Files roll over at this size, so large products become many files readers can split.
-const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+pub(crate) const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// Where and how a product is published.
 #[derive(Debug, Clone)]

@@ -44,6 +44,16 @@ pub async fn register_source(
             .await
             .map_err(|e| source_error(e.to_string()))?;
         let version = table.version().unwrap_or_default();
+        if crate::cluster::cluster_of(ctx).is_some() {
+            crate::cluster::register_delta_source(ctx, name, &table)
+                .await
+                .map_err(source_error)?;
+            return Ok(InputIdentity::Delta {
+                source: name.to_string(),
+                url: url.to_string(),
+                version,
+            });
+        }
         let provider = table
             .table_provider()
             .await

@@ -41,6 +41,9 @@ pub struct LoadedModel {
     pub format: ModelFormat,
     /// The parsed model, shared by every use of the same bytes in the process.
     pub model: Arc<Model>,
+    /// Where the artifact's bytes live (a URL), so another process (a cluster worker) can load
+    /// the same model; `None` for models that exist only in this process.
+    pub location: Option<String>,
 }
 
 impl LoadedModel {
@@ -59,6 +62,54 @@ pub trait ModelResolver: std::fmt::Debug + Send + Sync {
     /// must answer the same reference identically for the life of a session, so that planning
     /// and execution agree.
     fn resolve(&self, reference: &str) -> std::result::Result<Arc<LoadedModel>, String>;
+
+    /// Every reference resolved so far, with its model: what a plan that scores with this
+    /// resolver is pinned to when it travels to another process.
+    fn resolved(&self) -> Vec<(String, Arc<LoadedModel>)> {
+        Vec::new()
+    }
+
+    /// The pins of every model resolved so far (see [`ModelPin`]); an error names a model that
+    /// exists only in this process.
+    fn pins(&self) -> std::result::Result<Vec<ModelPin>, String> {
+        let mut pins = Vec::new();
+        for (reference, model) in self.resolved() {
+            let Some(location) = model.location.clone() else {
+                return Err(format!(
+                    "model '{}' has no location other processes can read",
+                    model.display_reference()
+                ));
+            };
+            pins.push(ModelPin {
+                reference,
+                name: model.name.clone(),
+                version: model.version,
+                content_hash: model.content_hash.clone(),
+                format: model.format.to_string(),
+                location,
+            });
+        }
+        pins.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(pins)
+    }
+}
+
+/// A model a plan is pinned to when it runs in another process (a cluster worker): what the
+/// planning session resolved, by location and content hash, never the bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelPin {
+    /// How the SQL named it (`churn`, `churn@production`).
+    pub reference: String,
+    /// The model's name.
+    pub name: String,
+    /// Its registry version, when it has one.
+    pub version: Option<u64>,
+    /// `sha256:<hex>` of the artifact the planning session resolved.
+    pub content_hash: String,
+    /// The file format's name.
+    pub format: String,
+    /// Where the artifact lives: a URL every process of the cluster can read.
+    pub location: String,
 }
 
 /// A resolver that knows no model (sessions without a job, e.g. `lakeforge sql`).
@@ -137,6 +188,21 @@ pub fn scoring_functions(resolver: Arc<dyn ModelResolver>) -> Vec<Arc<ScalarUDF>
             }))
         })
         .collect()
+}
+
+/// The resolver behind a scoring function, and whether it is `predict_margin`; `None` for any
+/// other function. Codecs use it to send the models a plan is pinned to.
+pub fn scoring_resolver(udf: &ScalarUDF) -> Option<Arc<dyn ModelResolver>> {
+    udf.inner()
+        .downcast_ref::<ScoringFunction>()
+        .map(|f| Arc::clone(&f.resolver))
+}
+
+/// The scoring function called `name` (`predict` or `predict_margin`) over `resolver`.
+pub fn scoring_function(name: &str, resolver: Arc<dyn ModelResolver>) -> Option<Arc<ScalarUDF>> {
+    scoring_functions(resolver)
+        .into_iter()
+        .find(|f| f.name() == name)
 }
 
 /// The names of the scoring functions, for code that looks for them in plans.

@@ -1,13 +1,63 @@
-//! Lakeforge's cluster roles: the coordinator (an embedded Ballista scheduler) and the worker
-//! (an embedded Ballista executor).
+//! Lakeforge's cluster roles on Apache Ballista: the coordinator (an embedded Ballista
+//! scheduler), the worker (an embedded Ballista executor) and the client session that plans a
+//! job locally and runs it on them.
 //!
-//! Not built yet: this crate pins the Ballista version that resolves with the workspace's
-//! DataFusion, and will hold the session builder, function registry wiring and extension
-//! codecs both roles share. It is the only crate that may depend on Ballista; the engine reaches
-//! the cluster through it.
+//! This is the only crate that depends on Ballista. It knows nothing of Delta Lake, jobs or
+//! models: the engine hands it [`ClusterExtensions`] (its codec, functions and planners), and
+//! every role wires the same extensions in, so a plan the client encodes is one the coordinator
+//! and the workers can decode.
+
+pub mod codec;
+mod roles;
+
+pub use codec::{LakeforgeCodec, LayeredLogicalCodec, LayeredPhysicalCodec};
+pub use roles::{
+    ClusterAddress, ClusterExtensions, CoordinatorOptions, WorkerOptions, connect, run_coordinator,
+    run_worker,
+};
 
 /// Keeps the `ballista` client crate in the build so the lock file pins it with the rest.
 pub use ballista as ballista_client;
 
-/// The Ballista release the cluster roles are built on, for version checks between processes.
+/// The Ballista release the cluster roles are built on.
 pub const BALLISTA_VERSION: &str = ballista_core::BALLISTA_VERSION;
+
+/// This build's Lakeforge version; every process of a cluster must share it.
+pub const LAKEFORGE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What can go wrong starting or reaching a cluster role.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// An address or URL that cannot be used.
+    #[error("invalid {what} '{text}': {message}")]
+    InvalidAddress {
+        /// Which address (e.g. "coordinator URL").
+        what: &'static str,
+        /// As given.
+        text: String,
+        /// Why.
+        message: String,
+    },
+    /// The coordinator did not answer.
+    #[error(
+        "cannot reach the coordinator at {address}: {message} (is `lakeforge coordinator` \
+         running there?)"
+    )]
+    Unreachable {
+        /// The coordinator's address.
+        address: String,
+        /// The connection error.
+        message: String,
+    },
+    /// A role failed to start or stopped with an error.
+    #[error("{role}: {message}")]
+    Role {
+        /// "coordinator", "worker" or "client".
+        role: &'static str,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// This crate's results.
+pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
