@@ -9,6 +9,7 @@
 mod support;
 
 mod bad_input;
+mod cluster;
 mod dq;
 mod example;
 mod lineage;

@@ -22,7 +22,7 @@ fn expected(name: &str) -> Value {
 
 /// A project whose `data/rows.csv` holds the fixture's test rows (id + features, NULL as an
 /// empty field) and whose `models/` holds its model files.
-fn project_for(name: &str) -> (Project, Value) {
+pub(crate) fn project_for(name: &str) -> (Project, Value) {
     let expected = expected(name);
     let project = Project::new();
     let names: Vec<&str> = expected["feature_names"]
@@ -52,7 +52,7 @@ fn project_for(name: &str) -> (Project, Value) {
     (project, expected)
 }
 
-fn features(expected: &Value) -> String {
+pub(crate) fn features(expected: &Value) -> String {
     expected["feature_names"]
         .as_array()
         .unwrap()

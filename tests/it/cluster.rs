@@ -1,0 +1,285 @@
+//! The cluster end to end: a real `lakeforge coordinator` and two `lakeforge worker` processes
+//! on loopback, jobs run with `--cluster`, and every product, run record and lineage compared
+//! with the same jobs run embedded. Also: what a client is told when the cluster cannot be used.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::scoring::{features, project_for};
+use crate::support::{Project, sorted_rows};
+
+/// A coordinator and its workers; every process is killed when the test ends, pass or fail.
+struct Cluster {
+    processes: Vec<Child>,
+    address: String,
+    _work: tempfile::TempDir,
+}
+
+/// A port nobody listens on right now (the OS picks it; released for the process to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    fn start(workers: usize) -> Cluster {
+        let work = tempfile::tempdir().expect("temp dir");
+        let mut coordinator = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+            .args(["coordinator", "--bind", "127.0.0.1:0", "--worker-timeout", "10s"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the coordinator");
+        let (sender, lines) = mpsc::channel();
+        let out = coordinator.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut cluster = Cluster {
+            processes: vec![coordinator],
+            address: String::new(),
+            _work: work,
+        };
+        let first = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the coordinator did not report its address");
+        cluster.address = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+            .to_string();
+        for index in 0..workers {
+            let work_dir = cluster._work.path().join(format!("worker-{index}"));
+            std::fs::create_dir_all(&work_dir).unwrap();
+            let worker = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+                .args(["worker", "--coordinator", &cluster.address, "--slots", "2"])
+                .args(["--flight-port", &free_port().to_string()])
+                .args(["--grpc-port", &free_port().to_string()])
+                .args(["--heartbeat", "2s", "--memory", "1G"])
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start a worker");
+            cluster.processes.push(worker);
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("df://{}", self.address)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+/// Scoring with a model declared in the job, a partitioned product and an aggregate.
+fn scoring_job(features: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "scoring"
+warehouse = "wh"
+
+[models.churn]
+path = "models/xgb_binary.json"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "scores"
+partition_by = ["bucket"]
+sql = """SELECT id, CAST(id % 3 AS BIGINT) AS bucket, predict('churn', {features}) AS p,
+         predict_margin('churn', {features}) AS m FROM rows"""
+
+[[products]]
+name = "summary"
+sql = "SELECT count(*) AS n, avg(f0) AS mean_f0, max(f3) AS max_f3 FROM rows"
+"#
+    )
+}
+
+/// Reads the partitioned product back as a Delta source (pinned) and appends to its product.
+const DOWNSTREAM_JOB: &str = r#"
+[job]
+name = "downstream"
+warehouse = "wh"
+
+[sources.scores]
+format = "delta"
+path = "wh/scores"
+
+[[products]]
+name = "by_bucket"
+mode = "append"
+sql = """SELECT bucket, count(*) AS n, round(sum(p), 9) AS p_sum, min(id) AS first_id
+         FROM scores GROUP BY bucket"""
+"#;
+
+/// A project with both jobs, the fixture's rows and its model.
+fn project() -> (Project, Value) {
+    let (project, expected) = project_for("xgb_binary");
+    project.write("scoring.toml", &scoring_job(&features(&expected)));
+    project.write("downstream.toml", DOWNSTREAM_JOB);
+    (project, expected)
+}
+
+/// Every row of a product, in a stable order.
+fn rows(project: &Project, table: &str) -> Vec<String> {
+    sorted_rows(project.json(&["show", table, "--limit", "100000"]))
+}
+
+/// The lineage of a product, without run ids and with the project's folder replaced, so two
+/// projects compare.
+fn lineage(project: &Project, table: &str) -> Value {
+    let text = project.ok(&["lineage", table, "--format", "json"]);
+    let mut lineage: Value =
+        serde_json::from_str(&text.replace(&project.path().display().to_string(), "<project>"))
+            .unwrap();
+    without_run_ids(&mut lineage);
+    lineage
+}
+
+fn without_run_ids(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("run_id");
+            map.values_mut().for_each(without_run_ids);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_run_ids),
+        _ => {}
+    }
+}
+
+#[test]
+fn cluster_runs_publish_what_embedded_runs_publish() {
+    let cluster = Cluster::start(2);
+    let (embedded, expected) = project();
+    let (distributed, _) = project();
+    let url = cluster.url();
+    for job in ["scoring.toml", "downstream.toml", "downstream.toml"] {
+        embedded.ok(&["run", job]);
+        distributed.ok(&["run", job, "--cluster", &url]);
+    }
+
+    for table in ["wh/scores", "wh/summary", "wh/by_bucket"] {
+        assert_eq!(
+            rows(&embedded, table),
+            rows(&distributed, table),
+            "{table} differs between the embedded and the cluster run"
+        );
+        assert_eq!(
+            lineage(&embedded, table),
+            lineage(&distributed, table),
+            "{table}'s lineage differs"
+        );
+    }
+    // The cluster's predictions are the library's.
+    let mut scores = distributed.json(&["show", "wh/scores", "--limit", "1000"]);
+    scores.sort_by_key(|r| r["id"].as_i64().unwrap());
+    let want = expected["prediction"].as_array().unwrap();
+    assert_eq!(scores.len(), want.len());
+    for (row, want) in scores.iter().zip(want) {
+        let (got, want) = (row["p"].as_f64().unwrap(), want.as_f64().unwrap());
+        assert!((got - want).abs() <= 1e-6, "row {}: {got} vs {want}", row["id"]);
+    }
+    // Partitioned on the workers: one folder per bucket, files in each.
+    for bucket in 0..3 {
+        let folder = distributed.join(&format!("wh/scores/bucket={bucket}"));
+        assert!(
+            std::fs::read_dir(&folder).map(|d| d.count() > 0).unwrap_or(false),
+            "no files in {}",
+            folder.display()
+        );
+    }
+    // Two appends: versions 0 and 1, each run's rows once.
+    assert_eq!(distributed.delta_versions("wh/by_bucket"), vec![0, 1]);
+    assert_eq!(rows(&distributed, "wh/by_bucket").len(), 6);
+    // Run records: the same runs, succeeded, with the same rows written.
+    let summarize = |project: &Project| -> Vec<String> {
+        let mut runs: Vec<String> = project
+            .json(&["runs", "wh"])
+            .iter()
+            .map(|r| format!("{} {} {}", r["job"], r["status"], r["rows_written"]))
+            .collect();
+        runs.sort();
+        runs
+    };
+    assert_eq!(summarize(&embedded), summarize(&distributed));
+    // The Delta source was read at the version the client pinned.
+    let commit = distributed.commit_info("wh/by_bucket", 0);
+    let inputs = commit["lakeforge"]["inputs"].to_string();
+    assert!(inputs.contains("\"version\":0"), "{inputs}");
+}
+
+#[test]
+fn cluster_problems_are_reported_before_anything_is_written() {
+    let (project, _) = project();
+    // Nobody listens on this port: the client says so at once, naming the address.
+    let port = free_port();
+    let clock = Instant::now();
+    let error = project.fails(&["run", "scoring.toml", "--cluster", &format!("df://127.0.0.1:{port}")]);
+    assert!(
+        error.contains(&format!("cannot reach the coordinator at 127.0.0.1:{port}")),
+        "{error}"
+    );
+    assert!(clock.elapsed() < Duration::from_secs(30), "took {:?}", clock.elapsed());
+    assert!(project.delta_versions("wh/scores").is_empty());
+
+    let error = project.fails(&["run", "scoring.toml", "--cluster", "df://no-port"]);
+    assert!(error.contains("invalid coordinator address 'df://no-port'"), "{error}");
+
+    // Checks do not run on the cluster yet: refused, naming the checked dataset.
+    let cluster = Cluster::start(1);
+    project.write(
+        "checked.toml",
+        r#"
+[job]
+name = "checked"
+warehouse = "wh"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "ids"
+sql = "SELECT id FROM rows"
+
+[[checks]]
+on = "ids"
+kind = "not_null"
+columns = ["id"]
+"#,
+    );
+    let error = project.fails(&["run", "checked.toml", "--cluster", &cluster.url()]);
+    assert!(
+        error.contains("data-quality checks on ids, which do not run on a cluster yet"),
+        "{error}"
+    );
+    assert!(project.delta_versions("wh/ids").is_empty());
+}
