@@ -283,3 +283,107 @@ columns = ["id"]
     );
     assert!(project.delta_versions("wh/ids").is_empty());
 }
+
+/// Runs `lakeforge ARGS` in `project` in the background.
+fn spawn_run(project: &Project, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+        .args(args)
+        .current_dir(project.path())
+        .env("LAKEFORGE_TARGET_PARTITIONS", "4")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lakeforge")
+}
+
+/// Waits (bounded) for a background run; returns whether it succeeded and its stderr.
+fn finish(mut child: Child, limit: Duration) -> (bool, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            return (status.success(), String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A job heavy enough to be running when a worker dies: 150³ joined rows, grouped.
+const HEAVY_JOB: &str = r#"
+[job]
+name = "heavy"
+warehouse = "wh"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "cube"
+mode = "append"
+sql = """SELECT a.id % 10 AS k, count(*) AS n, sum(b.id + c.id) AS s
+         FROM rows a, rows b, rows c GROUP BY a.id % 10"""
+"#;
+
+#[test]
+fn a_worker_killed_mid_job_leaves_a_complete_version_or_none() {
+    let mut cluster = Cluster::start(2);
+    let (project, _) = project();
+    project.write("heavy.toml", HEAVY_JOB);
+    let url = cluster.url();
+    let run = spawn_run(&project, &["run", "heavy.toml", "--cluster", &url]);
+    std::thread::sleep(Duration::from_millis(700));
+    // SIGKILL: no goodbye to the coordinator, its shuffle files gone with it.
+    let mut worker = cluster.processes.remove(2);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let (succeeded, stderr) = finish(run, Duration::from_secs(240));
+    eprintln!("run after the kill: succeeded={succeeded} {stderr}");
+    let runs = project.json(&["runs", "wh"]);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    if succeeded {
+        // Ballista re-ran the lost work: the one version holds the whole answer.
+        assert_eq!(project.delta_versions("wh/cube"), vec![0]);
+        let total: i64 = project
+            .json(&["show", "wh/cube"])
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap())
+            .sum();
+        assert_eq!(total, 150 * 150 * 150);
+        assert_eq!(runs[0]["status"], "succeeded");
+    } else {
+        // Or the job failed clearly, and nothing was committed.
+        assert!(stderr.contains("product 'cube'"), "{stderr}");
+        assert!(project.delta_versions("wh/cube").is_empty());
+        assert_eq!(runs[0]["status"], "failed", "{runs:?}");
+    }
+}
+
+#[test]
+fn concurrent_runs_of_one_job_lose_and_duplicate_nothing() {
+    let cluster = Cluster::start(2);
+    let (project, _) = project();
+    let url = cluster.url();
+    project.ok(&["run", "scoring.toml", "--cluster", &url]);
+    let runs: Vec<Child> = (0..2)
+        .map(|_| spawn_run(&project, &["run", "downstream.toml", "--cluster", &url]))
+        .collect();
+    let outcomes: Vec<(bool, String)> = runs
+        .into_iter()
+        .map(|run| finish(run, Duration::from_secs(120)))
+        .collect();
+    let succeeded = outcomes.iter().filter(|(ok, _)| *ok).count();
+    for (ok, stderr) in &outcomes {
+        assert!(*ok || stderr.contains("by_bucket"), "a failed run must say why: {stderr}");
+    }
+    assert!(succeeded >= 1, "{outcomes:?}");
+    // Each successful run appended its three rows exactly once, as its own version.
+    let versions = project.delta_versions("wh/by_bucket");
+    assert_eq!(versions.len(), succeeded, "{versions:?}");
+    assert_eq!(rows(&project, "wh/by_bucket").len(), 3 * succeeded);
+}
