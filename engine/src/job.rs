@@ -430,7 +430,11 @@ async fn execute_run(
     observer.on_event(RunEvent::Planning);
     let models = cancel.guard(job_models(loaded, config)).await?;
     let ctx = match &config.cluster {
-        Some(address) => cancel.guard(cluster::connect_session(address, config, models.clone())).await?,
+        Some(address) => {
+            cancel
+                .guard(cluster::connect_session(address, config, models.clone()))
+                .await?
+        }
         None => new_session_with_models(config, models.clone())?,
     };
     let (plan, identities) = cancel.guard(plan_loaded_job(&ctx, loaded)).await?;

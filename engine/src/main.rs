@@ -33,7 +33,9 @@ use lakeforge_engine::schedule::{DaemonOptions, run_daemon};
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table, text_table};
 use lakeforge_engine::{EngineConfig, EngineError};
 use lakeforge_planner::parse_duration;
-use lakeforge_worker::{ClusterAddress, CoordinatorOptions, WorkerOptions, run_coordinator, run_worker};
+use lakeforge_worker::{
+    ClusterAddress, CoordinatorOptions, WorkerOptions, run_coordinator, run_worker,
+};
 
 /// Lakeforge: SQL-defined ML data products, published as versioned Delta tables.
 #[derive(Debug, Parser)]
@@ -170,9 +172,13 @@ enum Command {
         /// The coordinator to join, HOST:PORT or df://HOST:PORT.
         #[arg(long)]
         coordinator: String,
-        /// The host the worker listens on and tells the coordinator to reach it at.
+        /// The IP address the worker listens on (0.0.0.0: every interface).
         #[arg(long, default_value = "127.0.0.1")]
         bind: String,
+        /// The host name or IP the coordinator, other workers and clients reach it at
+        /// [default: --bind].
+        #[arg(long)]
+        advertise: Option<String>,
         /// Port of its Arrow Flight service, where other workers and clients fetch results.
         #[arg(long, default_value_t = 50051)]
         flight_port: u16,
@@ -486,9 +492,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bind,
             worker_timeout,
         } => {
-            let bind: std::net::SocketAddr = bind
-                .parse()
-                .with_context(|| format!("--bind '{bind}' must be HOST:PORT, e.g. 127.0.0.1:50050"))?;
+            let bind: std::net::SocketAddr = bind.parse().with_context(|| {
+                format!("--bind '{bind}' must be HOST:PORT, e.g. 127.0.0.1:50050")
+            })?;
             let worker_timeout = parse_duration(&worker_timeout)
                 .map_err(|e| anyhow::anyhow!("--worker-timeout: {e}"))?;
             let options = CoordinatorOptions {
@@ -512,6 +518,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Worker {
             coordinator,
             bind,
+            advertise,
             flight_port,
             grpc_port,
             slots,
@@ -521,6 +528,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let options = WorkerOptions {
                 coordinator: ClusterAddress::parse(&coordinator)?,
+                advertised_host: advertise.unwrap_or_else(|| bind.clone()),
                 bind_host: bind,
                 flight_port,
                 grpc_port,

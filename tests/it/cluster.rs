@@ -32,7 +32,13 @@ impl Cluster {
     fn start(workers: usize) -> Cluster {
         let work = tempfile::tempdir().expect("temp dir");
         let mut coordinator = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
-            .args(["coordinator", "--bind", "127.0.0.1:0", "--worker-timeout", "10s"])
+            .args([
+                "coordinator",
+                "--bind",
+                "127.0.0.1:0",
+                "--worker-timeout",
+                "10s",
+            ])
             .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -205,13 +211,19 @@ fn cluster_runs_publish_what_embedded_runs_publish() {
     assert_eq!(scores.len(), want.len());
     for (row, want) in scores.iter().zip(want) {
         let (got, want) = (row["p"].as_f64().unwrap(), want.as_f64().unwrap());
-        assert!((got - want).abs() <= 1e-6, "row {}: {got} vs {want}", row["id"]);
+        assert!(
+            (got - want).abs() <= 1e-6,
+            "row {}: {got} vs {want}",
+            row["id"]
+        );
     }
     // Partitioned on the workers: one folder per bucket, files in each.
     for bucket in 0..3 {
         let folder = distributed.join(&format!("wh/scores/bucket={bucket}"));
         assert!(
-            std::fs::read_dir(&folder).map(|d| d.count() > 0).unwrap_or(false),
+            std::fs::read_dir(&folder)
+                .map(|d| d.count() > 0)
+                .unwrap_or(false),
             "no files in {}",
             folder.display()
         );
@@ -242,16 +254,28 @@ fn cluster_problems_are_reported_before_anything_is_written() {
     // Nobody listens on this port: the client says so at once, naming the address.
     let port = free_port();
     let clock = Instant::now();
-    let error = project.fails(&["run", "scoring.toml", "--cluster", &format!("df://127.0.0.1:{port}")]);
+    let error = project.fails(&[
+        "run",
+        "scoring.toml",
+        "--cluster",
+        &format!("df://127.0.0.1:{port}"),
+    ]);
     assert!(
         error.contains(&format!("cannot reach the coordinator at 127.0.0.1:{port}")),
         "{error}"
     );
-    assert!(clock.elapsed() < Duration::from_secs(30), "took {:?}", clock.elapsed());
+    assert!(
+        clock.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        clock.elapsed()
+    );
     assert!(project.delta_versions("wh/scores").is_empty());
 
     let error = project.fails(&["run", "scoring.toml", "--cluster", "df://no-port"]);
-    assert!(error.contains("invalid coordinator address 'df://no-port'"), "{error}");
+    assert!(
+        error.contains("invalid coordinator address 'df://no-port'"),
+        "{error}"
+    );
 
     // Checks do not run on the cluster yet: refused, naming the checked dataset.
     let cluster = Cluster::start(1);
@@ -303,7 +327,10 @@ fn finish(mut child: Child, limit: Duration) -> (bool, String) {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let output = child.wait_with_output().unwrap();
-            return (status.success(), String::from_utf8_lossy(&output.stderr).into_owned());
+            return (
+                status.success(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            );
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -379,7 +406,10 @@ fn concurrent_runs_of_one_job_lose_and_duplicate_nothing() {
         .collect();
     let succeeded = outcomes.iter().filter(|(ok, _)| *ok).count();
     for (ok, stderr) in &outcomes {
-        assert!(*ok || stderr.contains("by_bucket"), "a failed run must say why: {stderr}");
+        assert!(
+            *ok || stderr.contains("by_bucket"),
+            "a failed run must say why: {stderr}"
+        );
     }
     assert!(succeeded >= 1, "{outcomes:?}");
     // Each successful run appended its three rows exactly once, as its own version.

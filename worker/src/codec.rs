@@ -59,7 +59,10 @@ pub fn unframe(buf: &[u8]) -> Result<Option<&[u8]>> {
 
 /// Encodes into a scratch buffer with `encode`, framing the result when it wrote anything.
 /// Returns whether Lakeforge's codec handled the item.
-fn encode_framed(buf: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<bool>) -> Result<bool> {
+fn encode_framed(
+    buf: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<bool>,
+) -> Result<bool> {
     let mut payload = Vec::new();
     if encode(&mut payload)? {
         frame(&payload, buf);
@@ -113,7 +116,12 @@ impl LayeredLogicalCodec {
 }
 
 impl LogicalExtensionCodec for LayeredLogicalCodec {
-    fn try_decode(&self, buf: &[u8], inputs: &[LogicalPlan], ctx: &TaskContext) -> Result<Extension> {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
         match unframe(buf)? {
             Some(payload) => self.lakeforge.decode_logical_node(payload, inputs),
             None => self.ballista.try_decode(buf, inputs, ctx),
@@ -121,7 +129,9 @@ impl LogicalExtensionCodec for LayeredLogicalCodec {
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
-        if encode_framed(buf, |payload| self.lakeforge.encode_logical_node(node, payload))? {
+        if encode_framed(buf, |payload| {
+            self.lakeforge.encode_logical_node(node, payload)
+        })? {
             return Ok(());
         }
         self.ballista.try_encode(node, buf)
@@ -136,7 +146,9 @@ impl LogicalExtensionCodec for LayeredLogicalCodec {
     ) -> Result<Arc<dyn TableProvider>> {
         match unframe(buf)? {
             Some(payload) => self.lakeforge.decode_table(payload, schema),
-            None => self.ballista.try_decode_table_provider(buf, table_ref, schema, ctx),
+            None => self
+                .ballista
+                .try_decode_table_provider(buf, table_ref, schema, ctx),
         }
     }
 
@@ -149,14 +161,23 @@ impl LogicalExtensionCodec for LayeredLogicalCodec {
         if encode_framed(buf, |payload| self.lakeforge.encode_table(&node, payload))? {
             return Ok(());
         }
-        self.ballista.try_encode_table_provider(table_ref, node, buf)
+        self.ballista
+            .try_encode_table_provider(table_ref, node, buf)
     }
 
-    fn try_decode_file_format(&self, buf: &[u8], ctx: &TaskContext) -> Result<Arc<dyn FileFormatFactory>> {
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
         self.ballista.try_decode_file_format(buf, ctx)
     }
 
-    fn try_encode_file_format(&self, buf: &mut Vec<u8>, node: Arc<dyn FileFormatFactory>) -> Result<()> {
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
         self.ballista.try_encode_file_format(buf, node)
     }
 

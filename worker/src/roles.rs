@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use extension_planning::QueryPlannerWithExtensions;
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::utils::default_session_builder;
@@ -18,6 +17,7 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_planner::ExtensionPlanner;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use extension_planning::QueryPlannerWithExtensions;
 
 use crate::codec::{LakeforgeCodec, LayeredLogicalCodec, LayeredPhysicalCodec};
 use crate::{LAKEFORGE_VERSION, Result, WorkerError};
@@ -137,7 +137,8 @@ pub async fn run_coordinator(
     };
     config.override_session_builder = Some(Arc::new(move |session_config: SessionConfig| {
         let state = default_session_builder(session_config)?;
-        let planner = QueryPlannerWithExtensions::new(session_extensions.extension_planners.clone());
+        let planner =
+            QueryPlannerWithExtensions::new(session_extensions.extension_planners.clone());
         let mut state = SessionStateBuilder::new_from_existing(state)
             .with_query_planner(Arc::new(planner))
             .build();
@@ -183,8 +184,10 @@ pub async fn run_coordinator(
 pub struct WorkerOptions {
     /// The coordinator to register with.
     pub coordinator: ClusterAddress,
-    /// Host the worker binds and advertises.
+    /// The IP address the worker listens on.
     pub bind_host: String,
+    /// The host name or IP others reach it at.
+    pub advertised_host: String,
     /// Port of its Arrow Flight service (shuffle data).
     pub flight_port: u16,
     /// Port of its gRPC service (tasks from the coordinator).
@@ -223,7 +226,7 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
     let config = ExecutorProcessConfig {
         executor_id: format!("lakeforge-{LAKEFORGE_VERSION}-{}", defaults.executor_id),
         bind_host: options.bind_host.clone(),
-        external_host: Some(options.bind_host.clone()),
+        external_host: Some(options.advertised_host.clone()),
         port: options.flight_port,
         grpc_port: options.grpc_port,
         scheduler_host: options.coordinator.host.clone(),
@@ -250,9 +253,9 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
         "Lakeforge {LAKEFORGE_VERSION} worker {} (flight {}:{}, grpc {}:{}, {} slots) joining \
          the coordinator at {}",
         config.executor_id,
-        config.bind_host,
+        options.advertised_host,
         config.port,
-        config.bind_host,
+        options.advertised_host,
         config.grpc_port,
         config.vcores,
         options.coordinator
@@ -276,9 +279,9 @@ pub async fn connect(
         .with_ballista_logical_extension_codec(Arc::new(LayeredLogicalCodec::new(Arc::clone(
             &extensions.codec,
         ))))
-        .with_ballista_physical_extension_codec(Arc::new(LayeredPhysicalCodec::new(
-            Arc::clone(&extensions.codec),
-        )));
+        .with_ballista_physical_extension_codec(Arc::new(LayeredPhysicalCodec::new(Arc::clone(
+            &extensions.codec,
+        ))));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -332,7 +335,11 @@ mod extension_planning {
 
     impl std::fmt::Debug for QueryPlannerWithExtensions {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "QueryPlannerWithExtensions({} planners)", self.planners.len())
+            write!(
+                f,
+                "QueryPlannerWithExtensions({} planners)",
+                self.planners.len()
+            )
         }
     }
 

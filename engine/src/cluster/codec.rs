@@ -32,8 +32,9 @@ enum Payload {
 }
 
 fn write_payload(payload: &Payload, buf: &mut Vec<u8>) -> Result<bool> {
-    serde_json::to_writer(buf, payload)
-        .map_err(|e| DataFusionError::Internal(format!("cannot encode a Lakeforge plan item: {e}")))?;
+    serde_json::to_writer(buf, payload).map_err(|e| {
+        DataFusionError::Internal(format!("cannot encode a Lakeforge plan item: {e}"))
+    })?;
     Ok(true)
 }
 

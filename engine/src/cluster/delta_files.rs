@@ -71,7 +71,11 @@ impl DeltaFilesSpec {
         let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
         let table_url = table.table_url().clone();
         let store_url = format!("{}://{}", table_url.scheme(), table_url.authority());
-        let root = table_url.path().trim_start_matches('/').trim_end_matches('/').to_string();
+        let root = table_url
+            .path()
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
         let mut files = Vec::new();
         for file in state.log_data().iter() {
             if file.deletion_vector_descriptor().is_some() {
@@ -135,13 +139,14 @@ impl DeltaFilesTable {
         };
         let value = match text {
             None => ScalarValue::try_from(value_type)?,
-            Some(text) => ScalarValue::try_from_string(text.to_string(), value_type)
-                .map_err(|e| {
+            Some(text) => {
+                ScalarValue::try_from_string(text.to_string(), value_type).map_err(|e| {
                     DataFusionError::Execution(format!(
                         "{}: partition value '{text}' is not a {value_type}: {e}",
                         self.spec.table
                     ))
-                })?,
+                })?
+            }
         };
         Ok(match data_type {
             DataType::Dictionary(key, _) => ScalarValue::Dictionary(key.clone(), Box::new(value)),
@@ -209,7 +214,11 @@ impl TableProvider for DeltaFilesTable {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let partitions = state.config().target_partitions().max(1).min(self.spec.files.len());
+        let partitions = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(self.spec.files.len());
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
         let mut files: Vec<&DeltaFile> = self.spec.files.iter().collect();
         files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
@@ -225,17 +234,29 @@ impl TableProvider for DeltaFilesTable {
                 .min_by_key(|(bytes, _)| *bytes)
                 .ok_or_else(|| DataFusionError::Internal("no file groups".to_string()))?;
             smallest.0 += file.size;
-            smallest
-                .1
-                .push(PartitionedFile::new(file.path.clone(), file.size).with_partition_values(values));
+            smallest.1.push(
+                PartitionedFile::new(file.path.clone(), file.size).with_partition_values(values),
+            );
         }
         let file_schema = Arc::new(Schema::new(file_fields));
-        let source = ParquetSource::new(TableSchema::builder(file_schema).with_table_partition_cols(partition_fields).build());
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::parse(&self.spec.store_url)?, Arc::new(source))
-            .with_file_groups(groups.into_iter().map(|(_, files)| FileGroup::new(files)).collect())
-            .with_limit(limit)
-            .with_projection_indices(Some(scan_projection))?
-            .build();
+        let source = ParquetSource::new(
+            TableSchema::builder(file_schema)
+                .with_table_partition_cols(partition_fields)
+                .build(),
+        );
+        let config = FileScanConfigBuilder::new(
+            ObjectStoreUrl::parse(&self.spec.store_url)?,
+            Arc::new(source),
+        )
+        .with_file_groups(
+            groups
+                .into_iter()
+                .map(|(_, files)| FileGroup::new(files))
+                .collect(),
+        )
+        .with_limit(limit)
+        .with_projection_indices(Some(scan_projection))?
+        .build();
         Ok(DataSourceExec::from_data_source(config))
     }
 }

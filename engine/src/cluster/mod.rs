@@ -152,7 +152,9 @@ fn written_files(batches: &[RecordBatch]) -> std::result::Result<(Vec<Add>, u64)
     let mut rows = 0;
     for batch in batches {
         let (Some(json), Some(counts)) = (
-            batch.column_by_name("adds").and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name("adds")
+                .and_then(|c| c.as_string_opt::<i32>()),
             batch
                 .column_by_name("rows")
                 .and_then(|c| c.as_primitive_opt::<UInt64Type>()),

@@ -18,6 +18,7 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
@@ -28,7 +29,6 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
 };
-use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use deltalake::kernel::Add;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -131,10 +131,18 @@ impl UserDefinedLogicalNodeCore for DeltaWriteNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DeltaWrite: {} -> {}", self.target.dataset, self.target.table_url)
+        write!(
+            f,
+            "DeltaWrite: {} -> {}",
+            self.target.dataset, self.target.table_url
+        )
     }
 
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
         let input = inputs.pop().ok_or_else(|| {
             DataFusionError::Internal("DeltaWrite needs exactly one input".to_string())
         })?;
@@ -260,7 +268,10 @@ impl ExecutionPlan for DeltaWriterExec {
         let written = futures::stream::once(async move {
             let (adds, rows) = write_partition(input, &target, file_schema).await?;
             let json = serde_json::to_string(&adds).map_err(|e| {
-                DataFusionError::Execution(format!("'{}': cannot encode files: {e}", target.dataset))
+                DataFusionError::Execution(format!(
+                    "'{}': cannot encode files: {e}",
+                    target.dataset
+                ))
             })?;
             RecordBatch::try_new(
                 written_files_schema(),
