@@ -6,6 +6,7 @@
 //! cargo run -p lakeforge-benchmarks -- --smoke --out /tmp/r dq # tiny data: checks the harness
 //! ```
 
+mod cluster;
 mod dq;
 mod harness;
 mod lineage;
@@ -80,6 +81,16 @@ enum Suite {
         /// Rows of the generated feature dataset.
         #[arg(long, default_value_t = 10_000_000)]
         rows: u64,
+    },
+    /// The cluster: the 22 TPC-H queries as jobs, embedded and on a local cluster (a
+    /// coordinator and workers of the same binary on this machine), products compared.
+    Cluster {
+        /// The scale factor (0.1, 1, 10, ...).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// Workers to start.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
     },
     /// Every suite, at its default size, into one report.
     All,
@@ -165,6 +176,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )
     };
+    let cluster_suite = |sf: f64, workers: usize| {
+        cluster::run(
+            &lakeforge,
+            &cluster::ClusterOptions {
+                scale_factor: if cli.smoke { sf.min(0.01) } else { sf },
+                runs,
+                warmup,
+                workers,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("cluster"),
+            },
+        )
+    };
     let write_suite = |rows: u64| {
         write::run(
             &lakeforge,
@@ -183,12 +207,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Suite::Lineage => vec![lineage_suite()?],
         Suite::Tpch { sf } => vec![tpch_suite(sf)?],
         Suite::Write { rows } => vec![write_suite(rows)?],
+        Suite::Cluster { sf, workers } => vec![cluster_suite(sf, workers)?],
         Suite::All => vec![
             dq_suite(10_000_000)?,
             scoring_suite(1_000_000)?,
             lineage_suite()?,
             tpch_suite(1.0)?,
             write_suite(10_000_000)?,
+            cluster_suite(1.0, 2)?,
         ],
     };
     let report = Report {

@@ -40,7 +40,7 @@ pub struct TpchOptions {
 
 /// The queries, as single statements: q15's view becomes a CTE, and unnamed output columns get
 /// names Delta accepts (a product's columns must be named).
-fn query_texts() -> anyhow::Result<Vec<(String, String)>> {
+pub fn query_texts() -> anyhow::Result<Vec<(String, String)>> {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("tpch/queries");
     (1..=22)
         .map(|n| {
@@ -101,23 +101,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
         }
         args
     };
-    let mut sources = String::new();
-    for table in TPCH_TABLES {
-        sources.push_str(&format!(
-            "[sources.{table}]\nformat = \"parquet\"\npath = {}\n",
-            serde_json::to_string(&tpch_table_dir(&data, table).display().to_string())?
-        ));
-    }
-    for (name, text) in &queries {
-        std::fs::write(queries_dir.join(format!("{name}.sql")), text)?;
-        std::fs::write(
-            options.work_dir.join(format!("{name}.toml")),
-            format!(
-                "[job]\nname = \"tpch_{name}\"\nwarehouse = \"warehouse\"\n\n{sources}\n\
-                 [[products]]\nname = \"{name}\"\nsql_file = \"queries/{name}.sql\"\n"
-            ),
-        )?;
-    }
+    write_jobs(&data, &options.work_dir, &queries)?;
 
     // Correctness first: Lakeforge's answers against DuckDB's.
     eprintln!("tpch: answers");
@@ -275,6 +259,35 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
         ratios,
         notes,
     })
+}
+
+/// Writes `queries/QN.sql` and a job `QN.toml` per query under `work_dir`: the query's result
+/// as product `QN` of warehouse `warehouse`, over the TPC-H Parquet tables at `data`.
+pub fn write_jobs(
+    data: &Path,
+    work_dir: &Path,
+    queries: &[(String, String)],
+) -> anyhow::Result<()> {
+    let queries_dir = work_dir.join("queries");
+    std::fs::create_dir_all(&queries_dir)?;
+    let mut sources = String::new();
+    for table in TPCH_TABLES {
+        sources.push_str(&format!(
+            "[sources.{table}]\nformat = \"parquet\"\npath = {}\n",
+            serde_json::to_string(&tpch_table_dir(data, table).display().to_string())?
+        ));
+    }
+    for (name, text) in queries {
+        std::fs::write(queries_dir.join(format!("{name}.sql")), text)?;
+        std::fs::write(
+            work_dir.join(format!("{name}.toml")),
+            format!(
+                "[job]\nname = \"tpch_{name}\"\nwarehouse = \"warehouse\"\n\n{sources}\n\
+                 [[products]]\nname = \"{name}\"\nsql_file = \"queries/{name}.sql\"\n"
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Sums of medians over the queries both sides ran, as ratios to Lakeforge's.

@@ -1,0 +1,279 @@
+//! The cluster suite: the 22 TPC-H queries as jobs (each writing its Delta product), embedded
+//! and on a local cluster (one coordinator and two workers of the same `lakeforge` binary, on
+//! this machine), alternating in the same rounds; the ratio is the cluster's overhead.
+//!
+//! Correctness first: after the first round, every product written by the cluster run must hold
+//! the rows the embedded run wrote.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lakeforge_benchmarks::datagen::tpch::{TpchConfig, generate_tpch};
+use serde_json::Value;
+
+use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, folder_bytes, fresh_dir, median};
+use crate::tpch::{query_texts, write_jobs};
+
+/// How the suite runs.
+pub struct ClusterOptions {
+    /// The TPC-H scale factor.
+    pub scale_factor: f64,
+    /// Timed rounds.
+    pub runs: usize,
+    /// Untimed rounds first.
+    pub warmup: usize,
+    /// Workers started (each with `slots` task slots).
+    pub workers: usize,
+    /// Where generated datasets are cached.
+    pub data_root: PathBuf,
+    /// Where the jobs and the warehouse go (emptied first).
+    pub work_dir: PathBuf,
+}
+
+/// The coordinator and workers; killed when dropped.
+struct LocalCluster {
+    processes: Vec<Child>,
+    url: String,
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl LocalCluster {
+    fn start(
+        lakeforge: &Lakeforge,
+        workers: usize,
+        slots: usize,
+        work_dir: &std::path::Path,
+    ) -> anyhow::Result<LocalCluster> {
+        let mut coordinator = Command::new(lakeforge.path())
+            .args(["coordinator", "--bind", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the coordinator")?;
+        let mut first = String::new();
+        if let Some(out) = coordinator.stdout.take() {
+            BufReader::new(out).read_line(&mut first)?;
+        }
+        let mut cluster = LocalCluster {
+            processes: vec![coordinator],
+            url: String::new(),
+        };
+        let address = first
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .with_context(|| format!("the coordinator did not report its address: {first:?}"))?
+            .to_string();
+        cluster.url = format!("df://{address}");
+        for index in 0..workers {
+            let shuffle = work_dir.join(format!("worker-{index}"));
+            std::fs::create_dir_all(&shuffle)?;
+            let worker = Command::new(lakeforge.path())
+                .args(["worker", "--coordinator", &address])
+                .args(["--slots", &slots.to_string()])
+                .args(["--flight-port", &free_port()?.to_string()])
+                .args(["--grpc-port", &free_port()?.to_string()])
+                .arg("--work-dir")
+                .arg(&shuffle)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start a worker")?;
+            cluster.processes.push(worker);
+        }
+        // Let the workers register before the first timed job.
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(cluster)
+    }
+}
+
+/// Runs the suite.
+pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<SuiteReport> {
+    let sf = options.scale_factor;
+    let data = options.data_root.join(format!("tpch-sf{sf}"));
+    eprintln!("cluster: TPC-H scale factor {sf} at {}", data.display());
+    generate_tpch(&data, &TpchConfig::new(sf))
+        .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?;
+    fresh_dir(&options.work_dir)?;
+    let queries = query_texts()?;
+    write_jobs(&data, &options.work_dir, &queries)?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    // The same parallelism both ways: the workers' slots add up to the embedded run's partitions.
+    let slots = (cores / options.workers.max(1)).max(1);
+    let cluster = LocalCluster::start(lakeforge, options.workers, slots, &options.work_dir)?;
+    eprintln!(
+        "  coordinator at {}, {} workers x {slots} slots",
+        cluster.url, options.workers
+    );
+
+    let product_rows = |name: &str| -> anyhow::Result<Vec<String>> {
+        let table = options.work_dir.join("warehouse").join(name);
+        let (_, stdout) = lakeforge.run(
+            &options.work_dir,
+            [
+                "--json".as_ref(),
+                "show".as_ref(),
+                table.as_os_str(),
+                "--limit".as_ref(),
+                "1000000".as_ref(),
+            ],
+        )?;
+        let mut rows: Vec<String> = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Ok(normalize(&serde_json::from_str(l)?).to_string()))
+            .collect::<anyhow::Result<_>>()?;
+        rows.sort();
+        Ok(rows)
+    };
+
+    let mut embedded: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut distributed: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for round in 0..options.warmup + options.runs {
+        let timed = round >= options.warmup;
+        let label = if timed { "run" } else { "warm-up" };
+        for (name, _) in &queries {
+            let job = options.work_dir.join(format!("{name}.toml"));
+            let (local, _) = lakeforge.run(&options.work_dir, ["run".as_ref(), job.as_os_str()])?;
+            let local_rows = if round == 0 {
+                Some(product_rows(name)?)
+            } else {
+                None
+            };
+            let (remote, _) = lakeforge.run(
+                &options.work_dir,
+                [
+                    "run".as_ref(),
+                    job.as_os_str(),
+                    "--cluster".as_ref(),
+                    cluster.url.as_ref(),
+                ],
+            )?;
+            if let Some(local_rows) = local_rows
+                && local_rows != product_rows(name)?
+            {
+                bail!("{name}: the cluster run's product differs from the embedded run's");
+            }
+            eprintln!(
+                "  {name:<4} {label:<8} embedded {:>7.3} s   cluster {:>7.3} s",
+                local.as_secs_f64(),
+                remote.as_secs_f64()
+            );
+            if timed {
+                embedded
+                    .entry(name.clone())
+                    .or_default()
+                    .push(local.as_secs_f64());
+                distributed
+                    .entry(name.clone())
+                    .or_default()
+                    .push(remote.as_secs_f64());
+            }
+        }
+    }
+    drop(cluster);
+
+    let mut measurements = Vec::new();
+    for (name, _) in &queries {
+        for (case, times) in [("embedded", &mut embedded), ("cluster", &mut distributed)] {
+            let seconds = times.remove(name).unwrap_or_default();
+            measurements.push(Measurement {
+                case: format!("{name} {case}"),
+                description: format!("as a job ({case}): product written to Delta, whole process"),
+                median_seconds: median(&seconds),
+                seconds,
+            });
+        }
+    }
+    let sum = |case: &str| -> f64 {
+        measurements
+            .iter()
+            .filter(|m| m.case.ends_with(&format!(" {case}")))
+            .map(|m| m.median_seconds)
+            .sum()
+    };
+    let (embedded_total, cluster_total) = (sum("embedded"), sum("cluster"));
+    let ratios = vec![Ratio {
+        name: "cluster / embedded (sum of query medians)".to_string(),
+        value: if embedded_total > 0.0 {
+            cluster_total / embedded_total
+        } else {
+            0.0
+        },
+        target_at_most: Some(1.5),
+    }];
+    let mut setup = BTreeMap::new();
+    setup.insert(
+        "dataset".to_string(),
+        Value::from(format!(
+            "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
+            folder_bytes(&data)? as f64 / 1024.0 / 1024.0
+        )),
+    );
+    setup.insert(
+        "cluster".to_string(),
+        Value::from(format!(
+            "1 coordinator + {} workers x {slots} slots on this machine (loopback); embedded runs \
+             use {cores} partitions",
+            options.workers
+        )),
+    );
+    setup.insert(
+        "rounds".to_string(),
+        Value::from(format!(
+            "{} warm-up + {} timed; each query runs embedded then on the cluster",
+            options.warmup, options.runs
+        )),
+    );
+    setup.insert(
+        "correctness".to_string(),
+        Value::from("every cluster product equals the embedded product (first round)"),
+    );
+    Ok(SuiteReport {
+        suite: format!("cluster-tpch-sf{sf}"),
+        setup,
+        measurements,
+        ratios,
+        notes: vec![
+            "Both cases are whole `lakeforge run` processes (planning, execution, Delta write \
+             and commit, run record, lineage); the cluster case adds shipping the plan, \
+             scheduling stages, shuffling through the workers' disks and Flight, and fetching \
+             the writers' file lists."
+                .to_string(),
+        ],
+    })
+}
+
+/// Floats rounded to 9 significant digits, so sums computed in another order compare equal.
+fn normalize(value: &Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => n
+            .as_f64()
+            .map(|f| Value::from(format!("{f:.9e}")))
+            .unwrap_or_else(|| value.clone()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
+        _ => value.clone(),
+    }
+}
