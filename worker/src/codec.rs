@@ -184,7 +184,10 @@ impl LogicalExtensionCodec for LayeredLogicalCodec {
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
         match unframe(buf)? {
             Some(payload) => self.lakeforge.decode_udf(name, payload),
-            None => self.ballista.try_decode_udf(name, buf),
+            None => self
+                .ballista
+                .try_decode_udf(name, buf)
+                .map_err(|_| missing_function(name)),
         }
     }
 
@@ -250,7 +253,10 @@ impl PhysicalExtensionCodec for LayeredPhysicalCodec {
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
         match unframe(buf)? {
             Some(payload) => self.lakeforge.decode_udf(name, payload),
-            None => self.ballista.try_decode_udf(name, buf),
+            None => self
+                .ballista
+                .try_decode_udf(name, buf)
+                .map_err(|_| missing_function(name)),
         }
     }
 
@@ -260,6 +266,16 @@ impl PhysicalExtensionCodec for LayeredPhysicalCodec {
         }
         self.ballista.try_encode_udf(node, buf)
     }
+}
+
+/// The codec is asked for a function only when this process's registry lacks it: a function
+/// registered on the client alone, which no cluster process can run.
+fn missing_function(name: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "There is no UDF named \"{name}\" on this cluster process (Lakeforge \
+         {LAKEFORGE_VERSION}); functions the cluster runs must be listed in lakeforge-udfs, \
+         which every coordinator and worker registers"
+    ))
 }
 
 #[cfg(test)]

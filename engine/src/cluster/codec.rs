@@ -148,3 +148,120 @@ impl LakeforgeCodec for EngineCodec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use arrow::array::{AsArray, Float64Array};
+    use arrow::datatypes::{DataType, Float64Type};
+    use datafusion::execution::TaskContext;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::bytes::{
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+    use lakeforge_udfs::models::ModelFormat;
+    use lakeforge_udfs::scoring::parse_model_cached;
+    use lakeforge_worker::LayeredPhysicalCodec;
+    use url::Url;
+
+    use super::*;
+
+    /// A session like a worker's: Lakeforge's functions (scoring without models) and nothing
+    /// else of the client's.
+    fn worker_task_context() -> Arc<TaskContext> {
+        let ctx = SessionContext::new();
+        for function in crate::cluster::extensions().scalar_functions {
+            ctx.register_udf(function.as_ref().clone());
+        }
+        ctx.task_ctx()
+    }
+
+    /// Encodes `sql`'s physical plan in `client` as a coordinator would send it, and decodes it
+    /// as a worker does.
+    async fn ship(client: &SessionContext, sql: &str) -> Result<(Arc<dyn ExecutionPlan>, Vec<u8>)> {
+        let codec = LayeredPhysicalCodec::new(Arc::new(EngineCodec));
+        let plan = client.sql(sql).await?.create_physical_plan().await?;
+        let bytes = physical_plan_to_bytes_with_extension_codec(plan, &codec)?;
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &worker_task_context(), &codec)?;
+        Ok((decoded, bytes.to_vec()))
+    }
+
+    #[tokio::test]
+    async fn scoring_travels_as_a_model_reference_and_scores_on_the_worker() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models/xgb_binary.json")
+            .canonicalize()
+            .unwrap();
+        let bytes = std::fs::read(&fixture).unwrap();
+        let (_, content_hash) = parse_model_cached(&bytes, ModelFormat::XgboostJson).unwrap();
+        let pins = vec![ModelPin {
+            reference: "churn".to_string(),
+            name: "churn".to_string(),
+            version: None,
+            content_hash,
+            format: ModelFormat::XgboostJson.to_string(),
+            location: Url::from_file_path(&fixture).unwrap().to_string(),
+        }];
+        let client = SessionContext::new();
+        lakeforge_udfs::register_all(&client, Arc::new(PinnedModels::new(pins)));
+        let (plan, shipped) = ship(
+            &client,
+            "SELECT predict('churn', a, b, c, d, e, f) AS p FROM (VALUES (1.5006886720657349, \
+             2.846362352371216, -3.6119980812072754, -1.8342331647872925, -2.672461986541748, \
+             CAST(NULL AS DOUBLE))) AS t(a, b, c, d, e, f)",
+        )
+        .await
+        .unwrap();
+        // The reference travels (framed by Lakeforge's codec), not the model: the plan is far
+        // smaller than the model file.
+        let text = String::from_utf8_lossy(&shipped);
+        assert!(
+            text.contains("lakeforge") && text.contains("xgb_binary.json"),
+            "{text}"
+        );
+        assert!(
+            shipped.len() * 10 < bytes.len(),
+            "plan {} bytes, model {}",
+            shipped.len(),
+            bytes.len()
+        );
+        let batches = collect(plan, worker_task_context()).await.unwrap();
+        let p = batches[0].column(0).as_primitive::<Float64Type>().value(0);
+        // The library's prediction for the fixture's first row.
+        assert!((p - 0.28471997380256653).abs() <= 1e-6, "{p}");
+    }
+
+    #[tokio::test]
+    async fn a_function_the_workers_do_not_have_is_named() {
+        let client = SessionContext::new();
+        client.register_udf(create_udf(
+            "mystery",
+            vec![DataType::Float64],
+            DataType::Float64,
+            Volatility::Volatile,
+            Arc::new(|args: &[ColumnarValue]| {
+                let rows = match &args[0] {
+                    ColumnarValue::Array(array) => array.len(),
+                    ColumnarValue::Scalar(_) => 1,
+                };
+                Ok(ColumnarValue::Array(Arc::new(Float64Array::from(vec![
+                    0.0;
+                    rows
+                ]))))
+            }),
+        ));
+        let error = ship(&client, "SELECT mystery(random()) AS m")
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("There is no UDF named \"mystery\""),
+            "{error}"
+        );
+    }
+}
