@@ -417,3 +417,52 @@ fn concurrent_runs_of_one_job_lose_and_duplicate_nothing() {
     assert_eq!(versions.len(), succeeded, "{versions:?}");
     assert_eq!(rows(&project, "wh/by_bucket").len(), 3 * succeeded);
 }
+
+#[test]
+fn the_scheduler_runs_its_jobs_on_the_cluster() {
+    let cluster = Cluster::start(1);
+    let (project, _) = project();
+    let scheduled = std::fs::read_to_string(project.join("scoring.toml"))
+        .unwrap()
+        .replace(
+            "name = \"scoring\"",
+            "name = \"scoring\"\nschedule = \"* * * * * *\"",
+        );
+    project.write("scheduled.toml", &scheduled);
+    let url = cluster.url();
+    let daemon = spawn_run(
+        &project,
+        &[
+            "schedule",
+            "scheduled.toml",
+            "--http",
+            "off",
+            "--poll",
+            "200ms",
+            "--cluster",
+            &url,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while project.delta_versions("wh/scores").len() < 2 {
+        assert!(Instant::now() < deadline, "no two scheduled runs landed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = daemon.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (stopped, stderr) = finish(daemon, Duration::from_secs(60));
+    assert!(stopped, "the daemon did not exit cleanly: {stderr}");
+    let runs = project.json(&["runs", "wh"]);
+    assert!(runs.len() >= 2, "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["status"] == "succeeded" || r["status"] == "cancelled"),
+        "{runs:?}"
+    );
+}
