@@ -105,22 +105,13 @@ impl JobModels {
         };
         let path = warehouse_dir.join(&registered.artifact);
         let shown = format!("{name}@{}", registered.version);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            format!(
-                "cannot read the artifact of model '{shown}' ({}): {e}",
-                path.display()
-            )
-        })?;
-        let (model, content_hash) = parse_model_cached(&bytes, registered.format)
-            .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
-        if content_hash != registered.content_hash {
-            return Err(format!(
-                "the artifact of model '{shown}' ({}) has changed since it was registered \
-                 ({content_hash}, registered {})",
-                path.display(),
-                registered.content_hash
-            ));
-        }
+        let (model, content_hash) = read_verified_artifact(
+            &shown,
+            &path,
+            registered.format,
+            &registered.content_hash,
+            "it was registered",
+        )?;
         Ok(Arc::new(LoadedModel {
             name: name.to_string(),
             version: Some(registered.version),
@@ -205,6 +196,33 @@ impl ModelResolver for JobModels {
     }
 }
 
+/// Reads and parses the artifact of model `shown` at `path`, and checks it still has
+/// `expected_hash`, the hash it had when `since` (e.g. "it was registered").
+fn read_verified_artifact(
+    shown: &str,
+    path: &Path,
+    format: ModelFormat,
+    expected_hash: &str,
+    since: &str,
+) -> std::result::Result<(Arc<Model>, String), String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the artifact of model '{shown}' ({}): {e}",
+            path.display()
+        )
+    })?;
+    let (model, content_hash) = parse_model_cached(&bytes, format)
+        .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
+    if content_hash != expected_hash {
+        return Err(format!(
+            "the artifact of model '{shown}' ({}) has changed since {since} ({content_hash}, \
+             expected {expected_hash})",
+            path.display()
+        ));
+    }
+    Ok((model, content_hash))
+}
+
 /// The `file://` URL of a model artifact on the local (or shared) filesystem.
 fn artifact_location(path: &Path) -> Option<String> {
     let absolute = std::path::absolute(path).ok()?;
@@ -240,23 +258,20 @@ impl PinnedModels {
         // Object-store locations need an async read before execution and are refused clearly.
         let path = url.to_file_path().map_err(|()| {
             format!(
-                "model '{shown}' lives at {}, but workers can only read models from a                  filesystem path today",
+                "model '{shown}' lives at {}, but workers can only read models from a \
+                 filesystem path today",
                 pin.location
             )
         })?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("model '{shown}': cannot read {}: {e}", path.display()))?;
         let format = ModelFormat::parse(&pin.format)
             .ok_or_else(|| format!("model '{shown}': unknown format '{}'", pin.format))?;
-        let (model, content_hash) = parse_model_cached(&bytes, format)
-            .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
-        if content_hash != pin.content_hash {
-            return Err(format!(
-                "model '{shown}' ({}) has changed since the job was planned ({content_hash},                  planned with {})",
-                path.display(),
-                pin.content_hash
-            ));
-        }
+        let (model, content_hash) = read_verified_artifact(
+            &shown,
+            &path,
+            format,
+            &pin.content_hash,
+            "the job was planned",
+        )?;
         Ok(Arc::new(LoadedModel {
             name: pin.name.clone(),
             version: pin.version,

@@ -41,7 +41,7 @@ use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
 
 /// Files roll over at this size, so large products become many files readers can split.
-pub(crate) const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// Where and how a product is published.
 #[derive(Debug, Clone)]
@@ -311,14 +311,8 @@ async fn stream_to_tables(
     let partitions = physical.output_partitioning().partition_count();
     let task_ctx = ctx.task_ctx();
     let new_writer = |url: &Url, schema: &SchemaRef, partition_by: &[String]| {
-        RecordBatchWriter::try_new(
-            url.as_str(),
-            Arc::clone(schema),
-            Some(partition_by.to_vec()),
-            None,
-        )
-        .map(|w| w.with_target_file_size(TARGET_FILE_SIZE))
-        .map_err(|e| EngineError::delta(format!("'{dataset}': cannot start writing"), e))
+        file_writer(url.as_str(), schema, partition_by)
+            .map_err(|e| EngineError::delta(format!("'{dataset}': cannot start writing"), e))
     };
     let mut writers = JoinSet::new();
     for partition in 0..partitions {
@@ -397,6 +391,22 @@ async fn stream_to_tables(
         quarantined: StagedFiles::new(quarantined, quarantined_rows),
         checkers,
     })
+}
+
+/// A writer of Parquet files into the table at `table_url` (files roll over at
+/// [`TARGET_FILE_SIZE`]); used by embedded runs and by the cluster's writers alike.
+pub(crate) fn file_writer(
+    table_url: &str,
+    schema: &SchemaRef,
+    partition_by: &[String],
+) -> std::result::Result<RecordBatchWriter, deltalake::DeltaTableError> {
+    RecordBatchWriter::try_new(
+        table_url,
+        Arc::clone(schema),
+        Some(partition_by.to_vec()),
+        None,
+    )
+    .map(|w| w.with_target_file_size(TARGET_FILE_SIZE))
 }
 
 /// Where one partition's rows go.
@@ -811,7 +821,7 @@ fn strip_nullability(data_type: &DataType) -> DataType {
 /// The first `columns` fields, all nullable: Delta readers (and later appends) expect nullable
 /// columns, and a plan's nullability is an artefact of the optimizer, not a contract of the
 /// product.
-fn leading_nullable_schema(schema: &Schema, columns: usize) -> SchemaRef {
+pub(crate) fn leading_nullable_schema(schema: &Schema, columns: usize) -> SchemaRef {
     let fields: Fields = schema
         .fields()
         .iter()

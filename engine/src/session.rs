@@ -22,10 +22,7 @@ pub fn new_session_with_models(
     config: &EngineConfig,
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
-    let session_config = SessionConfig::new()
-        .with_target_partitions(config.target_partitions.max(1))
-        .with_batch_size(config.batch_size.max(1))
-        .with_information_schema(true);
+    let session_config = session_config(config);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = config.memory_limit {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -37,4 +34,12 @@ pub fn new_session_with_models(
     let ctx = SessionContext::new_with_config_rt(session_config, runtime);
     lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
+}
+
+/// The session settings every Lakeforge session shares, embedded or connected to a cluster.
+pub fn session_config(config: &EngineConfig) -> SessionConfig {
+    SessionConfig::new()
+        .with_target_partitions(config.target_partitions.max(1))
+        .with_batch_size(config.batch_size.max(1))
+        .with_information_schema(true)
 }

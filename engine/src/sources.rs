@@ -44,7 +44,7 @@ pub async fn register_source(
             .await
             .map_err(|e| source_error(e.to_string()))?;
         let version = table.version().unwrap_or_default();
-        if crate::cluster::cluster_of(ctx).is_some() {
+        if crate::cluster::is_cluster_session(ctx) {
             crate::cluster::register_delta_source(ctx, name, &table)
                 .await
                 .map_err(source_error)?;

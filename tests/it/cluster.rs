@@ -2,16 +2,14 @@
 //! on loopback, jobs run with `--cluster`, and every product, run record and lineage compared
 //! with the same jobs run embedded. Also: what a client is told when the cluster cannot be used.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::scoring::{features, project_for};
-use crate::support::{Project, sorted_rows};
+use crate::support::{Project, sorted_rows, stdout_lines};
 
 /// A coordinator and its workers; every process is killed when the test ends, pass or fail.
 struct Cluster {
@@ -44,15 +42,7 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the coordinator");
-        let (sender, lines) = mpsc::channel();
-        let out = coordinator.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut coordinator);
         let mut cluster = Cluster {
             processes: vec![coordinator],
             address: String::new(),

@@ -4,7 +4,7 @@
 //! `engine/src/schedule/scheduler_tests.rs`.)
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::Project;
+use crate::support::{Project, stdout_lines};
 
 /// A running `lakeforge schedule`; killed if a test fails before stopping it.
 struct Daemon {
@@ -34,15 +34,7 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .expect("start lakeforge schedule");
-        let (sender, stdout) = mpsc::channel();
-        let out = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stdout = stdout_lines(&mut child);
         let first = stdout
             .recv_timeout(Duration::from_secs(60))
             .expect("the daemon did not report it started");

@@ -1,8 +1,10 @@
 //! Helpers: a scratch project folder and a way to run `lakeforge` in it.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::sync::mpsc;
 
 use serde_json::Value;
 
@@ -170,4 +172,18 @@ pub fn sorted_rows(rows: Vec<Value>) -> Vec<String> {
     let mut text: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
     text.sort();
     text
+}
+
+/// Forwards a spawned process's stdout (piped), line by line, to the returned channel.
+pub fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    let out = child.stdout.take().expect("stdout is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }

@@ -182,20 +182,15 @@ impl LogicalExtensionCodec for LayeredLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match unframe(buf)? {
-            Some(payload) => self.lakeforge.decode_udf(name, payload),
-            None => self
-                .ballista
-                .try_decode_udf(name, buf)
-                .map_err(|_| missing_function(name)),
-        }
+        decode_udf(self.lakeforge.as_ref(), name, buf, || {
+            self.ballista.try_decode_udf(name, buf)
+        })
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if encode_framed(buf, |payload| self.lakeforge.encode_udf(node, payload))? {
-            return Ok(());
-        }
-        self.ballista.try_encode_udf(node, buf)
+        encode_udf(self.lakeforge.as_ref(), node, buf, |buf| {
+            self.ballista.try_encode_udf(node, buf)
+        })
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -251,21 +246,44 @@ impl PhysicalExtensionCodec for LayeredPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        match unframe(buf)? {
-            Some(payload) => self.lakeforge.decode_udf(name, payload),
-            None => self
-                .ballista
-                .try_decode_udf(name, buf)
-                .map_err(|_| missing_function(name)),
-        }
+        decode_udf(self.lakeforge.as_ref(), name, buf, || {
+            self.ballista.try_decode_udf(name, buf)
+        })
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        if encode_framed(buf, |payload| self.lakeforge.encode_udf(node, payload))? {
-            return Ok(());
-        }
-        self.ballista.try_encode_udf(node, buf)
+        encode_udf(self.lakeforge.as_ref(), node, buf, |buf| {
+            self.ballista.try_encode_udf(node, buf)
+        })
     }
+}
+
+/// A scalar function: Lakeforge's payload when framed, otherwise Ballista's (`fallback`), and
+/// a function nobody can decode is named as missing.
+fn decode_udf(
+    lakeforge: &dyn LakeforgeCodec,
+    name: &str,
+    buf: &[u8],
+    fallback: impl FnOnce() -> Result<Arc<ScalarUDF>>,
+) -> Result<Arc<ScalarUDF>> {
+    match unframe(buf)? {
+        Some(payload) => lakeforge.decode_udf(name, payload),
+        None => fallback().map_err(|_| missing_function(name)),
+    }
+}
+
+/// A scalar function: framed by Lakeforge's codec when it carries one, otherwise by Ballista's
+/// (`fallback`).
+fn encode_udf(
+    lakeforge: &dyn LakeforgeCodec,
+    node: &ScalarUDF,
+    buf: &mut Vec<u8>,
+    fallback: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    if encode_framed(buf, |payload| lakeforge.encode_udf(node, payload))? {
+        return Ok(());
+    }
+    fallback(buf)
 }
 
 /// The codec is asked for a function only when this process's registry lacks it: a function

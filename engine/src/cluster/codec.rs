@@ -163,7 +163,7 @@ mod tests {
         physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
     };
     use lakeforge_udfs::models::ModelFormat;
-    use lakeforge_udfs::scoring::parse_model_cached;
+    use lakeforge_udfs::scoring::{ModelResolver, parse_model_cached};
     use lakeforge_worker::LayeredPhysicalCodec;
     use url::Url;
 
@@ -233,6 +233,34 @@ mod tests {
         let p = batches[0].column(0).as_primitive::<Float64Type>().value(0);
         // The library's prediction for the fixture's first row.
         assert!((p - 0.28471997380256653).abs() <= 1e-6, "{p}");
+    }
+
+    #[test]
+    fn a_model_changed_since_planning_is_refused_on_the_worker() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models/xgb_binary.json")
+            .canonicalize()
+            .unwrap();
+        let models = PinnedModels::new(vec![ModelPin {
+            reference: "churn@3".to_string(),
+            name: "churn".to_string(),
+            version: Some(3),
+            content_hash: "sha256:0000".to_string(),
+            format: ModelFormat::XgboostJson.to_string(),
+            location: Url::from_file_path(&fixture).unwrap().to_string(),
+        }]);
+        let error = models.resolve("churn@3").unwrap_err();
+        assert!(
+            error.contains("model 'churn@3'")
+                && error.contains("has changed since the job was planned")
+                && error.contains("expected sha256:0000"),
+            "{error}"
+        );
+        let error = models.resolve("churn@4").unwrap_err();
+        assert!(
+            error.contains("was not resolved when the job was planned"),
+            "{error}"
+        );
     }
 
     #[tokio::test]

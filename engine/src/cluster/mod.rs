@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Add;
 use lakeforge_udfs::scoring::{ModelResolver, NoModels};
@@ -31,7 +31,8 @@ use lakeforge_worker::{ClusterAddress, ClusterExtensions};
 use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
 use crate::error::{EngineError, Result};
-use crate::publish::{PreparedProduct, StagedProduct, TARGET_FILE_SIZE};
+use crate::publish::{PreparedProduct, StagedProduct};
+use crate::session::session_config;
 use delta_files::{DeltaFilesSpec, DeltaFilesTable};
 use writer::{DeltaWriteNode, DeltaWritePlanner, WriteTarget};
 
@@ -47,12 +48,9 @@ pub fn extensions() -> ClusterExtensions {
     }
 }
 
-/// Marks a session whose queries run on a cluster, so sources and products take the cluster
-/// paths.
+/// Marks a session whose queries run on a cluster, so its Delta sources take the cluster path.
 #[derive(Debug)]
-struct ClusterSession {
-    address: ClusterAddress,
-}
+struct ClusterSession;
 
 /// A session whose queries run on the cluster at `address`, with Lakeforge's functions (models
 /// resolved by `models`) registered after connecting, as Ballista requires.
@@ -61,24 +59,18 @@ pub async fn connect_session(
     config: &EngineConfig,
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
-    let session_config = SessionConfig::new()
-        .with_target_partitions(config.target_partitions.max(1))
-        .with_batch_size(config.batch_size.max(1))
-        .with_information_schema(true)
-        .with_extension(Arc::new(ClusterSession {
-            address: address.clone(),
-        }));
+    let session_config = session_config(config).with_extension(Arc::new(ClusterSession));
     let ctx = lakeforge_worker::connect(address, session_config, &extensions()).await?;
     lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
 }
 
-/// The coordinator `ctx` runs on, when it is a cluster session.
-pub fn cluster_of(ctx: &SessionContext) -> Option<ClusterAddress> {
+/// Whether `ctx`'s queries run on a cluster.
+pub fn is_cluster_session(ctx: &SessionContext) -> bool {
     ctx.state()
         .config()
         .get_extension::<ClusterSession>()
-        .map(|session| session.address.clone())
+        .is_some()
 }
 
 /// Registers Delta source `name` (opened at its version) as that version's files.
@@ -113,7 +105,6 @@ pub async fn stage_on_cluster(
         dataset: product.clone(),
         table_url: prepared.target.url.to_string(),
         partition_by: prepared.target.partition_by.clone(),
-        target_file_size: TARGET_FILE_SIZE,
     };
     let write = DeltaWriteNode::new(prepared.plan.clone(), target)
         .map_err(|e| failed(e.strip_backtrace()))?

@@ -31,8 +31,10 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use deltalake::kernel::Add;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::DeltaWriter;
 use futures::StreamExt;
+
+use crate::publish::{file_writer, leading_nullable_schema};
 use serde::{Deserialize, Serialize};
 
 /// Where a distributed write goes.
@@ -44,8 +46,6 @@ pub struct WriteTarget {
     pub table_url: String,
     /// Partition columns.
     pub partition_by: Vec<String>,
-    /// Files roll over at this size.
-    pub target_file_size: u64,
 }
 
 /// The schema of what the writer returns: per partition, its files' `Add` actions as JSON and
@@ -264,7 +264,8 @@ impl ExecutionPlan for DeltaWriterExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let target = self.target.clone();
-        let file_schema = nullable(&self.input.schema());
+        let input_schema = self.input.schema();
+        let file_schema = leading_nullable_schema(&input_schema, input_schema.fields().len());
         let written = futures::stream::once(async move {
             let (adds, rows) = write_partition(input, &target, file_schema).await?;
             let json = serde_json::to_string(&adds).map_err(|e| {
@@ -289,17 +290,6 @@ impl ExecutionPlan for DeltaWriterExec {
     }
 }
 
-/// The schema of the files: every column nullable, as Delta readers expect.
-fn nullable(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ))
-}
-
 /// Writes one partition's batches; on failure nothing it wrote is returned (files already
 /// rolled over stay uncommitted, for `VACUUM`).
 async fn write_partition(
@@ -310,14 +300,8 @@ async fn write_partition(
     let failed = |what: &str, e: &dyn fmt::Display| {
         DataFusionError::Execution(format!("'{}': {what}: {e}", target.dataset))
     };
-    let mut writer = RecordBatchWriter::try_new(
-        &target.table_url,
-        Arc::clone(&file_schema),
-        Some(target.partition_by.clone()),
-        None,
-    )
-    .map_err(|e| failed("cannot start writing", &e))?
-    .with_target_file_size(target.target_file_size);
+    let mut writer = file_writer(&target.table_url, &file_schema, &target.partition_by)
+        .map_err(|e| failed("cannot start writing", &e))?;
     let mut rows = 0u64;
     while let Some(batch) = input.next().await {
         let batch = batch?;
