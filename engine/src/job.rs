@@ -438,9 +438,6 @@ async fn execute_run(
         None => new_session_with_models(config, models.clone())?,
     };
     let (plan, identities) = cancel.guard(plan_loaded_job(&ctx, loaded)).await?;
-    if let Some(address) = &config.cluster {
-        refuse_checks_on_cluster(loaded, &plan, address)?;
-    }
     ledger.inputs = identities;
     ledger.source_schemas = source_schemas(&ctx, loaded).await;
     let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
@@ -469,7 +466,11 @@ async fn execute_run(
                 ))
                 .await?;
             let quarantine = quarantine_for(loaded, &checks).await?;
-            check_input(&ctx, checks, quarantine, cancel).await
+            if config.cluster.is_some() {
+                cluster::check_input_on_cluster(&ctx, checks, quarantine, cancel).await
+            } else {
+                check_input(&ctx, checks, quarantine, cancel).await
+            }
         }
         .await;
         match checked_input {
@@ -725,35 +726,6 @@ async fn emit(events: &EventSink, event: &openlineage::RunEvent) {
 
 /// Delta has no multi-table transactions: when a commit fails after earlier products were
 /// committed, say exactly which, so the operator can roll them back.
-/// Data-quality checks are evaluated by the embedded writers and do not run on a cluster yet:
-/// a job with checks is refused before anything is read, naming the checked datasets.
-fn refuse_checks_on_cluster(
-    loaded: &LoadedJob,
-    plan: &JobPlan,
-    address: &lakeforge_worker::ClusterAddress,
-) -> Result<()> {
-    let mut checked: Vec<String> = plan
-        .checked_inputs
-        .iter()
-        .map(|c| c.dataset.clone())
-        .collect();
-    checked.extend(
-        plan.products
-            .iter()
-            .filter(|p| p.checks.is_some())
-            .map(|p| p.name.clone()),
-    );
-    if checked.is_empty() {
-        return Ok(());
-    }
-    Err(EngineError::Usage(format!(
-        "job '{}' has data-quality checks on {}, which do not run on a cluster yet; run it \
-         without --cluster {address} (embedded), or move the checks to a job that runs embedded",
-        loaded.job.name(),
-        checked.join(", ")
-    )))
-}
-
 fn partially_committed(name: &str, error: EngineError, outcomes: &[ProductOutcome]) -> EngineError {
     if outcomes.is_empty() {
         return error;

@@ -262,6 +262,10 @@ enum Command {
         /// Number of events to generate.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Generate the data here and run the job on the cluster whose coordinator is at
+        /// df://HOST:PORT (its workers must see DIR at the same path).
+        #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
+        cluster: Option<String>,
     },
 }
 
@@ -610,7 +614,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             dir,
             customers,
             events,
+            cluster,
         } => {
+            let mut config = config;
+            config.cluster = cluster.as_deref().map(ClusterAddress::parse).transpose()?;
             run_example(&dir, customers, events, &config, json).await?;
         }
     }

@@ -35,7 +35,7 @@ use url::Url;
 
 use crate::cancel::RunCancellation;
 use crate::delta::open_existing;
-use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker};
+use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
@@ -102,7 +102,8 @@ pub struct StagedFiles {
 }
 
 impl StagedFiles {
-    fn new(adds: Vec<Add>, rows: u64) -> StagedFiles {
+    /// Files and the rows in them (their size summed from the actions).
+    pub fn new(adds: Vec<Add>, rows: u64) -> StagedFiles {
         let bytes = adds
             .iter()
             .map(|a| u64::try_from(a.size).unwrap_or(0))
@@ -211,12 +212,7 @@ pub async fn check_input(
 ) -> Result<CheckedInput> {
     let dataset = checks.checked.dataset.clone();
     let columns = checks.checked.dataset_columns;
-    // Only quarantined rows are written: without a quarantine table the dataset's columns are
-    // merely read (for samples), so they keep their types (no Utf8View-to-Utf8 copies).
-    let plan = match &quarantine {
-        Some(_) => cast_to_delta_types(&dataset, checks.checked.plan.clone(), columns)?,
-        None => checks.checked.plan.clone(),
-    };
+    let plan = input_check_plan(&checks, quarantine.is_some())?;
     let dataset_schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
     let streamed = stream_to_tables(
         ctx,
@@ -230,7 +226,7 @@ pub async fn check_input(
         cancel,
     )
     .await?;
-    let results = checks.finish(streamed.checkers);
+    let results = checks.finish(streamed.checks)?;
     let quarantine = quarantine
         .filter(|_| streamed.quarantined.rows > 0)
         .map(|q| (q, streamed.quarantined));
@@ -238,6 +234,22 @@ pub async fn check_input(
         results,
         quarantine,
     })
+}
+
+/// The plan an input dataset's check pass runs. Only quarantined rows are written: without a
+/// quarantine table the dataset's columns are merely read (for samples), so they keep their
+/// types (no Utf8View-to-Utf8 copies).
+pub(crate) fn input_check_plan(checks: &DatasetCheckRun, quarantines: bool) -> Result<LogicalPlan> {
+    let checked = &checks.checked;
+    if quarantines {
+        cast_to_delta_types(
+            &checked.dataset,
+            checked.plan.clone(),
+            checked.dataset_columns,
+        )
+    } else {
+        Ok(checked.plan.clone())
+    }
 }
 
 /// Runs the prepared product's plan and writes its files, one writer per output partition,
@@ -265,7 +277,7 @@ pub async fn stage_product(
     )
     .await?;
     let check_results = match &prepared.checks {
-        Some(checks) => checks.finish(streamed.checkers),
+        Some(checks) => checks.finish(streamed.checks)?,
         None => Vec::new(),
     };
     let quarantine = prepared
@@ -287,7 +299,7 @@ pub async fn stage_product(
 struct Streamed {
     published: StagedFiles,
     quarantined: StagedFiles,
-    checkers: Vec<PartitionChecker>,
+    checks: Vec<PartitionState>,
 }
 
 /// Executes `plan` partition by partition: checks evaluated per batch, valid rows written to
@@ -332,7 +344,9 @@ async fn stream_to_tables(
                     ))
                 })
                 .transpose()?,
-            checker: checks.map(|c| c.partition()).transpose()?,
+            checker: checks
+                .map(|c| c.partition(physical.schema().as_ref()))
+                .transpose()?,
             rows_progress: Arc::clone(&rows_progress),
         };
         writers.spawn(sinks.consume(stream));
@@ -341,7 +355,7 @@ async fn stream_to_tables(
     let mut published = Vec::new();
     let mut quarantined = Vec::new();
     let (mut published_rows, mut quarantined_rows) = (0, 0);
-    let mut checkers = Vec::new();
+    let mut check_states = Vec::new();
     let mut failure = None;
     let mut cancelled = false;
     loop {
@@ -361,7 +375,7 @@ async fn stream_to_tables(
                 published_rows += done.published.1;
                 quarantined.extend(done.quarantined.0);
                 quarantined_rows += done.quarantined.1;
-                checkers.extend(done.checker);
+                check_states.extend(done.checks);
             }
             Ok(Err(error)) => {
                 failure.get_or_insert(error);
@@ -389,7 +403,7 @@ async fn stream_to_tables(
     Ok(Streamed {
         published: StagedFiles::new(published, published_rows),
         quarantined: StagedFiles::new(quarantined, quarantined_rows),
-        checkers,
+        checks: check_states,
     })
 }
 
@@ -409,24 +423,32 @@ pub(crate) fn file_writer(
     .map(|w| w.with_target_file_size(TARGET_FILE_SIZE))
 }
 
-/// Where one partition's rows go.
-struct PartitionSinks {
-    dataset_schema: SchemaRef,
-    published: Option<RecordBatchWriter>,
-    quarantine: Option<(RecordBatchWriter, SchemaRef)>,
-    checker: Option<PartitionChecker>,
-    rows_progress: Arc<AtomicU64>,
+/// Where one partition's rows go: its checks, the product's writer and the quarantine table's
+/// writer. Embedded runs and the cluster's writers run partitions through this alike.
+pub(crate) struct PartitionSinks {
+    /// The dataset's columns as published.
+    pub dataset_schema: SchemaRef,
+    /// The product's files, when the dataset is published.
+    pub published: Option<RecordBatchWriter>,
+    /// The quarantine table's files and their schema, when checks quarantine rows.
+    pub quarantine: Option<(RecordBatchWriter, SchemaRef)>,
+    /// The dataset's checks, when it has any.
+    pub checker: Option<PartitionChecker>,
+    /// Incremented as rows are published.
+    pub rows_progress: Arc<AtomicU64>,
 }
 
 /// What one partition wrote: (files, rows) published and quarantined, and its check state.
-struct PartitionDone {
-    published: (Vec<Add>, u64),
-    quarantined: (Vec<Add>, u64),
-    checker: Option<PartitionChecker>,
+pub(crate) struct PartitionDone {
+    pub published: (Vec<Add>, u64),
+    pub quarantined: (Vec<Add>, u64),
+    pub checks: Option<PartitionState>,
 }
 
 impl PartitionSinks {
-    async fn consume(
+    /// Streams one partition into its sinks. On failure, buffered rows are dropped and the
+    /// error is returned; files already rolled over are the caller's to delete.
+    pub(crate) async fn consume(
         mut self,
         mut stream: SendableRecordBatchStream,
     ) -> std::result::Result<PartitionDone, String> {
@@ -499,7 +521,7 @@ impl PartitionSinks {
         Ok(PartitionDone {
             published: (published, published_rows),
             quarantined: (quarantined, quarantined_rows),
-            checker: self.checker,
+            checks: self.checker.map(PartitionChecker::finish),
         })
     }
 }

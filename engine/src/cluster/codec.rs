@@ -16,7 +16,7 @@ use lakeforge_worker::LakeforgeCodec;
 use serde::{Deserialize, Serialize};
 
 use super::delta_files::{DeltaFilesSpec, DeltaFilesTable};
-use super::writer::{DeltaWriteNode, DeltaWriterExec, WriteTarget};
+use super::writer::{DatasetWrite, DeltaWriteNode, DeltaWriterExec};
 use crate::models::PinnedModels;
 
 /// One encoded item.
@@ -24,7 +24,7 @@ use crate::models::PinnedModels;
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Payload {
     /// [`DeltaWriteNode`] or [`DeltaWriterExec`] (its input travels as the node's child).
-    DeltaWrite { target: WriteTarget },
+    DeltaWrite { target: DatasetWrite },
     /// [`DeltaFilesTable`] (its schema travels with the table scan).
     DeltaFiles { spec: DeltaFilesSpec },
     /// A scoring function and the models it may use.
@@ -124,7 +124,10 @@ impl LakeforgeCodec for EngineCodec {
                         "DeltaWriterExec needs exactly one input".to_string(),
                     ));
                 };
-                Ok(Arc::new(DeltaWriterExec::new(Arc::clone(input), target)))
+                Ok(Arc::new(DeltaWriterExec::new(
+                    Arc::clone(input),
+                    Arc::new(target),
+                )))
             }
             other => Err(unexpected("an execution plan", &other)),
         }

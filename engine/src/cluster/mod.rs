@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::Add;
@@ -30,11 +32,15 @@ use lakeforge_worker::{ClusterAddress, ClusterExtensions};
 
 use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
+use crate::dq::{DatasetCheckRun, PartitionState};
 use crate::error::{EngineError, Result};
-use crate::publish::{PreparedProduct, StagedProduct};
+use crate::publish::{
+    CheckedInput, PreparedProduct, QuarantineTarget, StagedFiles, StagedProduct, discard_input,
+    discard_staged, input_check_plan,
+};
 use crate::session::session_config;
 use delta_files::{DeltaFilesSpec, DeltaFilesTable};
-use writer::{DeltaWriteNode, DeltaWritePlanner, WriteTarget};
+use writer::{DatasetWrite, DeltaWriteNode, DeltaWritePlanner, TableWrite};
 
 /// What every cluster role adds to Ballista: the engine's codec, Lakeforge's functions (from
 /// the one list in `lakeforge-udfs`; scoring functions get their models from the plan) and the
@@ -79,6 +85,15 @@ pub async fn register_delta_source(
     name: &str,
     table: &DeltaTable,
 ) -> std::result::Result<(), String> {
+    ctx.register_table(name, delta_provider(table).await?)
+        .map_err(|e| e.strip_backtrace())?;
+    Ok(())
+}
+
+/// A Delta table at the version it is opened at, read by the workers as that version's files.
+pub async fn delta_provider(
+    table: &DeltaTable,
+) -> std::result::Result<Arc<dyn TableProvider>, String> {
     let spec = DeltaFilesSpec::of_table(table)?;
     // The schema the embedded provider gives, so both runs plan the same columns and types.
     let schema = table
@@ -86,27 +101,113 @@ pub async fn register_delta_source(
         .await
         .map_err(|e| format!("cannot read the table: {}", e.strip_backtrace()))?
         .schema();
-    ctx.register_table(name, Arc::new(DeltaFilesTable::new(spec, schema)))
-        .map_err(|e| e.strip_backtrace())?;
-    Ok(())
+    Ok(Arc::new(DeltaFilesTable::new(spec, schema)))
 }
 
-/// Writes a prepared product's files on the workers and returns it staged, committing nothing.
-/// Products with checks are refused before this is reached (see `job.rs`).
+/// Writes a prepared product's files on the workers and returns it staged, committing nothing:
+/// its checks are evaluated and its quarantined rows written in the same pass, on the workers.
 pub async fn stage_on_cluster(
     ctx: &SessionContext,
     prepared: PreparedProduct,
     rows_progress: Arc<AtomicU64>,
     cancel: &RunCancellation,
 ) -> Result<StagedProduct> {
-    let product = prepared.target.name.clone();
-    let failed = |message: String| EngineError::product(&product, message);
-    let target = WriteTarget {
-        dataset: product.clone(),
-        table_url: prepared.target.url.to_string(),
-        partition_by: prepared.target.partition_by.clone(),
+    let target = DatasetWrite {
+        dataset: prepared.target.name.clone(),
+        publish: Some(TableWrite {
+            table_url: prepared.target.url.to_string(),
+            partition_by: prepared.target.partition_by.clone(),
+        }),
+        checks: prepared
+            .checks
+            .as_ref()
+            .map(|c| c.program().as_ref().clone()),
+        quarantine_url: prepared
+            .quarantine
+            .as_ref()
+            .map(|q| q.target.url.to_string()),
     };
-    let write = DeltaWriteNode::new(prepared.plan.clone(), target)
+    let written = write_on_cluster(ctx, prepared.plan.clone(), target, cancel).await?;
+    rows_progress.fetch_add(written.published.rows, Ordering::Relaxed);
+    let check_results = match &prepared.checks {
+        Some(checks) => checks.finish(written.checks),
+        None => Ok(Vec::new()),
+    };
+    let quarantine = prepared
+        .quarantine
+        .clone()
+        .map(|q| (q, written.quarantined));
+    let staged = StagedProduct {
+        prepared,
+        adds: written.published.adds,
+        rows: written.published.rows,
+        bytes: written.published.bytes,
+        quarantine,
+        check_results: Vec::new(),
+    };
+    match check_results {
+        Ok(check_results) => Ok(StagedProduct {
+            check_results,
+            quarantine: staged.quarantine.filter(|(_, files)| files.rows > 0),
+            ..staged
+        }),
+        Err(error) => {
+            discard_staged(&staged).await;
+            Err(error)
+        }
+    }
+}
+
+/// Runs an input dataset's checks on the workers (one pass over its checked plan), writing
+/// quarantined rows there but committing nothing.
+pub async fn check_input_on_cluster(
+    ctx: &SessionContext,
+    checks: Arc<DatasetCheckRun>,
+    quarantine: Option<QuarantineTarget>,
+    cancel: &RunCancellation,
+) -> Result<CheckedInput> {
+    let plan = input_check_plan(&checks, quarantine.is_some())?;
+    let target = DatasetWrite {
+        dataset: checks.checked.dataset.clone(),
+        publish: None,
+        checks: Some(checks.program().as_ref().clone()),
+        quarantine_url: quarantine.as_ref().map(|q| q.target.url.to_string()),
+    };
+    let written = write_on_cluster(ctx, plan, target, cancel).await?;
+    let checked = CheckedInput {
+        results: Vec::new(),
+        quarantine: quarantine.map(|q| (q, written.quarantined)),
+    };
+    match checks.finish(written.checks) {
+        Ok(results) => Ok(CheckedInput {
+            results,
+            quarantine: checked.quarantine.filter(|(_, files)| files.rows > 0),
+        }),
+        Err(error) => {
+            discard_input(&checked).await;
+            Err(error)
+        }
+    }
+}
+
+/// What the workers wrote for one dataset.
+struct Written {
+    published: StagedFiles,
+    quarantined: StagedFiles,
+    checks: Vec<PartitionState>,
+}
+
+/// Runs `plan` through [`DeltaWriteNode`] on the cluster and gathers what every partition
+/// returned.
+async fn write_on_cluster(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    target: DatasetWrite,
+    cancel: &RunCancellation,
+) -> Result<Written> {
+    let dataset = target.dataset.clone();
+    let failed = |message: String| EngineError::product(&dataset, message);
+    let write = DeltaWriteNode::new(plan, target)
         .map_err(|e| failed(e.strip_backtrace()))?
         .into_plan();
     let batches = cancel
@@ -121,43 +222,52 @@ pub async fn stage_on_cluster(
                 .map_err(|e| failed(format!("failed on the cluster: {}", e.strip_backtrace())))
         })
         .await?;
-    let (adds, rows) = written_files(&batches).map_err(failed)?;
-    rows_progress.fetch_add(rows, Ordering::Relaxed);
-    let bytes = adds
-        .iter()
-        .map(|a| u64::try_from(a.size).unwrap_or(0))
-        .sum();
-    Ok(StagedProduct {
-        prepared,
-        adds,
-        rows,
-        bytes,
-        quarantine: None,
-        check_results: Vec::new(),
-    })
+    written_files(&batches).map_err(failed)
 }
 
-/// The files and row count the writers returned.
-fn written_files(batches: &[RecordBatch]) -> std::result::Result<(Vec<Add>, u64), String> {
-    let mut adds = Vec::new();
-    let mut rows = 0;
+/// The files, row counts and check states the writers returned.
+fn written_files(batches: &[RecordBatch]) -> std::result::Result<Written, String> {
+    let unexpected = || "the cluster's writers returned an unexpected result".to_string();
+    let (mut published, mut quarantined) = ((Vec::new(), 0), (Vec::new(), 0));
+    let mut checks = Vec::new();
     for batch in batches {
-        let (Some(json), Some(counts)) = (
+        let strings = |name: &str| {
             batch
-                .column_by_name("adds")
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name("rows")
-                .and_then(|c| c.as_primitive_opt::<UInt64Type>()),
-        ) else {
-            return Err("the cluster's writers returned an unexpected result".to_string());
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(unexpected)
         };
-        for (json, count) in json.iter().zip(counts.iter()) {
-            let partition: Vec<Add> = serde_json::from_str(json.unwrap_or("[]"))
-                .map_err(|e| format!("cannot read the written files: {e}"))?;
-            adds.extend(partition);
-            rows += count.unwrap_or(0);
+        let counts = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+                .ok_or_else(unexpected)
+        };
+        for (files, rows, into) in [
+            (strings("adds")?, counts("rows")?, &mut published),
+            (
+                strings("quarantine_adds")?,
+                counts("quarantined")?,
+                &mut quarantined,
+            ),
+        ] {
+            for (json, count) in files.iter().zip(rows.iter()) {
+                let partition: Vec<Add> = serde_json::from_str(json.unwrap_or("[]"))
+                    .map_err(|e| format!("cannot read the written files: {e}"))?;
+                into.0.extend(partition);
+                into.1 += count.unwrap_or(0);
+            }
+        }
+        for state in strings("checks")?.iter().flatten() {
+            checks.push(
+                serde_json::from_str(state)
+                    .map_err(|e| format!("cannot read a partition's check state: {e}"))?,
+            );
         }
     }
-    Ok((adds, rows))
+    Ok(Written {
+        published: StagedFiles::new(published.0, published.1),
+        quarantined: StagedFiles::new(quarantined.0, quarantined.1),
+        checks,
+    })
 }

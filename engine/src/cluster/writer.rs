@@ -1,15 +1,19 @@
-//! The distributed Delta writer: a logical node the client puts on top of a product's plan, and
-//! the execution plan it becomes on the coordinator, which writes each output partition's rows
-//! as Parquet files into the table's location on whichever worker runs the partition.
+//! The distributed Delta writer: a logical node the client puts on top of a dataset's plan, and
+//! the execution plan it becomes on the coordinator, which runs each output partition through
+//! the same sinks as an embedded run ([`PartitionSinks`]) on whichever worker computes it: the
+//! dataset's checks evaluated batch by batch, valid rows written as Parquet files into the
+//! product's table, quarantined rows into the quarantine table.
 //!
-//! Each partition returns one row: the JSON of its files' `Add` actions and its row count. The
-//! client collects those rows (a few bytes per file, never data) and makes the single Delta
-//! commit. A task that fails or is cancelled returns nothing, so its files are never committed.
+//! Each partition returns one row: the JSON of its files' `Add` actions, its row counts and its
+//! check state. The client collects those rows (a few bytes per file and check, never data),
+//! merges the check states and makes the single Delta commit. A task that fails or is cancelled
+//! returns nothing, so its files are never committed.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use arrow::array::{RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -31,47 +35,71 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use deltalake::kernel::Add;
-use deltalake::writer::DeltaWriter;
-use futures::StreamExt;
 
-use crate::publish::{file_writer, leading_nullable_schema};
+use crate::dq::{CheckProgram, DatasetCheckRun, PartitionChecker};
+use crate::publish::{PartitionDone, PartitionSinks, file_writer, leading_nullable_schema};
 use serde::{Deserialize, Serialize};
 
-/// Where a distributed write goes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
-pub struct WriteTarget {
-    /// The product (or dataset) written, for error messages.
+/// What a distributed pass over a dataset does with its rows. Every location is a URL every
+/// worker can write to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetWrite {
+    /// The product, source or step, for error messages.
     pub dataset: String,
-    /// The table's location (a URL every worker can write to).
+    /// The product's table, when the dataset is published (checked inputs are not).
+    pub publish: Option<TableWrite>,
+    /// The dataset's checks, when it has any: the input's leading columns are the dataset's,
+    /// the rest are check columns.
+    pub checks: Option<CheckProgram>,
+    /// The quarantine table, when checks quarantine rows.
+    pub quarantine_url: Option<String>,
+}
+
+/// A table written to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableWrite {
+    /// The table's location.
     pub table_url: String,
     /// Partition columns.
     pub partition_by: Vec<String>,
 }
 
-/// The schema of what the writer returns: per partition, its files' `Add` actions as JSON and
-/// the rows in them.
+/// The schema of what the writer returns: per partition, the `Add` actions (as JSON) of its
+/// product files and of its quarantine files, the rows in each, and its check state (JSON).
 pub fn written_files_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("adds", DataType::Utf8, false),
         Field::new("rows", DataType::UInt64, false),
+        Field::new("quarantine_adds", DataType::Utf8, false),
+        Field::new("quarantined", DataType::UInt64, false),
+        Field::new("checks", DataType::Utf8, true),
     ]))
 }
 
-/// The logical node: write `input` to `target`.
+/// The logical node: write `input` as `target` says.
 #[derive(Debug, Clone)]
 pub struct DeltaWriteNode {
     input: LogicalPlan,
-    target: WriteTarget,
+    target: Arc<DatasetWrite>,
+    /// `target` as JSON: what equality, hashing and ordering compare (the checks hold floats).
+    key: String,
     schema: DFSchemaRef,
 }
 
 impl DeltaWriteNode {
-    /// A write of `input` to `target`.
-    pub fn new(input: LogicalPlan, target: WriteTarget) -> Result<DeltaWriteNode> {
+    /// A write of `input` as `target` says.
+    pub fn new(input: LogicalPlan, target: DatasetWrite) -> Result<DeltaWriteNode> {
         let schema = Arc::new(DFSchema::try_from(written_files_schema())?);
+        let key = serde_json::to_string(&target).map_err(|e| {
+            DataFusionError::Internal(format!(
+                "'{}': cannot encode the write: {e}",
+                target.dataset
+            ))
+        })?;
         Ok(DeltaWriteNode {
             input,
-            target,
+            target: Arc::new(target),
+            key,
             schema,
         })
     }
@@ -83,15 +111,15 @@ impl DeltaWriteNode {
         })
     }
 
-    /// Where it writes.
-    pub fn target(&self) -> &WriteTarget {
+    /// What it writes.
+    pub fn target(&self) -> &DatasetWrite {
         &self.target
     }
 }
 
 impl PartialEq for DeltaWriteNode {
     fn eq(&self, other: &Self) -> bool {
-        self.target == other.target && self.input == other.input
+        self.key == other.key && self.input == other.input
     }
 }
 
@@ -99,14 +127,14 @@ impl Eq for DeltaWriteNode {}
 
 impl Hash for DeltaWriteNode {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.target.hash(state);
+        self.key.hash(state);
         self.input.hash(state);
     }
 }
 
 impl PartialOrd for DeltaWriteNode {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        match self.target.partial_cmp(&other.target) {
+        match self.key.partial_cmp(&other.key) {
             Some(Ordering::Equal) => self.input.partial_cmp(&other.input),
             ordering => ordering,
         }
@@ -131,11 +159,7 @@ impl UserDefinedLogicalNodeCore for DeltaWriteNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "DeltaWrite: {} -> {}",
-            self.target.dataset, self.target.table_url
-        )
+        write!(f, "DeltaWrite: {}", describe(&self.target))
     }
 
     fn with_exprs_and_inputs(
@@ -146,7 +170,12 @@ impl UserDefinedLogicalNodeCore for DeltaWriteNode {
         let input = inputs.pop().ok_or_else(|| {
             DataFusionError::Internal("DeltaWrite needs exactly one input".to_string())
         })?;
-        DeltaWriteNode::new(input, self.target.clone())
+        Ok(DeltaWriteNode {
+            input,
+            target: Arc::clone(&self.target),
+            key: self.key.clone(),
+            schema: Arc::clone(&self.schema),
+        })
     }
 }
 
@@ -175,22 +204,22 @@ impl ExtensionPlanner for DeltaWritePlanner {
         };
         Ok(Some(Arc::new(DeltaWriterExec::new(
             Arc::clone(input),
-            write.target.clone(),
+            Arc::clone(&write.target),
         ))))
     }
 }
 
-/// Writes each input partition to the target table; returns one row per partition.
+/// Checks and writes each input partition; returns one row per partition.
 #[derive(Debug)]
 pub struct DeltaWriterExec {
     input: Arc<dyn ExecutionPlan>,
-    target: WriteTarget,
+    target: Arc<DatasetWrite>,
     properties: Arc<PlanProperties>,
 }
 
 impl DeltaWriterExec {
     /// A writer of `input`'s partitions.
-    pub fn new(input: Arc<dyn ExecutionPlan>, target: WriteTarget) -> DeltaWriterExec {
+    pub fn new(input: Arc<dyn ExecutionPlan>, target: Arc<DatasetWrite>) -> DeltaWriterExec {
         let partitions = input.output_partitioning().partition_count();
         let properties = PlanProperties::new(
             EquivalenceProperties::new(written_files_schema()),
@@ -205,20 +234,31 @@ impl DeltaWriterExec {
         }
     }
 
-    /// Where it writes.
-    pub fn target(&self) -> &WriteTarget {
+    /// What it writes.
+    pub fn target(&self) -> &DatasetWrite {
         &self.target
     }
 }
 
 impl DisplayAs for DeltaWriterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "DeltaWriterExec: {} -> {}",
-            self.target.dataset, self.target.table_url
-        )
+        write!(f, "DeltaWriterExec: {}", describe(&self.target))
     }
+}
+
+/// `dataset -> table [checks: N, quarantine -> URL]`, for plans as text.
+fn describe(target: &DatasetWrite) -> String {
+    let mut text = target.dataset.clone();
+    if let Some(publish) = &target.publish {
+        text.push_str(&format!(" -> {}", publish.table_url));
+    }
+    if let Some(checks) = &target.checks {
+        text.push_str(&format!(", {} checks", checks.checks.len()));
+    }
+    if let Some(url) = &target.quarantine_url {
+        text.push_str(&format!(", quarantine -> {url}"));
+    }
+    text
 }
 
 impl ExecutionPlan for DeltaWriterExec {
@@ -254,7 +294,10 @@ impl ExecutionPlan for DeltaWriterExec {
         let input = children.pop().ok_or_else(|| {
             DataFusionError::Internal("DeltaWriterExec needs exactly one input".to_string())
         })?;
-        Ok(Arc::new(DeltaWriterExec::new(input, self.target.clone())))
+        Ok(Arc::new(DeltaWriterExec::new(
+            input,
+            Arc::clone(&self.target),
+        )))
     }
 
     fn execute(
@@ -263,22 +306,29 @@ impl ExecutionPlan for DeltaWriterExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let target = self.target.clone();
+        let target = Arc::clone(&self.target);
         let input_schema = self.input.schema();
-        let file_schema = leading_nullable_schema(&input_schema, input_schema.fields().len());
         let written = futures::stream::once(async move {
-            let (adds, rows) = write_partition(input, &target, file_schema).await?;
-            let json = serde_json::to_string(&adds).map_err(|e| {
-                DataFusionError::Execution(format!(
-                    "'{}': cannot encode files: {e}",
-                    target.dataset
-                ))
-            })?;
+            let failed = |what: &str, e: &dyn fmt::Display| {
+                DataFusionError::Execution(format!("'{}': {what}: {e}", target.dataset))
+            };
+            let done = write_partition(input, &target, &input_schema).await?;
+            let encode = |adds: &[Add]| {
+                serde_json::to_string(adds).map_err(|e| failed("cannot encode files", &e))
+            };
+            let checks = done
+                .checks
+                .map(|state| serde_json::to_string(&state))
+                .transpose()
+                .map_err(|e| failed("cannot encode the check state", &e))?;
             RecordBatch::try_new(
                 written_files_schema(),
                 vec![
-                    Arc::new(StringArray::from(vec![json])),
-                    Arc::new(UInt64Array::from(vec![rows])),
+                    Arc::new(StringArray::from(vec![encode(&done.published.0)?])),
+                    Arc::new(UInt64Array::from(vec![done.published.1])),
+                    Arc::new(StringArray::from(vec![encode(&done.quarantined.0)?])),
+                    Arc::new(UInt64Array::from(vec![done.quarantined.1])),
+                    Arc::new(StringArray::from(vec![checks])),
                 ],
             )
             .map_err(DataFusionError::from)
@@ -290,35 +340,51 @@ impl ExecutionPlan for DeltaWriterExec {
     }
 }
 
-/// Writes one partition's batches; on failure nothing it wrote is returned (files already
+/// Runs one partition through its sinks; on failure nothing it wrote is returned (files already
 /// rolled over stay uncommitted, for `VACUUM`).
 async fn write_partition(
-    mut input: SendableRecordBatchStream,
-    target: &WriteTarget,
-    file_schema: SchemaRef,
-) -> Result<(Vec<Add>, u64)> {
+    input: SendableRecordBatchStream,
+    target: &DatasetWrite,
+    input_schema: &SchemaRef,
+) -> Result<PartitionDone> {
     let failed = |what: &str, e: &dyn fmt::Display| {
         DataFusionError::Execution(format!("'{}': {what}: {e}", target.dataset))
     };
-    let mut writer = file_writer(&target.table_url, &file_schema, &target.partition_by)
+    let dataset_columns = target
+        .checks
+        .as_ref()
+        .map_or(input_schema.fields().len(), |c| c.dataset_columns);
+    let dataset_schema = leading_nullable_schema(input_schema, dataset_columns);
+    let published = target
+        .publish
+        .as_ref()
+        .map(|t| file_writer(&t.table_url, &dataset_schema, &t.partition_by))
+        .transpose()
         .map_err(|e| failed("cannot start writing", &e))?;
-    let mut rows = 0u64;
-    while let Some(batch) = input.next().await {
-        let batch = batch?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let batch = RecordBatch::try_new(Arc::clone(&file_schema), batch.columns().to_vec())
-            .map_err(|e| failed("unexpected batch", &e))?;
-        rows += batch.num_rows() as u64;
-        writer
-            .write(batch)
-            .await
-            .map_err(|e| failed("cannot write files", &e))?;
-    }
-    let adds = writer
-        .flush()
+    let quarantine = target
+        .quarantine_url
+        .as_ref()
+        .map(|url| {
+            let schema = DatasetCheckRun::quarantine_schema(&dataset_schema);
+            file_writer(url, &schema, &[]).map(|writer| (writer, schema))
+        })
+        .transpose()
+        .map_err(|e| failed("cannot start writing quarantined rows", &e))?;
+    let checker = target
+        .checks
+        .as_ref()
+        .map(|program| PartitionChecker::new(Arc::new(program.clone()), input_schema))
+        .transpose()
+        .map_err(|e| DataFusionError::Execution(format!("'{}': {e}", target.dataset)))?;
+    let sinks = PartitionSinks {
+        dataset_schema,
+        published,
+        quarantine,
+        checker,
+        rows_progress: Arc::new(AtomicU64::new(0)),
+    };
+    sinks
+        .consume(input)
         .await
-        .map_err(|e| failed("cannot finish files", &e))?;
-    Ok((adds, rows))
+        .map_err(|e| DataFusionError::Execution(format!("'{}': {e}", target.dataset)))
 }

@@ -29,7 +29,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::functions::math::expr_fn::{floor, isnan};
+use datafusion::logical_expr::{Expr, cast, lit, when};
 use lakeforge_planner::DriftMethod;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 
 /// Share given to an empty bin by PSI and chi-squared.
@@ -44,9 +49,11 @@ pub const MAX_CATEGORIES: usize = 10_000;
 pub const SMALL_SAMPLE: u64 = 1000;
 
 /// Equal-width bins over a reference range.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumericBins {
+    #[serde(with = "crate::dq::float_bits")]
     lower: f64,
+    #[serde(with = "crate::dq::float_bits")]
     width: f64,
     bins: usize,
 }
@@ -101,6 +108,28 @@ impl NumericBins {
         })
     }
 
+    /// [`NumericBins::bin`] as an expression over a `Float64` value (NULL for NULL and NaN), so
+    /// a reference histogram is an aggregate computed where the data is, never the column
+    /// collected. It uses the same floating-point operations, so both give the same bin.
+    pub fn bin_expr(&self, value: Expr) -> datafusion::error::Result<Expr> {
+        let index = if self.width == 0.0 {
+            when(value.clone().lt(lit(self.lower)), lit(0i64))
+                .when(value.clone().eq(lit(self.lower)), lit(1i64))
+                .otherwise(lit(2i64))?
+        } else {
+            let last = self.bins.saturating_sub(1);
+            let position = floor((value.clone() - lit(self.lower)) / lit(self.width));
+            when(position.clone().lt_eq(lit(0.0)), lit(0i64))
+                .when(position.clone().gt_eq(lit(last as f64)), lit(last as i64))
+                .otherwise(cast(position, DataType::Int64))?
+        };
+        when(
+            value.clone().is_null().or(isnan(value)),
+            lit(ScalarValue::Int64(None)),
+        )
+        .otherwise(index)
+    }
+
     /// Each bin's centre (for the constant case: value − 1, value, value + 1).
     pub fn centers(&self) -> Vec<f64> {
         if self.width == 0.0 {
@@ -113,7 +142,7 @@ impl NumericBins {
 }
 
 /// A histogram being filled from batches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Histogram {
     /// Counts per numeric bin.
     Numeric {
@@ -139,6 +168,32 @@ impl Histogram {
     pub fn numeric(bins: NumericBins) -> Histogram {
         let counts = vec![0; bins.len()];
         Histogram::Numeric { bins, counts }
+    }
+
+    /// A numeric histogram from per-bin counts (bins without a count are empty); a bin index
+    /// out of range is an error.
+    pub fn numeric_from_counts(
+        bins: NumericBins,
+        counted: impl IntoIterator<Item = (usize, u64)>,
+    ) -> Result<Histogram, String> {
+        let mut counts = vec![0; bins.len()];
+        for (bin, count) in counted {
+            *counts
+                .get_mut(bin)
+                .ok_or_else(|| format!("bin {bin} out of range"))? += count;
+        }
+        Ok(Histogram::Numeric { bins, counts })
+    }
+
+    /// A categorical histogram from the counts of (at most [`MAX_CATEGORIES`]) categories and
+    /// the number of all values: the rest are the overflow.
+    pub fn categorical_from_counts(categories: Vec<(String, u64)>, values: u64) -> Histogram {
+        let counts: HashMap<String, u64> = categories.into_iter().take(MAX_CATEGORIES).collect();
+        let kept: u64 = counts.values().sum();
+        Histogram::Categorical {
+            counts,
+            overflow: values.saturating_sub(kept),
+        }
     }
 
     /// An empty categorical histogram.

@@ -34,11 +34,10 @@ use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, Utc};
 use datafusion::common::ScalarValue;
-use datafusion::functions_aggregate::approx_percentile_cont::ApproxPercentileAccumulator;
-use datafusion::logical_expr::{Accumulator, cast, col};
+use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
 use deltalake::DeltaTable;
-use futures::StreamExt;
 use lakeforge_planner::{
     AnomalyMetric, CheckAction, CheckKind, CheckedDataset, CompiledCheck, DriftReference,
     Evaluation, NullPolicy, Statistic,
@@ -116,7 +115,67 @@ pub struct DatasetCheckRun {
     baselines: Vec<Option<Baseline>>,
     histories: Vec<Vec<f64>>,
     run_started: DateTime<Utc>,
-    run_id: String,
+    program: Arc<CheckProgram>,
+}
+
+/// What an output partition needs to evaluate a dataset's checks: per check, which column to
+/// read and the state it starts from. It is serializable, so a cluster worker evaluates the
+/// checks with the same code as an embedded writer, and sends back a [`PartitionState`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckProgram {
+    /// The dataset checked, for error messages.
+    pub dataset: String,
+    /// The run, written with quarantined rows.
+    pub run_id: String,
+    /// How many leading columns of the checked plan are the dataset's own.
+    pub dataset_columns: usize,
+    /// One step per check, in the order of the compiled checks.
+    pub checks: Vec<CheckStep>,
+}
+
+/// One check as an output partition evaluates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckStep {
+    /// The check's name (listed in `failed_checks` of quarantined rows).
+    pub name: String,
+    /// What failing rows do.
+    pub action: CheckAction,
+    /// How NULL predicates count.
+    pub nulls: NullPolicy,
+    /// What is measured per batch.
+    pub measure: Measure,
+}
+
+/// What a check measures in each batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Measure {
+    /// A row-level predicate: failing rows are counted, sampled and possibly removed.
+    Predicate {
+        /// The predicate's column in the checked plan.
+        predicate: usize,
+        /// The columns shown with a failing row.
+        sample_columns: Vec<usize>,
+        /// How many failing rows to keep.
+        samples: usize,
+    },
+    /// A column fed into a statistic, starting from `initial`.
+    Column {
+        /// The input column in the checked plan.
+        input: usize,
+        /// The empty state (for drift, the reference's bins).
+        initial: CheckState,
+    },
+    /// Nothing per row (row counts, schemas, drift without a usable reference).
+    Nothing,
+}
+
+/// An output partition's check states after its last batch, merged on the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Rows the partition evaluated.
+    pub rows: u64,
+    /// One state per check.
+    pub states: Vec<CheckState>,
 }
 
 /// Where drift references that are versions of the checked product come from.
@@ -143,76 +202,40 @@ impl DatasetCheckRun {
             histories.push(history.get(&check.name).cloned().unwrap_or_default());
             baselines.push(measure_baseline(ctx, &checked.dataset, check, product).await?);
         }
+        let program = Arc::new(CheckProgram {
+            dataset: checked.dataset.clone(),
+            run_id: run_id.to_string(),
+            dataset_columns: checked.dataset_columns,
+            checks: checked
+                .checks
+                .iter()
+                .zip(&baselines)
+                .map(|(check, baseline)| CheckStep {
+                    name: check.name.clone(),
+                    action: check.action,
+                    nulls: check.nulls,
+                    measure: measure_of(check, baseline.as_ref()),
+                })
+                .collect(),
+        });
         Ok(DatasetCheckRun {
             checked,
             baselines,
             histories,
             run_started,
-            run_id: run_id.to_string(),
+            program,
         })
     }
 
-    /// A fresh state for one output partition.
-    pub fn partition(self: &Arc<Self>) -> Result<PartitionChecker> {
-        let schema = self.checked.plan.schema();
-        let mut states = Vec::with_capacity(self.checked.checks.len());
-        for (index, check) in self.checked.checks.iter().enumerate() {
-            states.push(match &check.evaluation {
-                Evaluation::Row { sample_columns, .. } => {
-                    let fields = sample_columns
-                        .iter()
-                        .map(|&c| SortField::new(schema.field(c).data_type().clone()))
-                        .collect();
-                    let converter = RowConverter::new(fields).map_err(|e| {
-                        EngineError::product(
-                            &self.checked.dataset,
-                            format!("check '{}': cannot sample rows: {e}", check.name),
-                        )
-                    })?;
-                    CheckState::Row {
-                        failed: 0,
-                        null_skipped: 0,
-                        samples: Samples {
-                            limit: check.samples,
-                            columns: sample_columns.clone(),
-                            converter,
-                            kept: Vec::new(),
-                        },
-                    }
-                }
-                Evaluation::RowCount { .. } | Evaluation::Schema { .. } => CheckState::Nothing,
-                Evaluation::Statistic { statistic, .. } => match statistic {
-                    Statistic::Mean | Statistic::Stddev => CheckState::Moments(Moments::default()),
-                    Statistic::Min | Statistic::Max => CheckState::Extremes(Extremes::default()),
-                    Statistic::NullFraction => CheckState::Nulls(0),
-                    Statistic::Quantile(q) => CheckState::Quantile(Box::new(
-                        ApproxPercentileAccumulator::new(*q, DataType::Float64),
-                    )),
-                },
-                Evaluation::Freshness { .. } => CheckState::Newest(None),
-                Evaluation::Drift { .. } => match &self.baselines[index] {
-                    Some(Baseline::Ready { histogram, .. }) => {
-                        CheckState::Histogram(empty_like(histogram))
-                    }
-                    _ => CheckState::Nothing,
-                },
-                Evaluation::Anomaly { metric, .. } => match metric {
-                    AnomalyMetric::RowCount => CheckState::Nothing,
-                    AnomalyMetric::NullFraction => CheckState::Nulls(0),
-                    AnomalyMetric::Mean | AnomalyMetric::Stddev => {
-                        CheckState::Moments(Moments::default())
-                    }
-                    AnomalyMetric::Min | AnomalyMetric::Max => {
-                        CheckState::Extremes(Extremes::default())
-                    }
-                },
-            });
-        }
-        Ok(PartitionChecker {
-            run: Arc::clone(self),
-            rows: 0,
-            states,
-        })
+    /// What each output partition evaluates.
+    pub fn program(&self) -> &Arc<CheckProgram> {
+        &self.program
+    }
+
+    /// A fresh state for one output partition of the checked plan, whose batches have `schema`.
+    pub fn partition(&self, schema: &Schema) -> Result<PartitionChecker> {
+        PartitionChecker::new(Arc::clone(&self.program), schema)
+            .map_err(|message| EngineError::product(&self.checked.dataset, message))
     }
 
     /// The schema of quarantined rows: `failed_checks`, `run_id`, then `dataset` (the
@@ -231,11 +254,22 @@ impl DatasetCheckRun {
         Arc::new(Schema::new(fields))
     }
 
-    /// Merges the partitions' states into one result per check.
-    pub fn finish(&self, partitions: Vec<PartitionChecker>) -> Vec<CheckResult> {
+    /// Merges the partitions' states into one result per check. A state that does not match
+    /// the checks (another number of them) is an error naming the dataset.
+    pub fn finish(&self, partitions: Vec<PartitionState>) -> Result<Vec<CheckResult>> {
+        let checks = self.checked.checks.len();
+        if let Some(odd) = partitions.iter().find(|p| p.states.len() != checks) {
+            return Err(EngineError::product(
+                &self.checked.dataset,
+                format!(
+                    "a partition returned {} check states for {checks} checks",
+                    odd.states.len()
+                ),
+            ));
+        }
         let mut partitions = partitions.into_iter();
         let Some(mut merged) = partitions.next() else {
-            return self.results(0, Vec::new());
+            return Ok(self.results(0, Vec::new()));
         };
         for partition in partitions {
             merged.rows += partition.rows;
@@ -243,7 +277,7 @@ impl DatasetCheckRun {
                 state.merge(other);
             }
         }
-        self.results(merged.rows, merged.states)
+        Ok(self.results(merged.rows, merged.states))
     }
 
     fn results(&self, rows: u64, mut states: Vec<CheckState>) -> Vec<CheckResult> {
@@ -287,7 +321,7 @@ impl DatasetCheckRun {
         index: usize,
         check: &CompiledCheck,
         rows: u64,
-        mut state: CheckState,
+        state: CheckState,
         result: &mut CheckResult,
         schema: &Schema,
     ) {
@@ -496,8 +530,9 @@ async fn measure_baseline(
     .map(Some)
 }
 
-/// Streams a drift reference into a histogram: numeric bins span its [min, max] (found by one
-/// aggregate first), categories are its distinct values.
+/// Measures a drift reference's histogram with aggregates (so on a cluster the workers compute
+/// it): numeric bins span its [min, max] (found by one aggregate first) and are counted by a
+/// grouped aggregate; categories are its most frequent distinct values.
 #[allow(clippy::too_many_arguments)]
 async fn measure_reference(
     ctx: &SessionContext,
@@ -544,7 +579,18 @@ async fn measure_reference(
                     (table.clone(), version)
                 }
             };
-            let provider = table.table_provider().await.map_err(failure)?;
+            // On a cluster, delta-rs's scan cannot travel: read the version's files instead.
+            let provider: Arc<dyn datafusion::catalog::TableProvider> =
+                if crate::cluster::is_cluster_session(ctx) {
+                    crate::cluster::delta_provider(&table).await.map_err(|e| {
+                        EngineError::product(
+                            dataset,
+                            format!("check '{}': drift reference: {e}", check.name),
+                        )
+                    })?
+                } else {
+                    table.table_provider().await.map_err(failure)?
+                };
             (
                 ctx.read_table(provider).map_err(failure)?,
                 format!("version {version}"),
@@ -570,49 +616,113 @@ async fn measure_reference(
             .alias("value"),
         ])
         .map_err(failure)?;
-    let (histogram, reference_std) = if categorical {
-        (Histogram::categorical(), 0.0)
-    } else {
-        use datafusion::functions_aggregate::expr_fn::{max, min, stddev_pop};
-        let summary = values
+    let summary = |aggregates: Vec<Expr>| async {
+        values
             .clone()
-            .aggregate(
-                vec![],
-                vec![
-                    min(col("value")).alias("lo"),
-                    max(col("value")).alias("hi"),
-                    stddev_pop(col("value")).alias("sd"),
-                ],
-            )
+            .aggregate(vec![], aggregates)
+            .map_err(failure)?
+            .collect()
+            .await
+            .map_err(failure)
+    };
+    let histogram = if categorical {
+        // The most frequent categories, the rest counted as overflow; only counts reach the
+        // client, never the column.
+        use datafusion::functions_aggregate::expr_fn::count;
+        let totals = summary(vec![count(col("value")).alias("values")]).await?;
+        let values_counted = first_u64(&totals, "values").unwrap_or(0);
+        let counted = values
+            .clone()
+            .filter(col("value").is_not_null())
+            .and_then(|f| f.aggregate(vec![col("value")], vec![count(lit(1)).alias("n")]))
+            .and_then(|f| {
+                f.sort(vec![
+                    col("n").sort(false, false),
+                    col("value").sort(true, false),
+                ])
+            })
+            .and_then(|f| f.limit(0, Some(drift::MAX_CATEGORIES)))
             .map_err(failure)?
             .collect()
             .await
             .map_err(failure)?;
+        let mut categories = Vec::new();
+        for batch in &counted {
+            let names = arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(|e| {
+                EngineError::product(dataset, format!("check '{}': {e}", check.name))
+            })?;
+            let (Some(names), Some(counts)) = (
+                names.as_string_opt::<i32>(),
+                batch.column(1).as_primitive_opt::<Int64Type>(),
+            ) else {
+                continue;
+            };
+            for (name, count) in names.iter().zip(counts.iter()) {
+                if let (Some(name), Some(count)) = (name, count) {
+                    categories.push((name.to_string(), u64::try_from(count).unwrap_or(0)));
+                }
+            }
+        }
+        (
+            Histogram::categorical_from_counts(categories, values_counted),
+            0.0,
+        )
+    } else {
+        use datafusion::functions_aggregate::expr_fn::{count, max, min, stddev_pop};
+        let totals = summary(vec![
+            min(col("value")).alias("lo"),
+            max(col("value")).alias("hi"),
+            stddev_pop(col("value")).alias("sd"),
+        ])
+        .await?;
         let scalar = |name: &str| -> Option<f64> {
-            summary.first().and_then(|b| {
+            totals.first().and_then(|b| {
                 let array = b.column_by_name(name)?;
                 let values = array.as_primitive_opt::<Float64Type>()?;
                 (!values.is_null(0)).then(|| values.value(0))
             })
         };
-        match (scalar("lo"), scalar("hi")) {
-            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => (
-                Histogram::numeric(NumericBins::new(lo, hi, bins)),
-                scalar("sd").unwrap_or(0.0),
-            ),
+        let bins = match (scalar("lo"), scalar("hi")) {
+            (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => {
+                NumericBins::new(lo, hi, bins)
+            }
             _ => {
                 return Ok(Baseline::Unusable(format!(
                     "the reference ({described}) has no finite values in '{column}'"
                 )));
             }
+        };
+        let binned = bins
+            .bin_expr(col("value"))
+            .and_then(|bin| values.clone().select(vec![bin.alias("bin")]))
+            .and_then(|f| f.filter(col("bin").is_not_null()))
+            .and_then(|f| f.aggregate(vec![col("bin")], vec![count(lit(1)).alias("n")]))
+            .map_err(failure)?
+            .collect()
+            .await
+            .map_err(failure)?;
+        let mut counted = Vec::new();
+        for batch in &binned {
+            let (Some(bin), Some(n)) = (
+                batch.column(0).as_primitive_opt::<Int64Type>(),
+                batch.column(1).as_primitive_opt::<Int64Type>(),
+            ) else {
+                continue;
+            };
+            for (bin, n) in bin.iter().zip(n.iter()) {
+                if let (Some(bin), Some(n)) = (bin, n) {
+                    counted.push((
+                        usize::try_from(bin).unwrap_or(usize::MAX),
+                        u64::try_from(n).unwrap_or(0),
+                    ));
+                }
+            }
         }
+        let histogram = Histogram::numeric_from_counts(bins, counted)
+            .map_err(|e| EngineError::product(dataset, format!("check '{}': {e}", check.name)))?;
+        (histogram, scalar("sd").unwrap_or(0.0))
     };
-    let mut histogram = histogram;
-    let mut stream = values.execute_stream().await.map_err(failure)?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(failure)?;
-        histogram.observe(batch.column(0).as_ref());
-    }
+    let (histogram, reference_std) = histogram;
     let reference_rows = histogram.total();
     if reference_rows == 0 {
         return Ok(Baseline::Unusable(format!(
@@ -625,6 +735,64 @@ async fn measure_reference(
         reference_std,
         described,
     })
+}
+
+/// What an output partition measures for `check` (whose drift reference is `baseline`).
+fn measure_of(check: &CompiledCheck, baseline: Option<&Baseline>) -> Measure {
+    let column = |input: usize, initial: CheckState| Measure::Column { input, initial };
+    match &check.evaluation {
+        Evaluation::Row {
+            predicate,
+            sample_columns,
+        } => Measure::Predicate {
+            predicate: *predicate,
+            sample_columns: sample_columns.clone(),
+            samples: check.samples,
+        },
+        Evaluation::RowCount { .. } | Evaluation::Schema { .. } => Measure::Nothing,
+        Evaluation::Statistic {
+            statistic, input, ..
+        } => column(
+            *input,
+            match statistic {
+                Statistic::Mean | Statistic::Stddev => CheckState::Moments(Moments::default()),
+                Statistic::Min | Statistic::Max => CheckState::Extremes(Extremes::default()),
+                Statistic::NullFraction => CheckState::Nulls(0),
+                Statistic::Quantile(q) => CheckState::Quantile(QuantileSketch::new(*q)),
+            },
+        ),
+        Evaluation::Freshness { input, .. } => column(*input, CheckState::Newest(None)),
+        Evaluation::Drift { input, .. } => match baseline {
+            Some(Baseline::Ready { histogram, .. }) => {
+                column(*input, CheckState::Histogram(empty_like(histogram)))
+            }
+            _ => Measure::Nothing,
+        },
+        Evaluation::Anomaly {
+            metric,
+            input: Some(input),
+            ..
+        } => match metric {
+            AnomalyMetric::RowCount => Measure::Nothing,
+            AnomalyMetric::NullFraction => column(*input, CheckState::Nulls(0)),
+            AnomalyMetric::Mean | AnomalyMetric::Stddev => {
+                column(*input, CheckState::Moments(Moments::default()))
+            }
+            AnomalyMetric::Min | AnomalyMetric::Max => {
+                column(*input, CheckState::Extremes(Extremes::default()))
+            }
+        },
+        Evaluation::Anomaly { input: None, .. } => Measure::Nothing,
+    }
+}
+
+/// The first row's `name` column of an aggregate's result, as a count.
+fn first_u64(batches: &[RecordBatch], name: &str) -> Option<u64> {
+    let batch = batches.first()?;
+    let values = batch
+        .column_by_name(name)?
+        .as_primitive_opt::<Int64Type>()?;
+    (!values.is_empty() && !values.is_null(0)).then(|| u64::try_from(values.value(0)).unwrap_or(0))
 }
 
 fn empty_like(histogram: &Histogram) -> Histogram {
@@ -646,12 +814,80 @@ pub struct Split {
 /// One output partition's check state.
 #[derive(Debug)]
 pub struct PartitionChecker {
-    run: Arc<DatasetCheckRun>,
+    program: Arc<CheckProgram>,
+    /// Per check, the sort-key encoder of its sample columns (row-level checks only).
+    converters: Vec<Option<RowConverter>>,
     rows: u64,
     states: Vec<CheckState>,
 }
 
 impl PartitionChecker {
+    /// A fresh state for a partition whose batches have `schema` (dataset columns, then check
+    /// columns).
+    pub fn new(
+        program: Arc<CheckProgram>,
+        schema: &Schema,
+    ) -> std::result::Result<PartitionChecker, String> {
+        let mut converters = Vec::with_capacity(program.checks.len());
+        let mut states = Vec::with_capacity(program.checks.len());
+        for step in &program.checks {
+            match &step.measure {
+                Measure::Predicate {
+                    sample_columns,
+                    samples,
+                    ..
+                } => {
+                    let fields = sample_columns
+                        .iter()
+                        .map(|&c| {
+                            schema
+                                .fields()
+                                .get(c)
+                                .map(|f| SortField::new(f.data_type().clone()))
+                                .ok_or_else(|| {
+                                    format!("check '{}': no sample column {c}", step.name)
+                                })
+                        })
+                        .collect::<std::result::Result<Vec<_>, String>>()?;
+                    let converter = RowConverter::new(fields)
+                        .map_err(|e| format!("check '{}': cannot sample rows: {e}", step.name))?;
+                    converters.push(Some(converter));
+                    states.push(CheckState::Row {
+                        failed: 0,
+                        null_skipped: 0,
+                        samples: Samples {
+                            limit: *samples,
+                            columns: sample_columns.clone(),
+                            kept: Vec::new(),
+                        },
+                    });
+                }
+                Measure::Column { initial, .. } => {
+                    converters.push(None);
+                    states.push(initial.clone());
+                }
+                Measure::Nothing => {
+                    converters.push(None);
+                    states.push(CheckState::Nothing);
+                }
+            }
+        }
+        Ok(PartitionChecker {
+            program,
+            converters,
+            rows: 0,
+            states,
+        })
+    }
+
+    /// The state to merge with the other partitions'.
+    pub fn finish(self) -> PartitionState {
+        PartitionState {
+            rows: self.rows,
+            states: self.states,
+        }
+    }
+
     /// Evaluates the checks on `batch` (dataset columns then check columns) and splits its rows.
     /// `dataset_schema` is the schema of the dataset columns as published.
     pub fn observe(
@@ -660,18 +896,23 @@ impl PartitionChecker {
         dataset_schema: &SchemaRef,
         quarantine_schema: Option<&SchemaRef>,
     ) -> std::result::Result<Split, String> {
-        let run = Arc::clone(&self.run);
-        let checks = &run.checked.checks;
+        let program = Arc::clone(&self.program);
         let rows = batch.num_rows();
         self.rows += rows as u64;
         let mut removed: Option<BooleanBuffer> = None;
         let mut quarantined: Option<BooleanBuffer> = None;
-        let mut failing_masks: Vec<Option<BooleanBuffer>> = Vec::with_capacity(checks.len());
-        for (check, state) in checks.iter().zip(self.states.iter_mut()) {
+        let mut failing_masks: Vec<Option<BooleanBuffer>> =
+            Vec::with_capacity(program.checks.len());
+        for ((step, state), converter) in program
+            .checks
+            .iter()
+            .zip(self.states.iter_mut())
+            .zip(&self.converters)
+        {
             let mut failing_mask = None;
-            match (&check.evaluation, state) {
+            match (&step.measure, state) {
                 (
-                    Evaluation::Row { predicate, .. },
+                    Measure::Predicate { predicate, .. },
                     CheckState::Row {
                         failed,
                         null_skipped,
@@ -679,41 +920,34 @@ impl PartitionChecker {
                     },
                 ) => {
                     let predicate = as_boolean(batch.column(*predicate))?;
-                    let failing = failing_rows(&predicate, check.nulls);
+                    let failing = failing_rows(&predicate, step.nulls);
                     let count = failing.count_set_bits() as u64;
                     *failed += count;
-                    if check.nulls == NullPolicy::Pass {
+                    if step.nulls == NullPolicy::Pass {
                         *null_skipped += predicate.null_count() as u64;
                     }
                     if count > 0 {
-                        samples.offer(batch, &failing)?;
-                        if matches!(check.action, CheckAction::Drop | CheckAction::Quarantine) {
+                        if let Some(converter) = converter {
+                            samples.offer(converter, batch, &failing)?;
+                        }
+                        if matches!(step.action, CheckAction::Drop | CheckAction::Quarantine) {
                             removed = Some(or(removed.take(), &failing));
                         }
-                        if check.action == CheckAction::Quarantine {
+                        if step.action == CheckAction::Quarantine {
                             quarantined = Some(or(quarantined.take(), &failing));
                         }
                         failing_mask = Some(failing);
                     }
                 }
-                (Evaluation::Statistic { input, .. }, state)
-                | (Evaluation::Freshness { input, .. }, state)
-                | (Evaluation::Drift { input, .. }, state)
-                | (
-                    Evaluation::Anomaly {
-                        input: Some(input), ..
-                    },
-                    state,
-                ) => state.observe(batch.column(*input))?,
+                (Measure::Column { input, .. }, state) => state.observe(batch.column(*input))?,
                 _ => {}
             }
             failing_masks.push(failing_mask);
         }
 
-        let dataset_columns = run.checked.dataset_columns;
         let dataset = RecordBatch::try_new(
             Arc::clone(dataset_schema),
-            batch.columns()[..dataset_columns].to_vec(),
+            batch.columns()[..program.dataset_columns].to_vec(),
         )
         .map_err(|e| format!("cannot separate the checked rows: {e}"))?;
         let Some(removed) = removed else {
@@ -728,9 +962,9 @@ impl PartitionChecker {
             (Some(mask), Some(schema)) => Some(quarantine_batch(
                 &dataset,
                 &mask,
-                checks,
+                &program.checks,
                 &failing_masks,
-                &run.run_id,
+                &program.run_id,
                 schema,
             )?),
             _ => None,
@@ -742,7 +976,7 @@ impl PartitionChecker {
 fn quarantine_batch(
     dataset: &RecordBatch,
     mask: &BooleanBuffer,
-    checks: &[CompiledCheck],
+    checks: &[CheckStep],
     failing_masks: &[Option<BooleanBuffer>],
     run_id: &str,
     schema: &SchemaRef,
@@ -796,10 +1030,12 @@ fn or(current: Option<BooleanBuffer>, more: &BooleanBuffer) -> BooleanBuffer {
 }
 
 /// Running mean and variance (Welford), mergeable across partitions (Chan et al.).
-#[derive(Debug, Default, Clone, Copy)]
-struct Moments {
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Moments {
     count: u64,
+    #[serde(with = "float_bits")]
     mean: f64,
+    #[serde(with = "float_bits")]
     m2: f64,
 }
 
@@ -827,9 +1063,12 @@ impl Moments {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Extremes {
+/// Smallest and largest value seen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Extremes {
+    #[serde(with = "float_bits")]
     min: f64,
+    #[serde(with = "float_bits")]
     max: f64,
     count: u64,
 }
@@ -845,19 +1084,30 @@ impl Default for Extremes {
 }
 
 /// Per-check state of one partition.
-#[derive(Debug)]
-enum CheckState {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CheckState {
+    /// Nothing measured per row.
     Nothing,
+    /// A row-level check's counts and samples.
     Row {
+        /// Rows failing.
         failed: u64,
+        /// Rows whose predicate was NULL and passed.
         null_skipped: u64,
+        /// The smallest failing rows.
         samples: Samples,
     },
+    /// Mean and variance.
     Moments(Moments),
+    /// Minimum and maximum.
     Extremes(Extremes),
-    Quantile(Box<ApproxPercentileAccumulator>),
+    /// A t-digest for a quantile.
+    Quantile(QuantileSketch),
+    /// NULLs counted.
     Nulls(u64),
+    /// The newest timestamp (epoch microseconds).
     Newest(Option<i64>),
+    /// A drift histogram over the reference's bins.
     Histogram(Histogram),
 }
 
@@ -882,9 +1132,7 @@ impl CheckState {
                     }
                 }
             }
-            CheckState::Quantile(accumulator) => accumulator
-                .update_batch(std::slice::from_ref(array))
-                .map_err(|e| e.strip_backtrace())?,
+            CheckState::Quantile(sketch) => sketch.observe(array),
             CheckState::Nulls(count) => *count += array.null_count() as u64,
             CheckState::Newest(newest) => {
                 if let Some(values) = array.as_primitive_opt::<Int64Type>()
@@ -923,18 +1171,7 @@ impl CheckState {
                 a.max = a.max.max(b.max);
                 a.count += b.count;
             }
-            (CheckState::Quantile(a), CheckState::Quantile(mut b)) => {
-                let merged = b.state().and_then(|state| {
-                    let arrays = state
-                        .iter()
-                        .map(ScalarValue::to_array)
-                        .collect::<datafusion::error::Result<Vec<_>>>()?;
-                    a.merge_batch(&arrays)
-                });
-                if let Err(error) = merged {
-                    tracing::warn!(%error, "could not merge quantile digests");
-                }
-            }
+            (CheckState::Quantile(a), CheckState::Quantile(b)) => a.merge(&b),
             (CheckState::Nulls(a), CheckState::Nulls(b)) => *a += b,
             (CheckState::Newest(a), CheckState::Newest(b)) => {
                 *a = match (*a, b) {
@@ -947,7 +1184,7 @@ impl CheckState {
         }
     }
 
-    fn statistic(&mut self, statistic: Statistic, rows: u64) -> Option<f64> {
+    fn statistic(&self, statistic: Statistic, rows: u64) -> Option<f64> {
         match (statistic, self) {
             (Statistic::Mean, CheckState::Moments(m)) => (m.count > 0).then_some(m.mean),
             (Statistic::Stddev, CheckState::Moments(m)) => {
@@ -958,24 +1195,18 @@ impl CheckState {
             (Statistic::NullFraction, CheckState::Nulls(n)) => {
                 (rows > 0).then(|| *n as f64 / rows as f64)
             }
-            (Statistic::Quantile(_), CheckState::Quantile(accumulator)) => {
-                match accumulator.evaluate() {
-                    Ok(ScalarValue::Float64(value)) => value,
-                    _ => None,
-                }
-            }
+            (Statistic::Quantile(_), CheckState::Quantile(sketch)) => sketch.estimate(),
             _ => None,
         }
     }
 }
 
-/// The K smallest failing rows of a check, ordered by the sample columns' values, so samples
-/// do not depend on how the data was partitioned.
-#[derive(Debug)]
-struct Samples {
+/// The K smallest failing rows of a check, ordered by the sample columns' values (compared as
+/// Arrow row-format keys), so samples do not depend on how the data was partitioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
     limit: usize,
     columns: Vec<usize>,
-    converter: RowConverter,
     /// (sort key, the row's sample values as text)
     kept: Vec<(Vec<u8>, Vec<Option<String>>)>,
 }
@@ -983,6 +1214,7 @@ struct Samples {
 impl Samples {
     fn offer(
         &mut self,
+        converter: &RowConverter,
         batch: &RecordBatch,
         failing: &BooleanBuffer,
     ) -> std::result::Result<(), String> {
@@ -1009,8 +1241,7 @@ impl Samples {
             .map(|c| take(c.as_ref(), &order, None))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| e.to_string())?;
-        let encoded = self
-            .converter
+        let encoded = converter
             .convert_columns(&smallest)
             .map_err(|e| e.to_string())?;
         let options = FormatOptions::default();
@@ -1057,6 +1288,167 @@ impl Samples {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// A t-digest of a column's non-null, non-NaN values, estimating one quantile (DataFusion's
+/// `approx_percentile_cont` digest, so estimates match that function's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantileSketch {
+    quantile: f64,
+    digest: TDigest,
+}
+
+impl QuantileSketch {
+    fn new(quantile: f64) -> QuantileSketch {
+        QuantileSketch {
+            quantile,
+            digest: TDigest::new(DEFAULT_MAX_SIZE),
+        }
+    }
+
+    fn observe(&mut self, array: &ArrayRef) {
+        let Some(values) = array.as_primitive_opt::<Float64Type>() else {
+            return;
+        };
+        let mut sorted: Vec<f64> = values.iter().flatten().filter(|v| !v.is_nan()).collect();
+        if sorted.is_empty() {
+            return;
+        }
+        sorted.sort_by(f64::total_cmp);
+        self.digest = self.digest.merge_sorted_f64(&sorted);
+    }
+
+    fn merge(&mut self, other: &QuantileSketch) {
+        self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+    }
+
+    fn estimate(&self) -> Option<f64> {
+        (self.digest.count() > 0.0).then(|| self.digest.estimate_quantile(self.quantile))
+    }
+}
+
+/// A [`QuantileSketch`] as it travels: the digest's own scalar state, floats as bit patterns.
+#[derive(Serialize, Deserialize)]
+struct SketchState {
+    #[serde(with = "float_bits")]
+    quantile: f64,
+    max_size: u64,
+    /// sum, count, max, min
+    #[serde(with = "float_bits::many")]
+    totals: Vec<f64>,
+    /// Each centroid's mean and weight.
+    #[serde(with = "float_bits::many")]
+    centroids: Vec<f64>,
+}
+
+impl Serialize for QuantileSketch {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let state = self.digest.to_scalar_state();
+        let float = |value: &ScalarValue| match value {
+            ScalarValue::Float64(Some(v)) => Ok(*v),
+            other => Err(S::Error::custom(format!(
+                "unexpected t-digest state {other:?}"
+            ))),
+        };
+        let [
+            ScalarValue::UInt64(Some(max_size)),
+            sum,
+            count,
+            max,
+            min,
+            ScalarValue::List(centroids),
+        ] = state.as_slice()
+        else {
+            return Err(S::Error::custom("unexpected t-digest state"));
+        };
+        let centroids = centroids
+            .values()
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| S::Error::custom("unexpected t-digest centroids"))?
+            .values()
+            .to_vec();
+        SketchState {
+            quantile: self.quantile,
+            max_size: *max_size,
+            totals: vec![float(sum)?, float(count)?, float(max)?, float(min)?],
+            centroids,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for QuantileSketch {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        let state = SketchState::deserialize(deserializer)?;
+        let [sum, count, max, min] = state.totals[..] else {
+            return Err(D::Error::custom("a t-digest needs sum, count, max and min"));
+        };
+        // `TDigest::from_scalar_state` panics on these; refuse them as bad input instead.
+        if state.centroids.len() % 2 != 0 || (min.is_finite() && max.is_finite() && max < min) {
+            return Err(D::Error::custom("inconsistent t-digest state"));
+        }
+        let centroids: Vec<ScalarValue> = state
+            .centroids
+            .iter()
+            .map(|v| ScalarValue::Float64(Some(*v)))
+            .collect();
+        let digest = TDigest::from_scalar_state(&[
+            ScalarValue::UInt64(Some(state.max_size)),
+            ScalarValue::Float64(Some(sum)),
+            ScalarValue::Float64(Some(count)),
+            ScalarValue::Float64(Some(max)),
+            ScalarValue::Float64(Some(min)),
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &centroids,
+                &DataType::Float64,
+            )),
+        ]);
+        Ok(QuantileSketch {
+            quantile: state.quantile,
+            digest,
+        })
+    }
+}
+
+/// Floats as their bit patterns, so infinities and NaN (an empty digest's extremes, a column
+/// holding infinities) survive JSON.
+pub(crate) mod float_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(value.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        u64::deserialize(deserializer).map(f64::from_bits)
+    }
+
+    /// The same for a vector of floats.
+    pub mod many {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        pub fn serialize<S: Serializer>(values: &[f64], serializer: S) -> Result<S::Ok, S::Error> {
+            values
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+                .serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Vec<f64>, D::Error> {
+            Vec::<u64>::deserialize(deserializer)
+                .map(|v| v.into_iter().map(f64::from_bits).collect())
+        }
     }
 }
 
