@@ -267,38 +267,361 @@ fn cluster_problems_are_reported_before_anything_is_written() {
         "{error}"
     );
 
-    // Checks do not run on the cluster yet: refused, naming the checked dataset.
+    // A failing `fail` check on the cluster: nothing is committed (product or quarantine),
+    // the run is recorded as failed and the check's result is kept.
     let cluster = Cluster::start(1);
+    project.write("data/raw/part-0.csv", &checked_rows(0..40));
+    project.write("data/reference.csv", &checked_rows(0..10));
     project.write(
-        "checked.toml",
-        r#"
+        "blocked.toml",
+        &format!(
+            "{CHECKED_JOB}\n[[checks]]\non = \"measured\"\nname = \"impossible\"\n\
+             expect = \"x > 100\"\naction = \"fail\"\n"
+        ),
+    );
+    let error = project.fails(&["run", "blocked.toml", "--cluster", &cluster.url()]);
+    assert!(
+        error.contains("impossible") && error.contains("nothing was committed"),
+        "{error}"
+    );
+    assert!(project.delta_versions("wh/measured").is_empty());
+    assert!(
+        project
+            .delta_versions("wh/_lakeforge/quarantine/measured")
+            .is_empty()
+    );
+    let runs = project.json(&["runs", "wh"]);
+    assert_eq!(runs[0]["status"], "failed", "{runs:?}");
+    let history = project.json(&["dq", "wh", "--check", "impossible"]);
+    assert_eq!(history.len(), 1);
+    // 39 rows (the source quarantined id 3), 3 with a NULL x skipped.
+    assert_eq!(history[0]["failed"], 36);
+    drop(cluster);
+    let leftovers: Vec<_> = walk_files(&project.join("wh/measured"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(leftovers.is_empty(), "files left behind: {leftovers:?}");
+}
+
+/// `count` rows of the checked job's data for ids in `ids`: `x` with NULLs and values beyond
+/// ±4, `y` sometimes too large, a category that is sometimes unexpected.
+fn checked_rows(ids: std::ops::Range<u64>) -> String {
+    let mut csv = String::from("id,cat,x,y\n");
+    for id in ids {
+        let x = if id % 13 == 5 {
+            String::new()
+        } else {
+            format!("{:.2}", ((id * 37) % 101) as f64 / 10.0 - 5.0)
+        };
+        let cat = if id % 50 == 7 {
+            "z"
+        } else {
+            ["a", "b", "c", "d"][(id % 4) as usize]
+        };
+        csv += &format!("{id},{cat},{x},{}\n", (id * 7) % 97);
+    }
+    csv
+}
+
+/// Checks of every kind that runs per partition, on a source (quarantine) and on a
+/// partitioned product (quarantine, drop, samples, statistics, drift against another source
+/// and against the previous version, anomaly history).
+const CHECKED_JOB: &str = r#"
 [job]
 name = "checked"
 warehouse = "wh"
 
-[sources.rows]
+[sources.raw]
 format = "csv"
-path = "data/rows.csv"
+path = "data/raw"
+key = ["id"]
+
+[sources.reference]
+format = "csv"
+path = "data/reference.csv"
 
 [[products]]
-name = "ids"
-sql = "SELECT id FROM rows"
+name = "measured"
+key = ["id"]
+partition_by = ["cat"]
+sql = "SELECT id, cat, x, y FROM raw"
 
 [[checks]]
-on = "ids"
+on = "raw"
+name = "id_not_multiple_of_97"
+expect = "id % 97 <> 3"
+action = "quarantine"
+
+[[checks]]
+on = "measured"
+kind = "between"
+column = "x"
+min = -4
+max = 4
+action = "quarantine"
+samples = 4
+
+[[checks]]
+on = "measured"
+name = "y_below_90"
+expect = "y < 90"
+action = "drop"
+
+[[checks]]
+on = "measured"
+kind = "in_set"
+column = "cat"
+values = ["a", "b", "c", "d"]
+samples = 3
+
+[[checks]]
+on = "measured"
 kind = "not_null"
+column = "x"
+mostly = 0.9
+
+[[checks]]
+on = "measured"
+kind = "unique"
 columns = ["id"]
-"#,
-    );
-    let error = project.fails(&["run", "checked.toml", "--cluster", &cluster.url()]);
-    assert!(
-        error.contains("data-quality checks on ids, which do not run on a cluster yet"),
-        "{error}"
-    );
-    assert!(project.delta_versions("wh/ids").is_empty());
+action = "fail"
+
+[[checks]]
+on = "measured"
+kind = "mean"
+column = "x"
+min = -10
+max = 10
+
+[[checks]]
+on = "measured"
+kind = "stddev"
+column = "x"
+max = 100
+
+[[checks]]
+on = "measured"
+kind = "quantile"
+column = "y"
+quantile = 0.9
+max = 1000
+
+[[checks]]
+on = "measured"
+kind = "max"
+column = "y"
+max = 1000
+
+[[checks]]
+on = "measured"
+name = "x_like_reference"
+kind = "drift"
+column = "x"
+reference = "reference"
+method = "psi"
+bins = 5
+
+[[checks]]
+on = "measured"
+name = "cat_mix"
+kind = "drift"
+column = "cat"
+method = "chi_squared"
+
+[[checks]]
+on = "measured"
+kind = "anomaly"
+metric = "mean"
+column = "y"
+min_history = 1
+max_change = 0.5
+
+[[checks]]
+on = "measured"
+kind = "row_count"
+min = 1
+"#;
+
+/// Every file under `folder`.
+fn walk_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
-/// Runs `lakeforge ARGS` in `project` in the background.
+/// A run's check results as comparable text: run-specific fields removed, observed values to
+/// 9 significant digits (partitions merge in another order on the cluster). Quantiles are
+/// t-digest estimates, which depend on how rows were partitioned: they are compared by
+/// [`assert_quantiles_close`] instead.
+fn comparable_checks(results: &[Value]) -> Vec<String> {
+    let mut rows: Vec<String> = results
+        .iter()
+        .map(|result| {
+            let mut result = result.clone();
+            let object = result.as_object_mut().unwrap();
+            for key in ["run_id", "recorded_at"] {
+                object.remove(key);
+            }
+            if object.get("kind").and_then(Value::as_str) == Some("quantile") {
+                object.remove("observed");
+            }
+            if let Some(observed) = object.get("observed").and_then(Value::as_f64) {
+                object.insert("observed".into(), Value::from(format!("{observed:.8e}")));
+            }
+            if let Some(message) = object.get("message").and_then(Value::as_str) {
+                // Messages quote the observed value at full precision.
+                let rounded = message
+                    .split(' ')
+                    .map(|word| match word.parse::<f64>() {
+                        Ok(v) if word.contains('.') => format!("{v:.8e}"),
+                        _ => word.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                object.insert("message".into(), Value::from(rounded));
+            }
+            result.to_string()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Quantile estimates of two runs within 1% of each other.
+fn assert_quantiles_close(a: &[Value], b: &[Value]) {
+    let quantiles = |results: &[Value]| -> Vec<(String, f64)> {
+        let mut found: Vec<(String, f64)> = results
+            .iter()
+            .filter(|r| r["kind"] == "quantile")
+            .map(|r| (r["check"].to_string(), r["observed"].as_f64().unwrap()))
+            .collect();
+        found.sort_by(|x, y| x.0.cmp(&y.0));
+        found
+    };
+    let (a, b) = (quantiles(a), quantiles(b));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 0.01 * x.abs().max(y.abs()),
+            "{name}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn checks_on_the_cluster_equal_embedded_checks() {
+    let cluster = Cluster::start(2);
+    let url = cluster.url();
+    let projects = [Project::new(), Project::new()];
+    for project in &projects {
+        // Three files, so the checks run in several partitions.
+        for (part, ids) in [(0, 0..200), (1, 200..420), (2, 420..600)] {
+            project.write(&format!("data/raw/part-{part}.csv"), &checked_rows(ids));
+        }
+        project.write("data/reference.csv", &checked_rows(1000..1400));
+        project.write("checked.toml", CHECKED_JOB);
+    }
+    let [embedded, distributed] = &projects;
+    let mut summaries = Vec::new();
+    let mut last_run_id = Value::Null;
+    for round in 0..2 {
+        // The second round changes the data, so drift and anomaly have something to judge.
+        if round == 1 {
+            for project in &projects {
+                project.write("data/raw/part-2.csv", &checked_rows(420..900));
+            }
+        }
+        let mut checks = Vec::new();
+        let mut raw = Vec::new();
+        for (project, args) in [
+            (embedded, vec!["run", "checked.toml"]),
+            (
+                distributed,
+                vec!["run", "checked.toml", "--cluster", url.as_str()],
+            ),
+        ] {
+            let lines = project.json(&args);
+            let summary = lines.last().cloned().expect("a summary line");
+            last_run_id = summary["run_id"].clone();
+            let results = summary["checks"].as_array().expect("check results").clone();
+            checks.push(comparable_checks(&results));
+            raw.push(results);
+        }
+        assert_eq!(checks[0], checks[1], "round {round}: check results differ");
+        assert_quantiles_close(&raw[0], &raw[1]);
+        summaries.push(checks.remove(0));
+    }
+    // The checks did judge something: rows failed and were sampled, and in the second round
+    // drift compared with the previous version and with the reference source.
+    let all = summaries.concat().join("\n");
+    for expected in [
+        "\"failed\":111,",
+        "\"samples\":[{",
+        "vs version 0",
+        "vs reference (",
+    ] {
+        assert!(all.contains(expected), "{expected} not in {all}");
+    }
+    for table in [
+        "wh/measured",
+        "wh/_lakeforge/quarantine/measured",
+        "wh/_lakeforge/quarantine/raw",
+    ] {
+        let strip = |project: &Project| -> Vec<String> {
+            let mut rows = project.json(&["show", table, "--limit", "100000"]);
+            rows.iter_mut().for_each(without_run_ids);
+            sorted_rows(rows)
+        };
+        let (a, b) = (strip(embedded), strip(distributed));
+        assert!(!a.is_empty(), "{table} is empty");
+        assert_eq!(
+            a, b,
+            "{table} differs between the embedded and the cluster run"
+        );
+        assert_eq!(
+            embedded.delta_versions(table),
+            distributed.delta_versions(table),
+            "{table}'s versions"
+        );
+    }
+    // Only counts and file actions came back from the workers, yet nothing was lost: the
+    // published rows, the quarantined rows of this run and the dropped-only rows are the input.
+    let last_run = |table: &str| -> Vec<Value> {
+        distributed
+            .json(&["show", table, "--limit", "100000"])
+            .into_iter()
+            .filter(|r| r["run_id"] == last_run_id)
+            .collect()
+    };
+    let source_quarantined = last_run("wh/_lakeforge/quarantine/raw").len();
+    let product_quarantined = last_run("wh/_lakeforge/quarantine/measured");
+    let published = distributed.json(&["show", "wh/measured", "--limit", "100000"]);
+    let dropped_only = (0..900u64)
+        .filter(|id| id % 97 != 3 && (id * 7) % 97 >= 90)
+        .filter(|id| {
+            !product_quarantined
+                .iter()
+                .any(|r| r["id"].as_u64() == Some(*id))
+        })
+        .count();
+    assert!(source_quarantined > 0 && !product_quarantined.is_empty() && dropped_only > 0);
+    assert_eq!(
+        published.len() + product_quarantined.len() + dropped_only + source_quarantined,
+        900
+    );
+}
+
 fn spawn_run(project: &Project, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lakeforge"))
         .args(args)
@@ -455,4 +778,67 @@ fn the_scheduler_runs_its_jobs_on_the_cluster() {
             .all(|r| r["status"] == "succeeded" || r["status"] == "cancelled"),
         "{runs:?}"
     );
+}
+
+#[test]
+fn the_example_job_on_the_cluster_equals_the_embedded_run() {
+    let cluster = Cluster::start(2);
+    let url = cluster.url();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
+    let projects = [Project::new(), Project::new()];
+    for project in &projects {
+        for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
+            let text = std::fs::read_to_string(format!("{example}/{file}")).unwrap();
+            project.write(&format!("churn/{file}"), &text);
+        }
+    }
+    let [embedded, distributed] = &projects;
+    let example_args = [
+        "example",
+        "churn",
+        "--dir",
+        "churn",
+        "--customers",
+        "300",
+        "--events",
+        "20000",
+    ];
+    // Twice: the second run judges drift against version 0 and reads the first's history.
+    for round in 0..2 {
+        let mut checks = Vec::new();
+        for (project, cluster_args) in [(embedded, vec![]), (distributed, vec!["--cluster", &url])]
+        {
+            let mut args = example_args.to_vec();
+            args.extend(cluster_args);
+            let lines = project.json(&args);
+            let summary = lines.last().cloned().expect("a summary line");
+            checks.push(comparable_checks(
+                summary["checks"].as_array().expect("check results"),
+            ));
+        }
+        assert_eq!(checks[0], checks[1], "round {round}: check results differ");
+        assert_eq!(checks[0].len(), 10);
+    }
+    for product in [
+        "customer_features",
+        "country_daily_revenue",
+        "customer_churn_risk",
+    ] {
+        let table = format!("churn/warehouse/{product}");
+        assert_eq!(
+            rows(embedded, &table),
+            rows(distributed, &table),
+            "{product} differs between the embedded and the cluster run"
+        );
+        assert_eq!(distributed.delta_versions(&table), vec![0, 1]);
+        assert_eq!(
+            lineage(embedded, &table),
+            lineage(distributed, &table),
+            "{product}'s lineage differs"
+        );
+    }
+    let history = |project: &Project| {
+        comparable_checks(&project.json(&["dq", "churn/warehouse", "--limit", "1000"]))
+    };
+    assert_eq!(history(embedded), history(distributed));
 }

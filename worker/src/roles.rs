@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::utils::default_session_builder;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
@@ -274,8 +275,13 @@ pub async fn connect(
     extensions: &ClusterExtensions,
 ) -> Result<SessionContext> {
     probe(address).await?;
+    // Ballista 55's adaptive planner (on by default) re-plans stages at run time. It loops
+    // forever, one single-task stage after another, on a join whose other side is empty
+    // (a `unique` check with no duplicates), and its authors list executor failure as not yet
+    // covered. The static planner runs every Lakeforge job and re-runs lost tasks.
     let config = config
         .upgrade_for_ballista()
+        .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false")
         .with_ballista_logical_extension_codec(Arc::new(LayeredLogicalCodec::new(Arc::clone(
             &extensions.codec,
         ))))
