@@ -1,6 +1,8 @@
-//! The cluster suite: the 22 TPC-H queries as jobs (each writing its Delta product), embedded
-//! and on a local cluster (one coordinator and two workers of the same `lakeforge` binary, on
-//! this machine), alternating in the same rounds; the ratio is the cluster's overhead.
+//! The cluster suite: the 22 TPC-H queries as jobs (each writing its Delta product), and the
+//! example churn job (three products, ten data-quality checks, registry-model scoring) on its
+//! generated data, embedded and on a local cluster (one coordinator and two workers of the same
+//! `lakeforge` binary, on this machine), alternating in the same rounds; the ratios are the
+//! cluster's overhead.
 //!
 //! Correctness first: after the first round, every product written by the cluster run must hold
 //! the rows the embedded run wrote.
@@ -23,6 +25,8 @@ use crate::tpch::{query_texts, write_jobs};
 pub struct ClusterOptions {
     /// The TPC-H scale factor.
     pub scale_factor: f64,
+    /// Customers in the example's generated data (events: 20 per customer).
+    pub example_customers: u64,
     /// Timed rounds.
     pub runs: usize,
     /// Untimed rounds first.
@@ -190,6 +194,7 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
             }
         }
     }
+    let example = example_rounds(lakeforge, options, &cluster.url)?;
     drop(cluster);
 
     let mut measurements = Vec::new();
@@ -212,15 +217,26 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
             .sum()
     };
     let (embedded_total, cluster_total) = (sum("embedded"), sum("cluster"));
-    let ratios = vec![Ratio {
-        name: "cluster / embedded (sum of query medians)".to_string(),
-        value: if embedded_total > 0.0 {
-            cluster_total / embedded_total
+    let ratio = |numerator: f64, denominator: f64| {
+        if denominator > 0.0 {
+            numerator / denominator
         } else {
             0.0
+        }
+    };
+    let ratios = vec![
+        Ratio {
+            name: "cluster / embedded (sum of query medians)".to_string(),
+            value: ratio(cluster_total, embedded_total),
+            target_at_most: Some(1.5),
         },
-        target_at_most: Some(1.5),
-    }];
+        Ratio {
+            name: "example job: cluster / embedded (medians)".to_string(),
+            value: ratio(example[1].median_seconds, example[0].median_seconds),
+            target_at_most: Some(1.5),
+        },
+    ];
+    measurements.extend(example);
     let mut setup = BTreeMap::new();
     setup.insert(
         "dataset".to_string(),
@@ -245,6 +261,15 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
         )),
     );
     setup.insert(
+        "example".to_string(),
+        Value::from(format!(
+            "examples/churn: {} customers, {} events; 3 products, 10 checks, XGBoost scoring \
+             from the registry (`lakeforge example churn`, data generated once)",
+            options.example_customers,
+            options.example_customers * EVENTS_PER_CUSTOMER
+        )),
+    );
+    setup.insert(
         "correctness".to_string(),
         Value::from("every cluster product equals the embedded product (first round)"),
     );
@@ -261,6 +286,107 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
                 .to_string(),
         ],
     })
+}
+
+/// Events generated per example customer (the example's own ratio).
+const EVENTS_PER_CUSTOMER: u64 = 20;
+
+/// The example job's products.
+const EXAMPLE_PRODUCTS: [&str; 3] = [
+    "customer_features",
+    "country_daily_revenue",
+    "customer_churn_risk",
+];
+
+/// Runs `lakeforge example churn` in two copies of the example, one embedded and one on the
+/// cluster, alternating; checks that the products are equal after the first round and returns
+/// the embedded and the cluster measurement.
+fn example_rounds(
+    lakeforge: &Lakeforge,
+    options: &ClusterOptions,
+    url: &str,
+) -> anyhow::Result<[Measurement; 2]> {
+    let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn"));
+    let folders = ["example-embedded", "example-cluster"].map(|f| options.work_dir.join(f));
+    for folder in &folders {
+        for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
+            let target = folder.join(file);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(source.join(file), &target)
+                .with_context(|| format!("cannot copy the example's {file}"))?;
+        }
+    }
+    let customers = options.example_customers.to_string();
+    let events = (options.example_customers * EVENTS_PER_CUSTOMER).to_string();
+    let run = |folder: &PathBuf, cluster: Option<&str>| -> anyhow::Result<f64> {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--json".as_ref(),
+            "example".as_ref(),
+            "churn".as_ref(),
+            "--dir".as_ref(),
+            folder.as_os_str(),
+            "--customers".as_ref(),
+            customers.as_ref(),
+            "--events".as_ref(),
+            events.as_ref(),
+        ];
+        if let Some(url) = cluster {
+            args.push("--cluster".as_ref());
+            args.push(url.as_ref());
+        }
+        Ok(lakeforge.run(&options.work_dir, args)?.0.as_secs_f64())
+    };
+    // Generates each copy's data (cached) outside the timed rounds.
+    run(&folders[0], None)?;
+    run(&folders[1], Some(url))?;
+    let rows = |folder: &PathBuf, product: &str| -> anyhow::Result<Vec<String>> {
+        let table = folder.join("warehouse").join(product);
+        let (_, stdout) = lakeforge.run(
+            &options.work_dir,
+            [
+                "--json".as_ref(),
+                "show".as_ref(),
+                table.as_os_str(),
+                "--limit".as_ref(),
+                "10000000".as_ref(),
+            ],
+        )?;
+        let mut rows: Vec<String> = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Ok(normalize(&serde_json::from_str(l)?).to_string()))
+            .collect::<anyhow::Result<_>>()?;
+        rows.sort();
+        Ok(rows)
+    };
+    for product in EXAMPLE_PRODUCTS {
+        if rows(&folders[0], product)? != rows(&folders[1], product)? {
+            bail!("example {product}: the cluster run's product differs from the embedded run's");
+        }
+    }
+    let (mut embedded, mut distributed) = (Vec::new(), Vec::new());
+    for round in 0..options.warmup + options.runs {
+        let (local, remote) = (run(&folders[0], None)?, run(&folders[1], Some(url))?);
+        eprintln!("  example  embedded {local:>7.3} s   cluster {remote:>7.3} s");
+        if round >= options.warmup {
+            embedded.push(local);
+            distributed.push(remote);
+        }
+    }
+    let measurement = |case: &str, seconds: Vec<f64>| Measurement {
+        case: format!("example {case}"),
+        description: format!(
+            "the churn example job ({case}): 3 products, 10 checks, scoring; whole process"
+        ),
+        median_seconds: median(&seconds),
+        seconds,
+    };
+    Ok([
+        measurement("embedded", embedded),
+        measurement("cluster", distributed),
+    ])
 }
 
 /// Floats rounded to 9 significant digits, so sums computed in another order compare equal.

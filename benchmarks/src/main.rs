@@ -181,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &lakeforge,
             &cluster::ClusterOptions {
                 scale_factor: if cli.smoke { sf.min(0.01) } else { sf },
+                // The example's default size at SF 1 (50,000 customers, 1M events).
+                example_customers: if cli.smoke { 300 } else { 50_000 },
                 runs,
                 warmup,
                 workers,
