@@ -22,7 +22,7 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, MetadataExt, StructType, new_metadata};
+use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction, new_metadata};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
@@ -613,15 +613,18 @@ async fn commit_files(
         "numFiles": staged.adds.len(),
         "numOutputBytes": staged.bytes,
     });
-    let properties = CommitProperties::default().with_metadata([
-        (COMMIT_INFO_KEY.to_string(), lakeforge),
-        ("operationMetrics".to_string(), operation_metrics),
-    ]);
+    let transaction = run_transaction(&metadata.run_id);
+    let properties = CommitProperties::default()
+        .with_metadata([
+            (COMMIT_INFO_KEY.to_string(), lakeforge),
+            ("operationMetrics".to_string(), operation_metrics),
+        ])
+        .with_application_transaction(transaction.clone());
     let delta_schema: StructType = schema.as_ref().try_into_kernel().map_err(|e| {
         EngineError::product(product, format!("schema not supported by Delta: {e}"))
     })?;
     let adds = staged.adds.iter().cloned().map(Action::Add);
-    let commit_error = |e: deltalake::DeltaTableError| {
+    let failed_commit = |e: deltalake::DeltaTableError| {
         EngineError::delta(
             format!(
                 "product '{product}': cannot commit to {}",
@@ -629,6 +632,18 @@ async fn commit_files(
             ),
             e,
         )
+    };
+
+    // A retry of this run's commit (after a failure whose outcome was unknown) finds the run's
+    // transaction in the log and reports that commit instead of making a second one.
+    if let Some(version) = committed_by_run(&target.url, &transaction, &metadata.run_id).await {
+        return Ok(version);
+    }
+    let commit_error = |e: deltalake::DeltaTableError| async {
+        match committed_by_run(&target.url, &transaction, &metadata.run_id).await {
+            Some(version) => Ok(version),
+            None => Err(failed_commit(e)),
+        }
     };
 
     let Some(table) = existing else {
@@ -646,11 +661,16 @@ async fn commit_files(
         if let Some(owner) = &target.owner {
             create = create.with_configuration([("lakeforge.owner", Some(owner.as_str()))]);
         }
-        let table = create.await.map_err(commit_error)?;
-        return Ok(table.version().unwrap_or_default());
+        return match create.await {
+            Ok(table) => Ok(table.version().unwrap_or_default()),
+            Err(e) => commit_error(e).await,
+        };
     };
 
-    let snapshot = table.snapshot().map_err(commit_error)?;
+    let snapshot = match table.snapshot() {
+        Ok(snapshot) => snapshot,
+        Err(e) => return commit_error(e).await,
+    };
     let mut actions = Vec::new();
     let save_mode = match target.mode {
         WriteMode::Append => SaveMode::Append,
@@ -667,11 +687,11 @@ async fn commit_files(
                 )
                 .and_then(|m| m.with_table_id(current.id().to_string()))
                 .and_then(|m| m.with_name(product.replace(' ', "_")))
-                .map_err(|e| commit_error(e.into()))?;
+                .map_err(|e| failed_commit(e.into()))?;
                 if let Some(description) = &target.description {
                     replaced = replaced
                         .with_description(description.clone())
-                        .map_err(|e| commit_error(e.into()))?;
+                        .map_err(|e| failed_commit(e.into()))?;
                 }
                 actions.push(Action::Metadata(replaced));
             }
@@ -681,7 +701,7 @@ async fn commit_files(
                 .map_ok(|file| Action::Remove(file.remove_action(true)))
                 .try_collect()
                 .await
-                .map_err(commit_error)?;
+                .map_err(failed_commit)?;
             actions.extend(removes);
             SaveMode::Overwrite
         }
@@ -692,13 +712,47 @@ async fn commit_files(
         partition_by: (!target.partition_by.is_empty()).then(|| target.partition_by.clone()),
         predicate: None,
     };
-    let committed = CommitBuilder::from(properties)
+    match CommitBuilder::from(properties)
         .with_actions(actions)
         .build(Some(snapshot), table.log_store(), operation)
         .await
-        .map_err(commit_error)?;
-    Ok(committed.version())
+    {
+        Ok(committed) => Ok(committed.version()),
+        Err(e) => commit_error(e).await,
+    }
 }
+
+/// The Delta application transaction every commit of a run carries, one id per run: delta-rs
+/// refuses to commit it twice (its conflict retries fail instead of duplicating), and Lakeforge
+/// looks for it before committing and after a failed commit.
+fn run_transaction(run_id: &str) -> Transaction {
+    Transaction::new_with_last_update(
+        format!("lakeforge-run-{run_id}"),
+        0,
+        Some(chrono::Utc::now().timestamp_millis()),
+    )
+}
+
+/// The version of the table at `url` that run `run_id` committed, when its transaction is in
+/// the log.
+async fn committed_by_run(url: &Url, transaction: &Transaction, run_id: &str) -> Option<u64> {
+    let table = crate::delta::open_existing(url).await.ok()??;
+    let state = table.snapshot().ok()?;
+    state
+        .transaction_version(table.log_store().as_ref(), &transaction.app_id)
+        .await
+        .ok()??;
+    // Commits are few per run; the run's is among the newest.
+    crate::delta::history(url, Some(COMMIT_SEARCH_DEPTH))
+        .await
+        .ok()?
+        .into_iter()
+        .find(|entry| entry.lakeforge.as_ref().is_some_and(|m| m.run_id == run_id))
+        .map(|entry| entry.version)
+}
+
+/// How far back [`committed_by_run`] looks for the commit holding a run's transaction.
+const COMMIT_SEARCH_DEPTH: usize = 1000;
 
 /// Checks that the product's output can go into the existing table under its write mode.
 fn check_against_table(target: &ProductTarget, schema: &Schema, table: &DeltaTable) -> Result<()> {
@@ -948,6 +1002,71 @@ fn delta_type(data_type: &DataType) -> std::result::Result<DataType, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `values` as a file of the table at `url`, uncommitted.
+    async fn staged(url: &Url, schema: &SchemaRef, values: Vec<i64>) -> StagedFiles {
+        let rows = values.len() as u64;
+        let mut writer = file_writer(url.as_str(), schema, &[]).unwrap();
+        let batch = arrow::array::RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![Arc::new(arrow::array::Int64Array::from(values))],
+        )
+        .unwrap();
+        writer.write(batch).await.unwrap();
+        StagedFiles::new(writer.flush().await.unwrap(), rows)
+    }
+
+    #[tokio::test]
+    async fn a_retried_commit_of_a_run_lands_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("t")).unwrap();
+        let url = Url::from_directory_path(dir.path().join("t")).unwrap();
+        let schema: SchemaRef = Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+            "x",
+            DataType::Int64,
+            true,
+        )]));
+        let target = ProductTarget {
+            name: "t".to_string(),
+            url: url.clone(),
+            mode: WriteMode::Append,
+            partition_by: Vec::new(),
+            description: None,
+            owner: None,
+        };
+        let run = |id: &str| -> CommitMetadata {
+            serde_json::from_value(serde_json::json!({
+                "operation": "run", "run_id": id, "engine_version": "test"
+            }))
+            .unwrap()
+        };
+        let versions = |table: &DeltaTable| table.version();
+
+        // Creating the table, then the same run's commit again (the client never learnt the
+        // outcome): the second finds the run's transaction and reports version 0.
+        let files = staged(&url, &schema, vec![1, 2, 3]).await;
+        let first = commit_files(&target, &schema, None, &files, &run("r1")).await;
+        let retried = commit_files(&target, &schema, None, &files, &run("r1")).await;
+        assert_eq!((first.unwrap(), retried.unwrap()), (0, 0));
+        let table = crate::delta::open_existing(&url).await.unwrap().unwrap();
+        assert_eq!(versions(&table), Some(0));
+
+        // Appending with a snapshot that goes stale: the retry lands nowhere new either.
+        let files = staged(&url, &schema, vec![4, 5]).await;
+        let second = commit_files(&target, &schema, Some(&table), &files, &run("r2")).await;
+        let retried = commit_files(&target, &schema, Some(&table), &files, &run("r2")).await;
+        assert_eq!((second.unwrap(), retried.unwrap()), (1, 1));
+        let table = crate::delta::open_existing(&url).await.unwrap().unwrap();
+        assert_eq!(versions(&table), Some(1));
+        let ctx = SessionContext::new();
+        let rows = ctx
+            .read_table(table.table_provider().await.unwrap())
+            .unwrap()
+            .count()
+            .await
+            .unwrap();
+        assert_eq!(rows, 5, "each run's rows once");
+    }
 
     #[test]
     fn delta_types() {

@@ -275,10 +275,12 @@ pub async fn connect(
     extensions: &ClusterExtensions,
 ) -> Result<SessionContext> {
     probe(address).await?;
-    // Ballista 55's adaptive planner (on by default) re-plans stages at run time. It loops
-    // forever, one single-task stage after another, on a join whose other side is empty
-    // (a `unique` check with no duplicates), and its authors list executor failure as not yet
-    // covered. The static planner runs every Lakeforge job and re-runs lost tasks.
+    // Ballista 55's adaptive planner (on by default) re-plans stages at run time. Its join
+    // selection loops forever, one single-task stage after another, on a join whose other side
+    // is empty (a `unique` check with no duplicates); with only join selection turned off it
+    // plans sort-merge joins over inputs that are not co-partitioned. Its authors also list
+    // executor failure as not covered yet. The static planner runs every Lakeforge job
+    // correctly and re-runs lost tasks.
     let config = config
         .upgrade_for_ballista()
         .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false")
