@@ -129,25 +129,12 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
         cluster.url, options.workers
     );
 
-    let product_rows = |name: &str| -> anyhow::Result<Vec<String>> {
-        let table = options.work_dir.join("warehouse").join(name);
-        let (_, stdout) = lakeforge.run(
+    let product_rows = |name: &str| {
+        table_rows(
+            lakeforge,
             &options.work_dir,
-            [
-                "--json".as_ref(),
-                "show".as_ref(),
-                table.as_os_str(),
-                "--limit".as_ref(),
-                "1000000".as_ref(),
-            ],
-        )?;
-        let mut rows: Vec<String> = stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| Ok(normalize(&serde_json::from_str(l)?).to_string()))
-            .collect::<anyhow::Result<_>>()?;
-        rows.sort();
-        Ok(rows)
+            &options.work_dir.join("warehouse").join(name),
+        )
     };
 
     let mut embedded: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -341,25 +328,12 @@ fn example_rounds(
     // Generates each copy's data (cached) outside the timed rounds.
     run(&folders[0], None)?;
     run(&folders[1], Some(url))?;
-    let rows = |folder: &PathBuf, product: &str| -> anyhow::Result<Vec<String>> {
-        let table = folder.join("warehouse").join(product);
-        let (_, stdout) = lakeforge.run(
+    let rows = |folder: &PathBuf, product: &str| {
+        table_rows(
+            lakeforge,
             &options.work_dir,
-            [
-                "--json".as_ref(),
-                "show".as_ref(),
-                table.as_os_str(),
-                "--limit".as_ref(),
-                "10000000".as_ref(),
-            ],
-        )?;
-        let mut rows: Vec<String> = stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| Ok(normalize(&serde_json::from_str(l)?).to_string()))
-            .collect::<anyhow::Result<_>>()?;
-        rows.sort();
-        Ok(rows)
+            &folder.join("warehouse").join(product),
+        )
     };
     for product in EXAMPLE_PRODUCTS {
         if rows(&folders[0], product)? != rows(&folders[1], product)? {
@@ -387,6 +361,32 @@ fn example_rounds(
         measurement("embedded", embedded),
         measurement("cluster", distributed),
     ])
+}
+
+/// Every row of the table at `table`, floats normalized, sorted: what two runs' products are
+/// compared by.
+fn table_rows(
+    lakeforge: &Lakeforge,
+    work_dir: &std::path::Path,
+    table: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let (_, stdout) = lakeforge.run(
+        work_dir,
+        [
+            "--json".as_ref(),
+            "show".as_ref(),
+            table.as_os_str(),
+            "--limit".as_ref(),
+            "10000000".as_ref(),
+        ],
+    )?;
+    let mut rows: Vec<String> = stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Ok(normalize(&serde_json::from_str(l)?).to_string()))
+        .collect::<anyhow::Result<_>>()?;
+    rows.sort();
+    Ok(rows)
 }
 
 /// Floats rounded to 9 significant digits, so sums computed in another order compare equal.

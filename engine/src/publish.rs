@@ -226,14 +226,38 @@ pub async fn check_input(
         cancel,
     )
     .await?;
-    let results = checks.finish(streamed.checks)?;
-    let quarantine = quarantine
-        .filter(|_| streamed.quarantined.rows > 0)
-        .map(|q| (q, streamed.quarantined));
-    Ok(CheckedInput {
-        results,
-        quarantine,
-    })
+    checked_input(&checks, quarantine, streamed).await
+}
+
+/// An input's check pass as its writers left it: the partitions' check states merged into
+/// results. When they cannot be merged, the quarantined rows are deleted and the error returned.
+pub(crate) async fn checked_input(
+    checks: &DatasetCheckRun,
+    quarantine: Option<QuarantineTarget>,
+    streamed: Streamed,
+) -> Result<CheckedInput> {
+    let mut checked = CheckedInput {
+        results: Vec::new(),
+        quarantine: with_quarantined(quarantine, streamed.quarantined),
+    };
+    match checks.finish(streamed.checks) {
+        Ok(results) => {
+            checked.results = results;
+            Ok(checked)
+        }
+        Err(error) => {
+            discard_input(&checked).await;
+            Err(error)
+        }
+    }
+}
+
+/// The quarantine table with the files written to it, when any rows were quarantined.
+fn with_quarantined(
+    target: Option<QuarantineTarget>,
+    files: StagedFiles,
+) -> Option<(QuarantineTarget, StagedFiles)> {
+    target.filter(|_| files.rows > 0).map(|q| (q, files))
 }
 
 /// The plan an input dataset's check pass runs. Only quarantined rows are written: without a
@@ -276,30 +300,48 @@ pub async fn stage_product(
         cancel,
     )
     .await?;
-    let check_results = match &prepared.checks {
-        Some(checks) => checks.finish(streamed.checks)?,
-        None => Vec::new(),
-    };
-    let quarantine = prepared
-        .quarantine
-        .clone()
-        .filter(|_| streamed.quarantined.rows > 0)
-        .map(|q| (q, streamed.quarantined));
-    Ok(StagedProduct {
+    staged_product(prepared, streamed).await
+}
+
+/// A product as its writers left it, embedded or on a cluster: files staged, the partitions'
+/// check states merged into results. When they cannot be merged, the files are deleted and the
+/// error returned.
+pub(crate) async fn staged_product(
+    prepared: PreparedProduct,
+    streamed: Streamed,
+) -> Result<StagedProduct> {
+    let quarantine = with_quarantined(prepared.quarantine.clone(), streamed.quarantined);
+    let mut staged = StagedProduct {
         prepared,
         adds: streamed.published.adds,
         rows: streamed.published.rows,
         bytes: streamed.published.bytes,
         quarantine,
-        check_results,
-    })
+        check_results: Vec::new(),
+    };
+    let Some(checks) = &staged.prepared.checks else {
+        return Ok(staged);
+    };
+    match checks.finish(streamed.checks) {
+        Ok(results) => {
+            staged.check_results = results;
+            Ok(staged)
+        }
+        Err(error) => {
+            discard_staged(&staged).await;
+            Err(error)
+        }
+    }
 }
 
-/// What streaming a plan into its tables produced.
-struct Streamed {
-    published: StagedFiles,
-    quarantined: StagedFiles,
-    checks: Vec<PartitionState>,
+/// What a pass over a dataset wrote, from every output partition.
+pub(crate) struct Streamed {
+    /// The product's files.
+    pub published: StagedFiles,
+    /// The quarantine table's files.
+    pub quarantined: StagedFiles,
+    /// Each partition's check state (none without checks).
+    pub checks: Vec<PartitionState>,
 }
 
 /// Executes `plan` partition by partition: checks evaluated per batch, valid rows written to
@@ -634,11 +676,9 @@ async fn commit_files(
         )
     };
 
-    // A retry of this run's commit (after a failure whose outcome was unknown) finds the run's
-    // transaction in the log and reports that commit instead of making a second one.
-    if let Some(version) = committed_by_run(&target.url, &transaction, &metadata.run_id).await {
-        return Ok(version);
-    }
+    // A commit that fails because this run's transaction is already in the log (delta-rs's own
+    // conflict retry after an attempt whose outcome was unknown, or a retried call with a stale
+    // snapshot) happened: report that commit instead of failing or making a second one.
     let commit_error = |e: deltalake::DeltaTableError| async {
         match committed_by_run(&target.url, &transaction, &metadata.run_id).await {
             Some(version) => Ok(version),
@@ -724,7 +764,7 @@ async fn commit_files(
 
 /// The Delta application transaction every commit of a run carries, one id per run: delta-rs
 /// refuses to commit it twice (its conflict retries fail instead of duplicating), and Lakeforge
-/// looks for it before committing and after a failed commit.
+/// looks for it after a failed commit.
 fn run_transaction(run_id: &str) -> Transaction {
     Transaction::new_with_last_update(
         format!("lakeforge-run-{run_id}"),

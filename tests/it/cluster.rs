@@ -784,13 +784,9 @@ fn the_scheduler_runs_its_jobs_on_the_cluster() {
 fn the_example_job_on_the_cluster_equals_the_embedded_run() {
     let cluster = Cluster::start(2);
     let url = cluster.url();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
     let projects = [Project::new(), Project::new()];
     for project in &projects {
-        for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
-            let text = std::fs::read_to_string(format!("{example}/{file}")).unwrap();
-            project.write(&format!("churn/{file}"), &text);
-        }
+        project.copy_example("churn");
     }
     let [embedded, distributed] = &projects;
     let example_args = [

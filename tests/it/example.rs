@@ -7,11 +7,7 @@ use crate::support::Project;
 #[test]
 fn churn_example_runs_end_to_end() {
     let project = Project::new();
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
-    for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
-        let text = fs::read_to_string(format!("{example}/{file}")).unwrap();
-        project.write(&format!("churn/{file}"), &text);
-    }
+    project.copy_example("churn");
     let out = project.ok(&[
         "example",
         "churn",

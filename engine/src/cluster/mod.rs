@@ -32,11 +32,11 @@ use lakeforge_worker::{ClusterAddress, ClusterExtensions};
 
 use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
-use crate::dq::{DatasetCheckRun, PartitionState};
+use crate::dq::DatasetCheckRun;
 use crate::error::{EngineError, Result};
 use crate::publish::{
-    CheckedInput, PreparedProduct, QuarantineTarget, StagedFiles, StagedProduct, discard_input,
-    discard_staged, input_check_plan,
+    CheckedInput, PreparedProduct, QuarantineTarget, StagedFiles, StagedProduct, Streamed,
+    checked_input, input_check_plan, staged_product,
 };
 use crate::session::session_config;
 use delta_files::{DeltaFilesSpec, DeltaFilesTable};
@@ -129,33 +129,7 @@ pub async fn stage_on_cluster(
     };
     let written = write_on_cluster(ctx, prepared.plan.clone(), target, cancel).await?;
     rows_progress.fetch_add(written.published.rows, Ordering::Relaxed);
-    let check_results = match &prepared.checks {
-        Some(checks) => checks.finish(written.checks),
-        None => Ok(Vec::new()),
-    };
-    let quarantine = prepared
-        .quarantine
-        .clone()
-        .map(|q| (q, written.quarantined));
-    let staged = StagedProduct {
-        prepared,
-        adds: written.published.adds,
-        rows: written.published.rows,
-        bytes: written.published.bytes,
-        quarantine,
-        check_results: Vec::new(),
-    };
-    match check_results {
-        Ok(check_results) => Ok(StagedProduct {
-            check_results,
-            quarantine: staged.quarantine.filter(|(_, files)| files.rows > 0),
-            ..staged
-        }),
-        Err(error) => {
-            discard_staged(&staged).await;
-            Err(error)
-        }
-    }
+    staged_product(prepared, written).await
 }
 
 /// Runs an input dataset's checks on the workers (one pass over its checked plan), writing
@@ -174,27 +148,7 @@ pub async fn check_input_on_cluster(
         quarantine_url: quarantine.as_ref().map(|q| q.target.url.to_string()),
     };
     let written = write_on_cluster(ctx, plan, target, cancel).await?;
-    let checked = CheckedInput {
-        results: Vec::new(),
-        quarantine: quarantine.map(|q| (q, written.quarantined)),
-    };
-    match checks.finish(written.checks) {
-        Ok(results) => Ok(CheckedInput {
-            results,
-            quarantine: checked.quarantine.filter(|(_, files)| files.rows > 0),
-        }),
-        Err(error) => {
-            discard_input(&checked).await;
-            Err(error)
-        }
-    }
-}
-
-/// What the workers wrote for one dataset.
-struct Written {
-    published: StagedFiles,
-    quarantined: StagedFiles,
-    checks: Vec<PartitionState>,
+    checked_input(&checks, quarantine, written).await
 }
 
 /// Runs `plan` through [`DeltaWriteNode`] on the cluster and gathers what every partition
@@ -204,7 +158,7 @@ async fn write_on_cluster(
     plan: LogicalPlan,
     target: DatasetWrite,
     cancel: &RunCancellation,
-) -> Result<Written> {
+) -> Result<Streamed> {
     let dataset = target.dataset.clone();
     let failed = |message: String| EngineError::product(&dataset, message);
     let write = DeltaWriteNode::new(plan, target)
@@ -226,7 +180,7 @@ async fn write_on_cluster(
 }
 
 /// The files, row counts and check states the writers returned.
-fn written_files(batches: &[RecordBatch]) -> std::result::Result<Written, String> {
+fn written_files(batches: &[RecordBatch]) -> std::result::Result<Streamed, String> {
     let unexpected = || "the cluster's writers returned an unexpected result".to_string();
     let (mut published, mut quarantined) = ((Vec::new(), 0), (Vec::new(), 0));
     let mut checks = Vec::new();
@@ -265,7 +219,7 @@ fn written_files(batches: &[RecordBatch]) -> std::result::Result<Written, String
             );
         }
     }
-    Ok(Written {
+    Ok(Streamed {
         published: StagedFiles::new(published.0, published.1),
         quarantined: StagedFiles::new(quarantined.0, quarantined.1),
         checks,
