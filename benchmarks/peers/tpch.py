@@ -106,7 +106,9 @@ def normalize(value):
 
 def same(a, b):
     if isinstance(a, float) and isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
+        # abs_tol: one unit in the sixth decimal, where engines round (Spark) or truncate
+        # (DataFusion) a decimal average's scale-6 result differently.
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1.5e-6)
     return a == b
 
 
@@ -116,7 +118,8 @@ def rows_equal(left, right):
     )
 
 
-def check(answers, lakeforge_dir):
+def check(answers, lakeforge_dir, engine="DuckDB"):
+    """Each query's verdict: `answers` (an engine's rows) against Lakeforge's in `lakeforge_dir`."""
     verdicts = {}
     for name, expected in answers.items():
         path = Path(lakeforge_dir) / f"{name}.jsonl"
@@ -142,7 +145,7 @@ def check(answers, lakeforge_dir):
                 min(len(ours), len(theirs)),
             )
             verdicts[name] = (
-                f"MISMATCH: {len(ours)} rows vs DuckDB's {len(theirs)}; first difference at row "
+                f"MISMATCH: {len(ours)} rows vs {engine}'s {len(theirs)}; first difference at row "
                 f"{first}: {ours[first] if first < len(ours) else None} vs "
                 f"{theirs[first] if first < len(theirs) else None}"
             )

@@ -10,8 +10,12 @@
 //!   the results commit);
 //! - `publish`: a product copying the dataset (`SELECT *`) to a Delta table;
 //! - `publish_checked`: the same product with the 50 checks on it, some dropping and
-//!   quarantining rows.
+//!   quarantining rows;
+//! - `great_expectations`: the peer (`benchmarks/peers/gx_checks.py`): Great Expectations with
+//!   its pandas data source validating the checks it has expectations for, over the same files;
+//!   every one of its results must equal Lakeforge's result of the same check.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +25,8 @@ use lakeforge_benchmarks::datagen::features::{features_file, features_schema};
 use serde_json::Value;
 
 use crate::harness::{
-    Lakeforge, Ratio, SuiteReport, alternate, feature_dataset, folder_bytes, fresh_dir,
+    Lakeforge, Measurement, Ratio, SuiteReport, alternate, feature_dataset, folder_bytes,
+    fresh_dir, median, run_peer_script,
 };
 
 /// The issue's target: checks cost at most this multiple of a plain scan.
@@ -232,6 +237,7 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
     fresh_dir(&options.work_dir)?;
     let jobs = write_jobs(&options.work_dir, &data, &features_file(&data, 0))?;
     let rows = options.rows;
+    let gx = GreatExpectations::prepare(lakeforge, &jobs.checks, &data, options.runs)?;
     let run_job = |job: &Path, verify: fn(&Value, u64) -> anyhow::Result<()>| {
         let dir = job.parent().map(Path::to_path_buf).unwrap_or_default();
         let job = job.to_path_buf();
@@ -266,11 +272,18 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
                 "the same product with the 50 checks (drop + quarantine)",
                 Box::new(run_job(&jobs.publish_checked, verify_publish_checked)),
             ),
+            (
+                "great_expectations",
+                "Great Expectations (pandas): read the files, validate the checks it can express",
+                Box::new(|| gx.run_round()),
+            ),
         ],
         options.warmup,
         options.runs,
     )?;
 
+    let mut measurements = measurements;
+    measurements.extend(gx.split_measurements());
     let ratios = vec![
         Ratio::of(
             &measurements,
@@ -279,6 +292,7 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
             Some(CHECKS_OVER_SCAN_TARGET),
         )?,
         Ratio::of(&measurements, "publish_checked", "publish", None)?,
+        Ratio::of(&measurements, "checks", "great_expectations", None)?,
     ];
     let mut setup = BTreeMap::new();
     setup.insert("dataset".to_string(), Value::from(format!(
@@ -300,6 +314,7 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
         "jobs".to_string(),
         Value::from(options.work_dir.display().to_string()),
     );
+    gx.describe(&mut setup);
     Ok(SuiteReport {
         suite: "dq".to_string(),
         setup,
@@ -311,6 +326,13 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
                 .to_string(),
             "On the source, the drop/quarantine checks run as warn so the product does not \
              re-read the filtered source; on the product they drop and quarantine rows."
+                .to_string(),
+            "`great_expectations` validates the checks Great Expectations can express (see \
+             `great_expectations checks`) over the same files read into pandas, in a Python \
+             process started per round (start and import not timed); every result (failing and \
+             NULL counts, observed statistics, pass/fail) equals Lakeforge's result of the same \
+             check. The `checks / great_expectations` ratio compares a whole `lakeforge run` of \
+             all 50 checks with GX's read + validate of its subset."
                 .to_string(),
         ],
     })
@@ -500,4 +522,157 @@ fn verify_publish_checked(summary: &Value, rows: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The Great Expectations peer: the checks job's checks as GX expectations, run once per round
+/// by `benchmarks/peers/gx_checks.py` against Lakeforge's results of the same checks.
+struct GreatExpectations {
+    job: PathBuf,
+    data: PathBuf,
+    /// Lakeforge's results of the checks job (`checks` of its `--json run` summary).
+    lakeforge_results: PathBuf,
+    /// The last report of the script: versions, expectations, unmapped checks.
+    last_report: RefCell<Value>,
+    /// Seconds per timed round: reading the files into pandas, and validating.
+    read_seconds: RefCell<Vec<f64>>,
+    validate_seconds: RefCell<Vec<f64>>,
+    /// How many of the rounds are timed (the last ones).
+    timed_rounds: usize,
+}
+
+impl GreatExpectations {
+    /// Runs the checks job once with Lakeforge and keeps its results for the comparison.
+    fn prepare(
+        lakeforge: &Lakeforge,
+        checks_job: &Path,
+        data: &Path,
+        timed_rounds: usize,
+    ) -> anyhow::Result<Self> {
+        let dir = checks_job
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let (_, stdout) = lakeforge.run(
+            &dir,
+            ["--json".as_ref(), "run".as_ref(), checks_job.as_os_str()],
+        )?;
+        let summary = run_summary(&stdout)?;
+        let lakeforge_results = dir.join("lakeforge_check_results.json");
+        std::fs::write(&lakeforge_results, summary["checks"].to_string())
+            .with_context(|| format!("cannot write {}", lakeforge_results.display()))?;
+        Ok(GreatExpectations {
+            job: checks_job.to_path_buf(),
+            data: data.to_path_buf(),
+            lakeforge_results,
+            last_report: RefCell::new(Value::Null),
+            read_seconds: RefCell::new(Vec::new()),
+            validate_seconds: RefCell::new(Vec::new()),
+            timed_rounds,
+        })
+    }
+
+    /// One round: read + validate, timed by the script; fails when any GX result differs from
+    /// Lakeforge's.
+    fn run_round(&self) -> anyhow::Result<Duration> {
+        let report = run_peer_script(
+            "gx_checks.py",
+            [
+                "--job".as_ref(),
+                self.job.as_os_str(),
+                "--dataset".as_ref(),
+                "features".as_ref(),
+                "--data".as_ref(),
+                self.data.as_os_str(),
+                "--lakeforge".as_ref(),
+                self.lakeforge_results.as_os_str(),
+                "--runs".as_ref(),
+                "1".as_ref(),
+                "--warmup".as_ref(),
+                "0".as_ref(),
+            ],
+        )?;
+        let wrong: Vec<String> = report["verdicts"]
+            .as_object()
+            .context("gx_checks.py returned no verdicts")?
+            .iter()
+            .filter(|(_, verdict)| verdict.as_str() != Some("ok"))
+            .map(|(check, verdict)| format!("{check}: {}", verdict.as_str().unwrap_or_default()))
+            .collect();
+        ensure!(
+            wrong.is_empty(),
+            "Great Expectations' results differ from Lakeforge's:\n{}",
+            wrong.join("\n")
+        );
+        let first = |case: &str| report["seconds"][case][0].as_f64();
+        let (Some(total), Some(read), Some(validate)) = (
+            first("great_expectations"),
+            first("great_expectations read"),
+            first("great_expectations validate"),
+        ) else {
+            bail!("gx_checks.py returned no timings: {report}");
+        };
+        self.read_seconds.borrow_mut().push(read);
+        self.validate_seconds.borrow_mut().push(validate);
+        *self.last_report.borrow_mut() = report;
+        Ok(Duration::from_secs_f64(total))
+    }
+
+    /// The read and validate parts of the timed rounds (the warm-up rounds come first).
+    fn split_measurements(&self) -> Vec<Measurement> {
+        let timed = |all: &RefCell<Vec<f64>>| -> Vec<f64> {
+            let all = all.borrow();
+            let rounds = all.len();
+            // alternate() ran every case in every round: the timed rounds are the last ones.
+            all[rounds.saturating_sub(self.timed_rounds)..].to_vec()
+        };
+        [
+            (
+                "great_expectations read",
+                "the Parquet files into one pandas DataFrame",
+                timed(&self.read_seconds),
+            ),
+            (
+                "great_expectations validate",
+                "batch.validate(suite) over the DataFrame",
+                timed(&self.validate_seconds),
+            ),
+        ]
+        .into_iter()
+        .map(|(case, description, seconds)| Measurement {
+            case: case.to_string(),
+            description: description.to_string(),
+            median_seconds: median(&seconds),
+            seconds,
+        })
+        .collect()
+    }
+
+    /// Setup lines: the versions, and which checks GX ran.
+    fn describe(&self, setup: &mut BTreeMap<String, Value>) {
+        let report = self.last_report.borrow();
+        let versions = &report["versions"];
+        setup.insert(
+            "great_expectations".to_string(),
+            Value::from(format!(
+                "Great Expectations {} with pandas {}",
+                versions["great_expectations"].as_str().unwrap_or("?"),
+                versions["pandas"].as_str().unwrap_or("?")
+            )),
+        );
+        let unmapped: Vec<String> = report["unmapped"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(check, reason)| format!("{check} ({})", reason.as_str().unwrap_or_default()))
+            .collect();
+        setup.insert(
+            "great_expectations checks".to_string(),
+            Value::from(format!(
+                "{} of the 50 as GX expectations, results equal to Lakeforge's; not expressible \
+                 in GX: {}",
+                report["expectations"],
+                unmapped.join("; ")
+            )),
+        );
+    }
 }

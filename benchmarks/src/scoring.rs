@@ -13,6 +13,10 @@
 //! model, as the peers' matrix is already in memory). Lakeforge's predictions of the first 1,000
 //! rows must equal the libraries' (XGBoost within 1e-6, LightGBM within 1e-9) before anything is
 //! timed.
+//!
+//! The job a Spark user would write instead runs too (`benchmarks/peers/spark.py scoring`, Spark
+//! in local mode): a pandas UDF calling the same library on Arrow batches of the same files,
+//! summed; its first 1,000 predictions must equal the library's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +136,38 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
         );
     }
 
+    eprintln!("scoring: Spark local mode, pandas UDFs (benchmarks/peers/spark.py)");
+    let spark = run_spark(&data, &xgboost, &lightgbm, options)?;
+    if let Some(spark) = &spark {
+        for library in ["xgboost", "lightgbm"] {
+            let (got, want) = (&spark["check"][library], &peers["check"][library]);
+            let (got, want) = (
+                got.as_array()
+                    .context("spark.py returned no check predictions")?,
+                want.as_array().context("no check predictions")?,
+            );
+            ensure!(
+                got.len() == want.len(),
+                "{library}: Spark returned {} predictions, expected {}",
+                got.len(),
+                want.len()
+            );
+            for (i, (got, want)) in got.iter().zip(want).enumerate() {
+                let (got, want) = (
+                    got.as_f64().unwrap_or(f64::NAN),
+                    want.as_f64().unwrap_or(f64::NAN),
+                );
+                // The same library on the same float64 values: equal up to summation order.
+                if (got - want).abs() > 1e-9 {
+                    bail!(
+                        "{library}: row {i} scored {got} by the Spark UDF, {want} by the library"
+                    );
+                }
+            }
+            eprintln!("  {library}: Spark's first 1,000 predictions equal the library's");
+        }
+    }
+
     let sum_sql =
         |expression: &str| format!("SELECT count(*) AS n, sum({expression}) AS s FROM features");
     let scan_job = write_job(
@@ -227,6 +263,27 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
         });
     }
 
+    let mut notes = Vec::new();
+    match &spark {
+        Some(spark) => {
+            for (case, seconds) in spark["seconds"].as_object().into_iter().flatten() {
+                let seconds: Vec<f64> = seconds
+                    .as_array()
+                    .map(|s| s.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default();
+                measurements.push(Measurement {
+                    case: case.clone(),
+                    description: "Spark local mode: sum of a pandas UDF calling the library's \
+                                  predict on Arrow batches of the Parquet files (1 thread per task)"
+                        .to_string(),
+                    median_seconds: median(&seconds),
+                    seconds,
+                });
+            }
+        }
+        None => notes.push("spark did not run: no Java runtime for Spark".to_string()),
+    }
+
     let rows = options.rows as f64;
     let seconds_of = |case: &str| {
         measurements
@@ -271,6 +328,17 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
             value: peer_all / scoring_all.max(1e-9),
             target_at_most: None,
         });
+        if spark.is_some() {
+            let spark_job = seconds_of(&format!("spark pandas_udf {library}, {cores} cores"))?;
+            let ours = seconds_of(&format!("lakeforge {library}, all cores"))?;
+            ratios.push(Ratio {
+                name: format!(
+                    "{library}: lakeforge job speed / Spark pandas UDF job's ({all}, whole jobs)"
+                ),
+                value: spark_job / ours.max(1e-9),
+                target_at_most: None,
+            });
+        }
     }
     let mut setup = BTreeMap::new();
     setup.insert(
@@ -303,7 +371,7 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
         setup,
         measurements,
         ratios,
-        notes: vec![
+        notes: [
             "Ratios are speeds (higher is better for Lakeforge): the library's median time over \
              Lakeforge's scoring time, where Lakeforge's scoring time is its model job minus its \
              scan job (process start, planning, Parquet reading and the Delta commit cancel out)."
@@ -311,7 +379,15 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
             "The libraries score a float64 matrix already in memory; Lakeforge reads the Parquet \
              files and gathers Arrow columns into row blocks inside the plan."
                 .to_string(),
-        ],
+            "The Spark ratios compare whole jobs: Lakeforge's `lakeforge run` (process start, \
+             planning, the Delta commit and the run record included) against the Spark job's \
+             collect() in a session already started (its JVM start is not counted). Spark's \
+             pandas UDF is the iterator form, which loads the model once per task."
+                .to_string(),
+        ]
+        .into_iter()
+        .chain(notes)
+        .collect(),
     })
 }
 
@@ -357,4 +433,32 @@ fn run_peers(data: &Path, models: &Path, options: &ScoringOptions) -> anyhow::Re
             warmup.as_ref(),
         ],
     )
+}
+
+/// Spark's pandas-UDF scoring jobs (`peers/spark.py scoring`), or `None` when Spark cannot run
+/// here (no Java runtime).
+fn run_spark(
+    data: &Path,
+    xgboost: &Path,
+    lightgbm: &Path,
+    options: &ScoringOptions,
+) -> anyhow::Result<Option<Value>> {
+    let (runs, warmup) = (options.runs.to_string(), options.warmup.to_string());
+    let report = run_peer_script(
+        "spark.py",
+        [
+            "scoring".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--xgboost".as_ref(),
+            xgboost.as_os_str(),
+            "--lightgbm".as_ref(),
+            lightgbm.as_os_str(),
+            "--runs".as_ref(),
+            runs.as_ref(),
+            "--warmup".as_ref(),
+            warmup.as_ref(),
+        ],
+    )?;
+    Ok(report.get("skipped").is_none().then_some(report))
 }

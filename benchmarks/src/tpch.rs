@@ -1,18 +1,23 @@
 //! The TPC-H suite: the 22 queries on generated Parquet data, with the `lakeforge` binary as a
-//! user runs them, and with DuckDB and Polars (`benchmarks/peers/tpch.py`) on the same files in
-//! the same invocation, rounds alternated.
+//! user runs them, and with DuckDB and Polars (`benchmarks/peers/tpch.py`) and Apache Spark in
+//! local mode (`benchmarks/peers/spark.py`) on the same files in the same invocation, rounds
+//! alternated.
 //!
 //! Per query and round:
 //! - `lakeforge`: `lakeforge --json sql QUERY --table ...` minus the same command on `SELECT 1`
 //!   (process start and table registration), measured in the same round;
 //! - `lakeforge_job`: the query as a job whose product is written to Delta (`lakeforge run`:
 //!   planning, writing, the commit and the run record included, process start included);
-//! - `duckdb`, `polars`: the query inside one Python process after a warm-up execution.
+//! - `duckdb`, `polars`: the query inside one Python process after a warm-up execution;
+//! - `spark`: the query in a Spark session started once per round (`local[cores]`), collected
+//!   to the driver after a warm-up execution.
 //!
 //! Before any timing, Lakeforge's answer to every query is compared with DuckDB's (the peers
-//! script does it, numbers within a relative 1e-6); a mismatch stops the suite.
+//! script does it, numbers within a relative 1e-6); a mismatch stops the suite. Spark's answers
+//! are compared with Lakeforge's by the same rules in every round; a query Spark answers
+//! differently is reported and left out of its ratio.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +28,10 @@ use serde_json::Value;
 use crate::harness::{
     Lakeforge, Measurement, Ratio, SuiteReport, folder_bytes, fresh_dir, median, run_peer_script,
 };
+
+/// The peer engines, in report order: DuckDB and Polars (`peers/tpch.py`), Spark local mode
+/// (`peers/spark.py`).
+const PEERS: [&str; 3] = ["duckdb", "polars", "spark"];
 
 /// How the suite runs.
 pub struct TpchOptions {
@@ -131,7 +140,9 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
     let mut lakeforge_job: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut peers: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
     let mut peer_errors: BTreeMap<String, Value> = BTreeMap::new();
-    let mut versions = Value::Null;
+    let mut versions = serde_json::Map::new();
+    let mut wrong_peer_answers: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut peer_notes: BTreeSet<String> = BTreeSet::new();
     for round in 0..options.warmup + options.runs {
         let timed = round >= options.warmup;
         let label = if timed { "run" } else { "warm-up" };
@@ -158,24 +169,48 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
                     .push(job_elapsed.as_secs_f64());
             }
         }
-        let report = run_peers(&data, &queries_dir, None, 1)?;
-        versions = report["versions"].clone();
-        for engine in ["duckdb", "polars"] {
-            if let Some(errors) = report["errors"][engine].as_object()
-                && !errors.is_empty()
-            {
-                peer_errors.insert(engine.to_string(), Value::Object(errors.clone()));
+        // Spark compares its answers with Lakeforge's in every round (its JVM starts once per
+        // round; a separate checking round would cost another start).
+        let mut reports = vec![run_peers(&data, &queries_dir, None, 1)?];
+        reports.extend(run_spark(
+            &data,
+            &queries_dir,
+            &answers_dir,
+            &mut peer_notes,
+        )?);
+        for report in reports {
+            if let Some(found) = report["versions"].as_object() {
+                versions.extend(found.clone());
             }
-            for (name, seconds) in report["seconds"][engine].as_object().into_iter().flatten() {
-                let Some(seconds) = seconds.as_f64() else {
-                    continue;
-                };
-                eprintln!("  {name:<4} {label:<8} {engine:<9} {seconds:>7.3} s");
-                if timed {
-                    peers
-                        .entry((engine.to_string(), name.clone()))
-                        .or_default()
-                        .push(seconds);
+            if let Some(check) = report["check"].as_object() {
+                for (name, verdict) in check {
+                    let verdict = verdict.as_str().unwrap_or_default();
+                    if !verdict.starts_with("ok") {
+                        wrong_peer_answers.insert(("spark".to_string(), name.clone()));
+                        peer_notes.insert(format!(
+                            "spark's {name} answer differs from Lakeforge's (and DuckDB's), so it \
+                             is left out of the ratio: {verdict}"
+                        ));
+                    }
+                }
+            }
+            for (engine, seconds) in report["seconds"].as_object().into_iter().flatten() {
+                if let Some(errors) = report["errors"][engine].as_object()
+                    && !errors.is_empty()
+                {
+                    peer_errors.insert(engine.to_string(), Value::Object(errors.clone()));
+                }
+                for (name, seconds) in seconds.as_object().into_iter().flatten() {
+                    let Some(seconds) = seconds.as_f64() else {
+                        continue;
+                    };
+                    eprintln!("  {name:<4} {label:<8} {engine:<9} {seconds:>7.3} s");
+                    if timed && !wrong_peer_answers.contains(&(engine.clone(), name.clone())) {
+                        peers
+                            .entry((engine.to_string(), name.clone()))
+                            .or_default()
+                            .push(seconds);
+                    }
                 }
             }
         }
@@ -199,7 +234,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
             "as a job: product written to Delta, whole process",
             lakeforge_job.remove(name).unwrap_or_default(),
         ));
-        for engine in ["duckdb", "polars"] {
+        for engine in PEERS {
             if let Some(seconds) = peers.remove(&(engine.to_string(), name.clone())) {
                 measurements.push(measurement(
                     format!("{name} {engine}"),
@@ -226,7 +261,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
             options.warmup, options.runs
         )),
     );
-    setup.insert("peers".to_string(), versions);
+    setup.insert("peers".to_string(), Value::Object(versions));
     setup.insert(
         "correctness".to_string(),
         Value::from("all 22 Lakeforge answers equal DuckDB's (numbers within 1e-6 relative)"),
@@ -242,6 +277,7 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
          alone."
             .to_string(),
     ];
+    notes.extend(peer_notes);
     for (engine, errors) in &peer_errors {
         if let Some(errors) = errors.as_object() {
             for (query, error) in errors {
@@ -299,7 +335,7 @@ fn totals_and_ratios(queries: &[(String, String)], measurements: &[Measurement])
             .map(|m| m.median_seconds)
     };
     let mut ratios = Vec::new();
-    for engine in ["duckdb", "polars"] {
+    for engine in PEERS {
         let (mut ours, mut theirs) = (0.0, 0.0);
         for (name, _) in queries {
             if let (Some(a), Some(b)) = (
@@ -339,4 +375,33 @@ fn run_peers(
         args.extend(["--check".into(), check.into()]);
     }
     run_peer_script("tpch.py", args)
+}
+
+/// Spark's timings for one round (`peers/spark.py tpch`), its answers compared with Lakeforge's
+/// in `answers`; `None` when Spark cannot run here (no Java runtime), noted once.
+fn run_spark(
+    data: &Path,
+    queries: &Path,
+    answers: &Path,
+    notes: &mut BTreeSet<String>,
+) -> anyhow::Result<Option<Value>> {
+    let report = run_peer_script(
+        "spark.py",
+        [
+            OsString::from("tpch"),
+            "--data".into(),
+            data.into(),
+            "--queries".into(),
+            queries.into(),
+            "--check".into(),
+            answers.into(),
+            "--warmup".into(),
+            "1".into(),
+        ],
+    )?;
+    if let Some(reason) = report["skipped"].as_str() {
+        notes.insert(format!("spark did not run: {reason}"));
+        return Ok(None);
+    }
+    Ok(Some(report))
 }
