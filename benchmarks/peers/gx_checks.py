@@ -24,6 +24,7 @@ the pinned versions below and re-runs itself there. Then:
 import argparse
 import json
 import math
+import os
 import re
 import statistics
 import sys
@@ -189,6 +190,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
 
+    # GX draws a progress bar per validation on stderr; the harness log needs none.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import great_expectations as gx
     import pandas as pd
 

@@ -14,6 +14,32 @@ pub struct EngineConfig {
     pub memory_limit: Option<u64>,
     /// Run on the cluster whose coordinator is here, instead of in this process.
     pub cluster: Option<lakeforge_worker::ClusterAddress>,
+    /// How equi-joins run, embedded and on a cluster alike.
+    pub joins: JoinStrategy,
+}
+
+/// How equi-joins run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JoinStrategy {
+    /// Hash joins (DataFusion's default): the fastest, but each task holds its build side in
+    /// memory; a build side over the memory limit fails the query with a resources error.
+    #[default]
+    Hash,
+    /// Sort-merge joins: slower, but they spill to disk, so joins of any size complete.
+    SortMerge,
+}
+
+impl JoinStrategy {
+    /// Parses `hash` or `sort-merge`.
+    pub fn parse(text: &str) -> Result<JoinStrategy> {
+        match text {
+            "hash" => Ok(JoinStrategy::Hash),
+            "sort-merge" => Ok(JoinStrategy::SortMerge),
+            other => Err(EngineError::Usage(format!(
+                "--joins '{other}': expected hash or sort-merge"
+            ))),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -25,6 +51,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             memory_limit: physical_memory_bytes().map(|total| total / 10 * 7),
             cluster: None,
+            joins: JoinStrategy::Hash,
         }
     }
 }

@@ -27,6 +27,6 @@ pub mod session;
 pub mod sources;
 pub mod tables;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, JoinStrategy};
 pub use error::{EngineError, Result};
 pub use job::{LoadedJob, RunSummary, run_job, validate_job};

@@ -31,7 +31,7 @@ use lakeforge_engine::registry::{
 use lakeforge_engine::schedule::status::{render_text as render_status, warehouse_status};
 use lakeforge_engine::schedule::{DaemonOptions, run_daemon};
 use lakeforge_engine::tables::{history_batch, list_runs, run_sql, show_table, text_table};
-use lakeforge_engine::{EngineConfig, EngineError};
+use lakeforge_engine::{EngineConfig, EngineError, JoinStrategy};
 use lakeforge_planner::parse_duration;
 use lakeforge_worker::{
     ClusterAddress, CoordinatorOptions, WorkerOptions, run_coordinator, run_worker,
@@ -72,6 +72,10 @@ struct EngineArgs {
     /// [default: 70% of physical memory].
     #[arg(long, global = true, env = "LAKEFORGE_MEMORY_LIMIT")]
     memory_limit: Option<String>,
+    /// How equi-joins run, embedded and on a cluster: "hash" (fastest; each task holds its
+    /// build side in memory) or "sort-merge" (slower; spills, for joins larger than memory).
+    #[arg(long, global = true, default_value = "hash", env = "LAKEFORGE_JOINS")]
+    joins: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -641,6 +645,7 @@ fn engine_config(args: &EngineArgs) -> anyhow::Result<EngineConfig> {
         Some("none") => config.memory_limit = None,
         Some(text) => config.memory_limit = Some(parse_byte_size(text)?),
     }
+    config.joins = JoinStrategy::parse(&args.joins)?;
     Ok(config)
 }
 

@@ -8,7 +8,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use lakeforge_udfs::scoring::{ModelResolver, NoModels};
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, JoinStrategy};
 use crate::error::{EngineError, Result};
 
 /// A session configured from `config`, with Lakeforge's functions registered and no models
@@ -42,4 +42,8 @@ pub fn session_config(config: &EngineConfig) -> SessionConfig {
         .with_target_partitions(config.target_partitions.max(1))
         .with_batch_size(config.batch_size.max(1))
         .with_information_schema(true)
+        .set_bool(
+            "datafusion.optimizer.prefer_hash_join",
+            config.joins == JoinStrategy::Hash,
+        )
 }

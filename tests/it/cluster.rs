@@ -136,11 +136,33 @@ sql = """SELECT bucket, count(*) AS n, round(sum(p), 9) AS p_sum, min(id) AS fir
          FROM scores GROUP BY bucket"""
 "#;
 
-/// A project with both jobs, the fixture's rows and its model.
+/// Joins the rows with their scores (a Delta source) and with an aggregate of themselves.
+const JOINED_JOB: &str = r#"
+[job]
+name = "joined"
+warehouse = "wh"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[sources.scores]
+format = "delta"
+path = "wh/scores"
+
+[[products]]
+name = "joined"
+sql = """SELECT r.id, r.f0, s.p, b.n FROM rows r
+         JOIN scores s ON r.id = s.id
+         JOIN (SELECT bucket, count(*) AS n FROM scores GROUP BY bucket) b ON s.bucket = b.bucket"""
+"#;
+
+/// A project with the jobs, the fixture's rows and its model.
 fn project() -> (Project, Value) {
     let (project, expected) = project_for("xgb_binary");
     project.write("scoring.toml", &scoring_job(&features(&expected)));
     project.write("downstream.toml", DOWNSTREAM_JOB);
+    project.write("joined.toml", JOINED_JOB);
     (project, expected)
 }
 
@@ -194,6 +216,26 @@ fn cluster_runs_publish_what_embedded_runs_publish() {
             "{table}'s lineage differs"
         );
     }
+    // Joins: hash joins by default, sort-merge joins (which spill) on request; the same rows.
+    embedded.ok(&["run", "joined.toml"]);
+    let joined = rows(&embedded, "wh/joined");
+    assert!(!joined.is_empty());
+    for joins in ["hash", "sort-merge"] {
+        distributed.ok(&["--joins", joins, "run", "joined.toml", "--cluster", &url]);
+        assert_eq!(
+            joined,
+            rows(&distributed, "wh/joined"),
+            "{joins} joins on the cluster"
+        );
+    }
+    embedded.ok(&["--joins", "sort-merge", "run", "joined.toml"]);
+    assert_eq!(
+        joined,
+        rows(&embedded, "wh/joined"),
+        "embedded sort-merge joins"
+    );
+    let refused = embedded.fails(&["--joins", "nested-loop", "run", "joined.toml"]);
+    assert!(refused.contains("--joins 'nested-loop'"), "{refused}");
     // The cluster's predictions are the library's.
     let mut scores = distributed.json(&["show", "wh/scores", "--limit", "1000"]);
     scores.sort_by_key(|r| r["id"].as_i64().unwrap());

@@ -275,23 +275,16 @@ pub async fn connect(
     extensions: &ClusterExtensions,
 ) -> Result<SessionContext> {
     probe(address).await?;
-    // Ballista 55's adaptive planner (on by default) re-plans stages at run time. Its join
-    // selection loops forever, one single-task stage after another, on a join whose other side
-    // is empty (a `unique` check with no duplicates); with only join selection turned off it
-    // plans sort-merge joins over inputs that are not co-partitioned. Its authors also list
-    // executor failure as not covered yet. The static planner runs every Lakeforge job
-    // correctly and re-runs lost tasks.
-    let config = config
-        .upgrade_for_ballista()
-        .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false")
-        .with_ballista_logical_extension_codec(Arc::new(LayeredLogicalCodec::new(Arc::clone(
-            &extensions.codec,
-        ))))
-        .with_ballista_physical_extension_codec(Arc::new(LayeredPhysicalCodec::new(Arc::clone(
-            &extensions.codec,
-        ))));
     let state = SessionStateBuilder::new()
-        .with_config(config)
+        .with_config(
+            client_settings(config)
+                .with_ballista_logical_extension_codec(Arc::new(LayeredLogicalCodec::new(
+                    Arc::clone(&extensions.codec),
+                )))
+                .with_ballista_physical_extension_codec(Arc::new(LayeredPhysicalCodec::new(
+                    Arc::clone(&extensions.codec),
+                ))),
+        )
         .with_default_features()
         .build();
     SessionContext::remote_with_state(&address.url(), state)
@@ -300,6 +293,26 @@ pub async fn connect(
             role: "client",
             message: e.to_string(),
         })
+}
+
+/// The client session's settings: `config` upgraded for Ballista, with the engine's join
+/// choice kept and Ballista's adaptive planner off.
+fn client_settings(config: SessionConfig) -> SessionConfig {
+    // Ballista's upgrade turns `prefer_hash_join` off unless it differs from DataFusion's
+    // default (on), so it cannot tell "the engine asks for hash joins" from "unset". The
+    // engine's choice is applied again after the upgrade: hash joins unless the user asked for
+    // sort-merge joins (which spill), as in embedded runs.
+    let prefer_hash_join = config.options().optimizer.prefer_hash_join;
+    // Ballista 55's adaptive planner (on by default) re-plans stages at run time. Its join
+    // selection loops forever, one single-task stage after another, on a join whose other side
+    // is empty (a `unique` check with no duplicates); with only join selection turned off it
+    // plans sort-merge joins over inputs that are not co-partitioned. Its authors also list
+    // executor failure as not covered yet. The static planner runs every Lakeforge job
+    // correctly and re-runs lost tasks.
+    config
+        .upgrade_for_ballista()
+        .set_str(BALLISTA_ADAPTIVE_PLANNER_ENABLED, "false")
+        .set_bool("datafusion.optimizer.prefer_hash_join", prefer_hash_join)
 }
 
 /// Opens (and closes) a TCP connection to the coordinator, so a wrong address or a stopped
@@ -368,5 +381,34 @@ mod extension_planning {
                 .create_physical_plan(logical_plan, session_state)
                 .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_of(config: SessionConfig) -> (bool, Option<String>) {
+        let settings = client_settings(config);
+        let adaptive = settings
+            .options()
+            .entries()
+            .into_iter()
+            .find(|entry| entry.key == BALLISTA_ADAPTIVE_PLANNER_ENABLED)
+            .and_then(|entry| entry.value);
+        (settings.options().optimizer.prefer_hash_join, adaptive)
+    }
+
+    #[test]
+    fn the_engine_join_choice_survives_the_ballista_upgrade() {
+        let (hash, adaptive) = settings_of(SessionConfig::new());
+        assert!(
+            hash,
+            "hash joins, as embedded, unless sort-merge joins are asked for"
+        );
+        assert_eq!(adaptive.as_deref(), Some("false"));
+        let sort_merge =
+            SessionConfig::new().set_bool("datafusion.optimizer.prefer_hash_join", false);
+        assert!(!settings_of(sort_merge).0);
     }
 }
