@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 from peer_venv import ensure_venv
+# The features the models read, and how many predictions are checked (stdlib-only import).
+from scoring import CHECK_ROWS, FEATURES
 
 PINS = [
     "pyspark==4.0.1",
@@ -48,15 +50,6 @@ PINS = [
     "lightgbm==4.7.0",
 ]
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
-# The numeric features the models read, in order (as in scoring.py and the Rust suite).
-FEATURES = [
-    "spend_30d", "spend_90d", "avg_order_value", "sessions_30d", "avg_session_minutes",
-    "days_since_last_login", "days_since_last_purchase", "pages_per_session", "discount_rate",
-    "refund_rate", "email_open_rate", "push_click_rate", "nps_score", "satisfaction",
-    "cart_abandon_rate", "latency_ms_p95", "credit_score", "income_estimate",
-    "age", "tenure_days", "orders_90d", "devices", "support_tickets_90d",
-]
-CHECK_ROWS = 1000
 
 
 def java_missing():

@@ -113,24 +113,17 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
         rows.sort_by_key(|r| r["customer_id"].as_i64().unwrap_or_default());
-        let expected = peers["check"][library]
-            .as_array()
-            .context("no check predictions")?;
-        ensure!(
-            rows.len() == expected.len(),
-            "{library}: {} predictions, expected {}",
-            rows.len(),
-            expected.len()
-        );
-        for (i, (row, want)) in rows.iter().zip(expected).enumerate() {
-            let (got, want) = (
-                row["p"].as_f64().unwrap_or(f64::NAN),
-                want.as_f64().unwrap_or(f64::NAN),
-            );
-            if (got - want).abs() > tolerance {
-                bail!("{library}: row {i} scored {got} by Lakeforge, {want} by the library");
-            }
-        }
+        let got: Vec<f64> = rows
+            .iter()
+            .map(|row| row["p"].as_f64().unwrap_or(f64::NAN))
+            .collect();
+        ensure_same_predictions(
+            library,
+            "Lakeforge",
+            &got,
+            &peers["check"][library],
+            tolerance,
+        )?;
         eprintln!(
             "  {library}: the first 1,000 predictions equal the library's (within {tolerance:e})"
         );
@@ -140,30 +133,20 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
     let spark = run_spark(&data, &xgboost, &lightgbm, options)?;
     if let Some(spark) = &spark {
         for library in ["xgboost", "lightgbm"] {
-            let (got, want) = (&spark["check"][library], &peers["check"][library]);
-            let (got, want) = (
-                got.as_array()
-                    .context("spark.py returned no check predictions")?,
-                want.as_array().context("no check predictions")?,
-            );
-            ensure!(
-                got.len() == want.len(),
-                "{library}: Spark returned {} predictions, expected {}",
-                got.len(),
-                want.len()
-            );
-            for (i, (got, want)) in got.iter().zip(want).enumerate() {
-                let (got, want) = (
-                    got.as_f64().unwrap_or(f64::NAN),
-                    want.as_f64().unwrap_or(f64::NAN),
-                );
-                // The same library on the same float64 values: equal up to summation order.
-                if (got - want).abs() > 1e-9 {
-                    bail!(
-                        "{library}: row {i} scored {got} by the Spark UDF, {want} by the library"
-                    );
-                }
-            }
+            let got: Vec<f64> = spark["check"][library]
+                .as_array()
+                .context("spark.py returned no check predictions")?
+                .iter()
+                .map(|p| p.as_f64().unwrap_or(f64::NAN))
+                .collect();
+            // The same library on the same float64 values: equal up to summation order.
+            ensure_same_predictions(
+                library,
+                "the Spark UDF",
+                &got,
+                &peers["check"][library],
+                1e-9,
+            )?;
             eprintln!("  {library}: Spark's first 1,000 predictions equal the library's");
         }
     }
@@ -461,4 +444,29 @@ fn run_spark(
         ],
     )?;
     Ok(report.get("skipped").is_none().then_some(report))
+}
+
+/// Fails unless `got` (scored by `scorer`) has the library's predictions `want` (the peers
+/// script's check list), each within `tolerance`.
+fn ensure_same_predictions(
+    library: &str,
+    scorer: &str,
+    got: &[f64],
+    want: &Value,
+    tolerance: f64,
+) -> anyhow::Result<()> {
+    let want = want.as_array().context("no check predictions")?;
+    ensure!(
+        got.len() == want.len(),
+        "{library}: {scorer} returned {} predictions, expected {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (got, want)) in got.iter().zip(want).enumerate() {
+        let want = want.as_f64().unwrap_or(f64::NAN);
+        if (got - want).abs() > tolerance {
+            bail!("{library}: row {i} scored {got} by {scorer}, {want} by the library");
+        }
+    }
+    Ok(())
 }

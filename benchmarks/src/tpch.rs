@@ -171,28 +171,21 @@ pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<Suite
         }
         // Spark compares its answers with Lakeforge's in every round (its JVM starts once per
         // round; a separate checking round would cost another start).
-        let mut reports = vec![run_peers(&data, &queries_dir, None, 1)?];
-        reports.extend(run_spark(
-            &data,
-            &queries_dir,
-            &answers_dir,
-            &mut peer_notes,
-        )?);
-        for report in reports {
+        let duckdb_polars = run_peers(&data, &queries_dir, None, 1)?;
+        let spark = run_spark(&data, &queries_dir, &answers_dir, &mut peer_notes)?;
+        for (name, verdict) in spark.iter().flat_map(|s| s["check"].as_object()).flatten() {
+            let verdict = verdict.as_str().unwrap_or_default();
+            if !verdict.starts_with("ok") {
+                wrong_peer_answers.insert(("spark".to_string(), name.clone()));
+                peer_notes.insert(format!(
+                    "spark's {name} answer differs from Lakeforge's (and DuckDB's), so it is \
+                     left out of the ratio: {verdict}"
+                ));
+            }
+        }
+        for report in std::iter::once(&duckdb_polars).chain(spark.as_ref()) {
             if let Some(found) = report["versions"].as_object() {
                 versions.extend(found.clone());
-            }
-            if let Some(check) = report["check"].as_object() {
-                for (name, verdict) in check {
-                    let verdict = verdict.as_str().unwrap_or_default();
-                    if !verdict.starts_with("ok") {
-                        wrong_peer_answers.insert(("spark".to_string(), name.clone()));
-                        peer_notes.insert(format!(
-                            "spark's {name} answer differs from Lakeforge's (and DuckDB's), so it \
-                             is left out of the ratio: {verdict}"
-                        ));
-                    }
-                }
             }
             for (engine, seconds) in report["seconds"].as_object().into_iter().flatten() {
                 if let Some(errors) = report["errors"][engine].as_object()
