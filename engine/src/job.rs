@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
 use lakeforge_planner::{
-    CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec, ResolvedJob, extract_lineage,
+    CheckPlacement, CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec, ResolvedJob,
+    extract_lineage,
     freshness_sla, plan_job,
 };
 use lakeforge_udfs::scoring::ModelResolver;
@@ -437,7 +438,13 @@ async fn execute_run(
         }
         None => new_session_with_models(config, models.clone())?,
     };
-    let (plan, identities) = cancel.guard(plan_loaded_job(&ctx, loaded)).await?;
+    let placement = match config.cluster {
+        Some(_) => CheckPlacement::Distributed,
+        None => CheckPlacement::InProcess,
+    };
+    let (plan, identities) = cancel
+        .guard(plan_loaded_job(&ctx, loaded, placement))
+        .await?;
     ledger.inputs = identities;
     ledger.source_schemas = source_schemas(&ctx, loaded).await;
     let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
@@ -866,9 +873,10 @@ async fn prepare_run_products(
 pub async fn plan_loaded_job(
     ctx: &SessionContext,
     loaded: &LoadedJob,
+    placement: CheckPlacement,
 ) -> Result<(JobPlan, Vec<InputIdentity>)> {
     let identities = register_sources(ctx, &loaded.job).await?;
-    let plan = plan_job(ctx, &loaded.job).await?;
+    let plan = plan_job(ctx, &loaded.job, placement).await?;
     Ok((plan, identities))
 }
 
@@ -915,7 +923,7 @@ pub async fn job_models(loaded: &LoadedJob, config: &EngineConfig) -> Result<Arc
 pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<Vec<ProductReport>> {
     let models = job_models(loaded, config).await?;
     let ctx = new_session_with_models(config, models.clone())?;
-    let (plan, identities) = plan_loaded_job(&ctx, loaded).await?;
+    let (plan, identities) = plan_loaded_job(&ctx, loaded, CheckPlacement::InProcess).await?;
     // Lineage is part of every commit: a plan it cannot describe is found here, not mid-run.
     product_lineages(loaded, &plan, &identities, models.as_ref())?;
     let prepared = prepare_products(loaded, &plan).await?;

@@ -35,6 +35,7 @@ use url::Url;
 
 use crate::cancel::RunCancellation;
 use crate::delta::open_existing;
+use crate::dq::keys::KeyResources;
 use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
@@ -364,6 +365,10 @@ async fn stream_to_tables(
     })?;
     let partitions = physical.output_partitioning().partition_count();
     let task_ctx = ctx.task_ctx();
+    let key_resources = KeyResources {
+        pool: Arc::clone(task_ctx.memory_pool()),
+        disk: Arc::clone(&task_ctx.runtime_env().disk_manager),
+    };
     let new_writer = |url: &Url, schema: &SchemaRef, partition_by: &[String]| {
         file_writer(url.as_str(), schema, partition_by)
             .map_err(|e| EngineError::delta(format!("'{dataset}': cannot start writing"), e))
@@ -387,7 +392,7 @@ async fn stream_to_tables(
                 })
                 .transpose()?,
             checker: checks
-                .map(|c| c.partition(physical.schema().as_ref()))
+                .map(|c| c.partition(physical.schema().as_ref(), Some(&key_resources)))
                 .transpose()?,
             rows_progress: Arc::clone(&rows_progress),
         };

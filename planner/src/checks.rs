@@ -81,6 +81,14 @@ pub struct CompiledCheck {
 /// How a check is evaluated over the checked plan's columns.
 #[derive(Debug, Clone)]
 pub enum Evaluation {
+    /// `unique` evaluated in the pass itself: the engine collects every row's key (the
+    /// dataset columns `columns`, which are also the sample columns) and finds the duplicated
+    /// ones when the partitions are merged. Only for checks that keep every row (warn, fail) in
+    /// a run whose partitions all end in one process (see [`CheckPlacement`]).
+    UniqueKeys {
+        /// The key columns (dataset columns, ascending).
+        columns: Vec<usize>,
+    },
     /// A boolean predicate per row.
     Row {
         /// The predicate's column in the checked plan.
@@ -236,6 +244,20 @@ impl CheckedDataset {
     }
 }
 
+/// Where the checked plan's partitions end, which decides how `unique` is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckPlacement {
+    /// Every partition is consumed in this process (embedded runs): a `unique` check that
+    /// keeps every row collects the keys in the pass ([`Evaluation::UniqueKeys`]) instead of
+    /// planning a second, grouped aggregate over the key.
+    #[default]
+    InProcess,
+    /// Partitions are consumed by cluster workers, whose check states travel to the client:
+    /// `unique` is planned as a grouped aggregate (or a window), so no state grows with the
+    /// number of rows.
+    Distributed,
+}
+
 /// Compiles `checks` on a dataset whose plan is `plan` into one [`CheckedDataset`].
 ///
 /// Every problem a check has on this dataset (unknown column, wrong type, a predicate that is
@@ -247,6 +269,7 @@ pub async fn compile_checks(
     plan: LogicalPlan,
     checks: &[&CheckSpec],
     key: &[String],
+    placement: CheckPlacement,
 ) -> Result<CheckedDataset, PlannerError> {
     let schema = plan.schema().clone();
     let dataset_columns = schema.fields().len();
@@ -288,6 +311,26 @@ pub async fn compile_checks(
         let alias = format!("{CHECK_COLUMN_PREFIX}{ordinal}");
         let mut description = String::new();
 
+        // A `unique` check that keeps every row, in a run whose partitions end here, is
+        // evaluated from keys collected in the pass, when its sample columns (the dataset's key
+        // columns and its own) are its own columns, so the collected keys can show the failing
+        // rows.
+        let unique_keys = if kind == CheckKind::Unique
+            && placement == CheckPlacement::InProcess
+            && matches!(spec.action, CheckAction::Warn | CheckAction::Fail)
+        {
+            let mut columns = Vec::new();
+            for column in spec.column.iter().chain(&spec.columns) {
+                columns.push(field_of(column)?.0);
+            }
+            columns.sort_unstable();
+            columns.dedup();
+            let mut samples = union_columns(&key_columns, &columns);
+            samples.sort_unstable();
+            (samples == columns).then_some(columns)
+        } else {
+            None
+        };
         let evaluation = match kind {
             CheckKind::Referential => {
                 let column = spec.column.as_deref().unwrap_or_default();
@@ -338,6 +381,12 @@ pub async fn compile_checks(
                 Evaluation::Row {
                     predicate: next_column,
                     sample_columns,
+                }
+            }
+            CheckKind::Unique if unique_keys.is_some() => {
+                description = unique_description(spec);
+                Evaluation::UniqueKeys {
+                    columns: unique_keys.unwrap_or_default(),
                 }
             }
             CheckKind::Unique if cheap_to_recompute(&dataset_plan) => {
@@ -397,14 +446,7 @@ pub async fn compile_checks(
                     .map(|key| key.clone().is_null())
                     .reduce(Expr::or)
                     .unwrap_or_else(|| lit(false));
-                description = format!(
-                    "no other row has the same ({})",
-                    columns
-                        .iter()
-                        .map(|c| c.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                description = unique_description(spec);
                 extra.push(
                     when(any_null_key, lit(ScalarValue::Boolean(None)))
                         .otherwise(qualified(&flag).is_null())
@@ -704,6 +746,19 @@ pub async fn compile_checks(
         checks: compiled,
         key_columns,
     })
+}
+
+/// The description of a `unique` check.
+fn unique_description(spec: &CheckSpec) -> String {
+    format!(
+        "no other row has the same ({})",
+        spec.column
+            .iter()
+            .chain(&spec.columns)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Whether evaluating `plan` a second time (for the key columns of a `unique` check) is cheap

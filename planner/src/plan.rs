@@ -15,7 +15,7 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use crate::check_spec::CheckSpec;
-use crate::checks::{CheckedDataset, compile_checks};
+use crate::checks::{CheckPlacement, CheckedDataset, compile_checks};
 use crate::error::PlannerError;
 use crate::spec::{DatasetKind, ResolvedJob, ResolvedStatement, StatementKind};
 
@@ -46,8 +46,13 @@ pub struct NamedPlan {
 
 /// Plans every step (registering it as a view in `ctx`) and every product of `job`.
 ///
-/// The sources must already be registered in `ctx` under their names.
-pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan, PlannerError> {
+/// The sources must already be registered in `ctx` under their names. `placement` says where
+/// the checked plans' partitions will be consumed.
+pub async fn plan_job(
+    ctx: &SessionContext,
+    job: &ResolvedJob,
+    placement: CheckPlacement,
+) -> Result<JobPlan, PlannerError> {
     let mut checked_inputs = Vec::new();
     for name in job.spec.sources.keys() {
         let checks: Vec<&CheckSpec> = job.checks_on(name).collect();
@@ -66,6 +71,7 @@ pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan
             plan,
             &checks,
             job.key_of(name),
+            placement,
         )
         .await?;
         if checked.filters_rows() {
@@ -93,6 +99,7 @@ pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan
                 plan.clone(),
                 &checks,
                 job.key_of(&step.name),
+                placement,
             )
             .await?;
             if checked.filters_rows() {
@@ -130,6 +137,7 @@ pub async fn plan_job(ctx: &SessionContext, job: &ResolvedJob) -> Result<JobPlan
                     plan.clone(),
                     &checks_on,
                     job.key_of(&product.name),
+                    placement,
                 )
                 .await?,
             )

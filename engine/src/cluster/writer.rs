@@ -373,7 +373,7 @@ async fn write_partition(
     let checker = target
         .checks
         .as_ref()
-        .map(|program| PartitionChecker::new(Arc::new(program.clone()), input_schema))
+        .map(|program| PartitionChecker::new(Arc::new(program.clone()), input_schema, None))
         .transpose()
         .map_err(|e| DataFusionError::Execution(format!("'{}': {e}", target.dataset)))?;
     let sinks = PartitionSinks {

@@ -20,6 +20,8 @@
 //! - a `fail` check that does not pass stops the run before anything is committed.
 
 pub mod drift;
+pub mod keys;
+mod radix;
 pub mod results;
 
 use std::sync::Arc;
@@ -45,6 +47,7 @@ use lakeforge_planner::{
 use serde::{Deserialize, Serialize};
 
 use crate::dq::drift::{Histogram, NumericBins};
+use crate::dq::keys::{KeyResources, KeySet, key_converter};
 use crate::error::{EngineError, Result};
 
 /// One check's outcome in one run.
@@ -165,6 +168,13 @@ pub enum Measure {
         /// The empty state (for drift, the reference's bins).
         initial: CheckState,
     },
+    /// A `unique` check's key columns, collected to find duplicates when partitions merge.
+    Keys {
+        /// The key columns in the checked plan (also the sample columns).
+        columns: Vec<usize>,
+        /// How many failing rows to keep.
+        samples: usize,
+    },
     /// Nothing per row (row counts, schemas, drift without a usable reference).
     Nothing,
 }
@@ -232,9 +242,14 @@ impl DatasetCheckRun {
         &self.program
     }
 
-    /// A fresh state for one output partition of the checked plan, whose batches have `schema`.
-    pub fn partition(&self, schema: &Schema) -> Result<PartitionChecker> {
-        PartitionChecker::new(Arc::clone(&self.program), schema)
+    /// A fresh state for one output partition of the checked plan, whose batches have `schema`;
+    /// collected keys take memory from `resources`.
+    pub fn partition(
+        &self,
+        schema: &Schema,
+        resources: Option<&KeyResources>,
+    ) -> Result<PartitionChecker> {
+        PartitionChecker::new(Arc::clone(&self.program), schema, resources)
             .map_err(|message| EngineError::product(&self.checked.dataset, message))
     }
 
@@ -343,6 +358,33 @@ impl DatasetCheckRun {
                     result.samples = samples.into_json(schema);
                     if check.mostly < 1.0 {
                         result.message = Some(format!("mostly {}", check.mostly));
+                    }
+                }
+            }
+            Evaluation::UniqueKeys { columns } => {
+                if let CheckState::Keys(keys) = state {
+                    let concluded = key_converter(
+                        columns
+                            .iter()
+                            .map(|&c| schema.field(c).data_type().clone())
+                            .collect(),
+                    )
+                    .and_then(|converter| keys.conclude(&converter));
+                    match concluded {
+                        Ok(verdict) => {
+                            result.failed = verdict.failed;
+                            result.null_skipped = verdict.null_skipped;
+                            result.passed = rows == 0
+                                || (rows - verdict.failed) as f64 / rows as f64 >= check.mostly;
+                            result.samples = verdict.samples.into_json(schema);
+                            if check.mostly < 1.0 {
+                                result.message = Some(format!("mostly {}", check.mostly));
+                            }
+                        }
+                        Err(message) => {
+                            result.passed = false;
+                            result.message = Some(message);
+                        }
                     }
                 }
             }
@@ -749,6 +791,10 @@ fn measure_of(check: &CompiledCheck, baseline: Option<&Baseline>) -> Measure {
             sample_columns: sample_columns.clone(),
             samples: check.samples,
         },
+        Evaluation::UniqueKeys { columns } => Measure::Keys {
+            columns: columns.clone(),
+            samples: check.samples,
+        },
         Evaluation::RowCount { .. } | Evaluation::Schema { .. } => Measure::Nothing,
         Evaluation::Statistic {
             statistic, input, ..
@@ -827,6 +873,7 @@ impl PartitionChecker {
     pub fn new(
         program: Arc<CheckProgram>,
         schema: &Schema,
+        resources: Option<&KeyResources>,
     ) -> std::result::Result<PartitionChecker, String> {
         let mut converters = Vec::with_capacity(program.checks.len());
         let mut states = Vec::with_capacity(program.checks.len());
@@ -862,6 +909,24 @@ impl PartitionChecker {
                         },
                     });
                 }
+                Measure::Keys { columns, samples } => {
+                    let types = columns
+                        .iter()
+                        .map(|&c| {
+                            schema
+                                .fields()
+                                .get(c)
+                                .map(|f| f.data_type().clone())
+                                .ok_or_else(|| format!("check '{}': no key column {c}", step.name))
+                        })
+                        .collect::<std::result::Result<Vec<_>, String>>()?;
+                    converters.push(Some(
+                        key_converter(types).map_err(|e| format!("check '{}': {e}", step.name))?,
+                    ));
+                    states.push(CheckState::Keys(KeySet::new(
+                        &step.name, schema, columns, step.nulls, *samples, resources,
+                    )?));
+                }
                 Measure::Column { initial, .. } => {
                     converters.push(None);
                     states.push(initial.clone());
@@ -880,8 +945,14 @@ impl PartitionChecker {
         })
     }
 
-    /// The state to merge with the other partitions'.
-    pub fn finish(self) -> PartitionState {
+    /// The state to merge with the other partitions' (collected keys sorted here, so that
+    /// partitions sort theirs in parallel).
+    pub fn finish(mut self) -> PartitionState {
+        for state in &mut self.states {
+            if let CheckState::Keys(keys) = state {
+                keys.seal();
+            }
+        }
         PartitionState {
             rows: self.rows,
             states: self.states,
@@ -940,6 +1011,11 @@ impl PartitionChecker {
                     }
                 }
                 (Measure::Column { input, .. }, state) => state.observe(batch.column(*input))?,
+                (Measure::Keys { columns, .. }, CheckState::Keys(keys)) => {
+                    if let Some(converter) = converter {
+                        keys.observe(converter, batch, columns)?;
+                    }
+                }
                 _ => {}
             }
             failing_masks.push(failing_mask);
@@ -1040,11 +1116,31 @@ pub struct Moments {
 }
 
 impl Moments {
-    fn add(&mut self, value: f64) {
-        self.count += 1;
-        let delta = value - self.mean;
-        self.mean += delta / self.count as f64;
-        self.m2 += delta * (value - self.mean);
+    /// The moments of one batch's non-null, non-NaN values, by the two-pass algorithm (mean,
+    /// then squared deviations from it): as stable as Welford's update without its division per
+    /// value; batches are then combined by [`Moments::merge`].
+    fn of(values: &arrow::array::Float64Array) -> Moments {
+        let mut count = 0u64;
+        let mut sum = 0.0;
+        let visit = |f: &mut dyn FnMut(f64)| match values.nulls() {
+            None => values.values().iter().filter(|v| !v.is_nan()).for_each(|&v| f(v)),
+            Some(nulls) => nulls
+                .valid_indices()
+                .map(|i| values.value(i))
+                .filter(|v| !v.is_nan())
+                .for_each(f),
+        };
+        visit(&mut |v| {
+            count += 1;
+            sum += v;
+        });
+        if count == 0 {
+            return Moments::default();
+        }
+        let mean = sum / count as f64;
+        let mut m2 = 0.0;
+        visit(&mut |v| m2 += (v - mean) * (v - mean));
+        Moments { count, mean, m2 }
     }
 
     fn merge(&mut self, other: Moments) {
@@ -1109,6 +1205,8 @@ pub enum CheckState {
     Newest(Option<i64>),
     /// A drift histogram over the reference's bins.
     Histogram(Histogram),
+    /// A `unique` check's collected keys.
+    Keys(KeySet),
 }
 
 impl CheckState {
@@ -1116,11 +1214,7 @@ impl CheckState {
         match self {
             CheckState::Moments(moments) => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
-                    values
-                        .iter()
-                        .flatten()
-                        .filter(|v| !v.is_nan())
-                        .for_each(|v| moments.add(v));
+                    moments.merge(Moments::of(values));
                 }
             }
             CheckState::Extremes(extremes) => {
@@ -1142,7 +1236,7 @@ impl CheckState {
                 }
             }
             CheckState::Histogram(histogram) => histogram.observe(array.as_ref()),
-            CheckState::Nothing | CheckState::Row { .. } => {}
+            CheckState::Nothing | CheckState::Row { .. } | CheckState::Keys(_) => {}
         }
         Ok(())
     }
@@ -1180,6 +1274,7 @@ impl CheckState {
                 };
             }
             (CheckState::Histogram(a), CheckState::Histogram(b)) => a.merge(b),
+            (CheckState::Keys(a), CheckState::Keys(b)) => a.absorb(b),
             _ => {}
         }
     }
@@ -1311,11 +1406,17 @@ impl QuantileSketch {
         let Some(values) = array.as_primitive_opt::<Float64Type>() else {
             return;
         };
-        let mut sorted: Vec<f64> = values.iter().flatten().filter(|v| !v.is_nan()).collect();
-        if sorted.is_empty() {
+        let mut keys: Vec<u64> = values
+            .iter()
+            .flatten()
+            .filter(|v| !v.is_nan())
+            .map(radix::f64_key)
+            .collect();
+        if keys.is_empty() {
             return;
         }
-        sorted.sort_by(f64::total_cmp);
+        radix::radix_sort(&mut keys, &mut Vec::new());
+        let sorted: Vec<f64> = keys.into_iter().map(radix::f64_from_key).collect();
         self.digest = self.digest.merge_sorted_f64(&sorted);
     }
 
@@ -1462,16 +1563,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moments_merge_like_one_pass() {
+    fn moments_of_batches_merge_to_the_whole_columns_moments() {
+        use arrow::array::Float64Array;
         let values = [1.0, 2.0, 4.0, 8.0, 16.0, 3.5];
-        let mut whole = Moments::default();
-        values.iter().for_each(|v| whole.add(*v));
-        let (mut a, mut b) = (Moments::default(), Moments::default());
-        values[..2].iter().for_each(|v| a.add(*v));
-        values[2..].iter().for_each(|v| b.add(*v));
+        // numpy: mean and sum of squared deviations of the non-null, non-NaN values.
+        let (mean, m2) = (5.75, 154.875);
+        let whole = Moments::of(&Float64Array::from(values.to_vec()));
+        assert_eq!(whole.count, 6);
+        assert!((whole.mean - mean).abs() < 1e-12);
+        assert!((whole.m2 - m2).abs() < 1e-9);
+        let mut a = Moments::of(&Float64Array::from(vec![Some(1.0), None, Some(2.0)]));
+        let b = Moments::of(&Float64Array::from(vec![4.0, f64::NAN, 8.0, 16.0, 3.5]));
         a.merge(b);
-        assert!((a.mean - whole.mean).abs() < 1e-12);
-        assert!((a.m2 - whole.m2).abs() < 1e-9);
+        assert_eq!(a.count, 6);
+        assert!((a.mean - mean).abs() < 1e-12);
+        assert!((a.m2 - m2).abs() < 1e-9);
+        assert_eq!(Moments::of(&Float64Array::from(vec![f64::NAN])), Moments::default());
     }
 
     #[test]
