@@ -1120,27 +1120,43 @@ impl Moments {
     /// then squared deviations from it): as stable as Welford's update without its division per
     /// value; batches are then combined by [`Moments::merge`].
     fn of(values: &arrow::array::Float64Array) -> Moments {
-        let mut count = 0u64;
-        let mut sum = 0.0;
-        let visit = |f: &mut dyn FnMut(f64)| match values.nulls() {
-            None => values.values().iter().filter(|v| !v.is_nan()).for_each(|&v| f(v)),
-            Some(nulls) => nulls
-                .valid_indices()
-                .map(|i| values.value(i))
-                .filter(|v| !v.is_nan())
-                .for_each(f),
+        // Eight independent accumulators per sum let the compiler vectorize both passes; a
+        // value counts when it is valid (its bit in the null mask) and not NaN.
+        const LANES: usize = 8;
+        let data = values.values();
+        let valid = values.nulls().map(|n| n.inner());
+        let counted = |index: usize, value: f64| {
+            !value.is_nan() && valid.is_none_or(|mask| mask.value(index))
         };
-        visit(&mut |v| {
-            count += 1;
-            sum += v;
-        });
+        let (mut counts, mut sums) = ([0u64; LANES], [0f64; LANES]);
+        for (chunk, start) in data.chunks(LANES).zip((0..).step_by(LANES)) {
+            for (lane, &value) in chunk.iter().enumerate() {
+                let take = counted(start + lane, value);
+                counts[lane] += u64::from(take);
+                sums[lane] += if take { value } else { 0.0 };
+            }
+        }
+        let count: u64 = counts.iter().sum();
         if count == 0 {
             return Moments::default();
         }
-        let mean = sum / count as f64;
-        let mut m2 = 0.0;
-        visit(&mut |v| m2 += (v - mean) * (v - mean));
-        Moments { count, mean, m2 }
+        let mean = sums.iter().sum::<f64>() / count as f64;
+        let mut squares = [0f64; LANES];
+        for (chunk, start) in data.chunks(LANES).zip((0..).step_by(LANES)) {
+            for (lane, &value) in chunk.iter().enumerate() {
+                let deviation = if counted(start + lane, value) {
+                    value - mean
+                } else {
+                    0.0
+                };
+                squares[lane] += deviation * deviation;
+            }
+        }
+        Moments {
+            count,
+            mean,
+            m2: squares.iter().sum(),
+        }
     }
 
     fn merge(&mut self, other: Moments) {
