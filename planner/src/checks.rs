@@ -473,7 +473,11 @@ pub async fn compile_checks(
                     }
                 }
                 referenced.sort_unstable();
-                description = sql;
+                description = if kind == CheckKind::Unique {
+                    unique_description(spec)
+                } else {
+                    sql
+                };
                 extra.push(expr.alias(&alias));
                 Evaluation::Row {
                     predicate: next_column,

@@ -604,10 +604,13 @@ fn a_thousand_checks_over_five_hundred_columns_scan_once() {
     assert_eq!(failing, expected);
 }
 
-/// `unique` on a plain scan reads the key columns once more through a grouped aggregate; on a
-/// costly plan (here an aggregate) it is a window, so the plan runs once. Both count the same.
+/// `unique` on an embedded run, when it keeps every row (warn, fail), collects the keys in the
+/// dataset's single pass: no second read, no window. A `unique` that drops or quarantines rows
+/// must know the duplicates before the rows stream: on a plain scan it reads the key columns
+/// once more through a grouped aggregate, on a costly plan (here an aggregate) it is a window,
+/// so the plan runs once. Every way counts the same failing rows and shows the same samples.
 #[test]
-fn unique_is_an_aggregate_on_scans_and_a_window_on_costly_plans() {
+fn unique_is_evaluated_in_the_pass_or_planned_when_it_removes_rows() {
     let job = r#"
 [job]
 name = "people"
@@ -625,6 +628,14 @@ sql = "SELECT id, country FROM people WHERE name <> 'zed' ORDER BY id"
 name = "grouped"
 sql = "SELECT id, country, count(*) AS n FROM people GROUP BY id, country"
 
+[[products]]
+name = "plain_dropped"
+sql = "SELECT id, country FROM people WHERE name <> 'zed' ORDER BY id"
+
+[[products]]
+name = "grouped_dropped"
+sql = "SELECT id, country, count(*) AS n FROM people GROUP BY id, country"
+
 [[checks]]
 on = "plain"
 kind = "unique"
@@ -634,11 +645,25 @@ column = "id"
 on = "grouped"
 kind = "unique"
 column = "id"
+action = "fail"
+mostly = 0.7
 
 [[checks]]
 on = "plain"
 kind = "unique"
 columns = ["id", "country"]
+
+[[checks]]
+on = "plain_dropped"
+kind = "unique"
+column = "id"
+action = "drop"
+
+[[checks]]
+on = "grouped_dropped"
+kind = "unique"
+column = "id"
+action = "drop"
 "#;
     let project = project_with(job);
     let plan = project.ok(&["plan", "job.toml"]);
@@ -649,17 +674,29 @@ columns = ["id", "country"]
         let physical = plan[start..].split("-- physical plan").nth(1).unwrap();
         physical.split("== product ").next().unwrap().to_string()
     };
-    let plain = product_plan("plain");
+    for in_pass in ["plain", "grouped"] {
+        let physical = product_plan(in_pass);
+        assert!(
+            !physical.contains("WindowAggExec") && !physical.contains("HashJoinExec"),
+            "unique in the pass needs neither a window nor a join:\n{physical}"
+        );
+        assert_eq!(
+            physical.matches("DataSourceExec").count(),
+            1,
+            "one read of the data:\n{physical}"
+        );
+    }
+    let plain = product_plan("plain_dropped");
     assert!(
         !plain.contains("WindowAggExec"),
         "no window on a scan:\n{plain}"
     );
     assert_eq!(
         plain.matches("DataSourceExec").count(),
-        3,
-        "the dataset, then a key read per unique check:\n{plain}"
+        2,
+        "the dataset, then a key read for the dropping unique check:\n{plain}"
     );
-    let grouped = product_plan("grouped");
+    let grouped = product_plan("grouped_dropped");
     assert!(
         grouped.contains("WindowAggExec"),
         "a window on an aggregate:\n{grouped}"
@@ -678,11 +715,21 @@ columns = ["id", "country"]
             .unwrap_or_else(|| panic!("{dataset}.{name} in {checks:?}"))
     };
     // Two rows share id 4 (dan/XX, eve/DE); (id, country) pairs are all distinct, except that
-    // fay's NULL country makes her key NULL, which is skipped.
+    // fay's NULL country makes her key NULL, which is skipped. `mostly = 0.7` lets the grouped
+    // product's fail check pass with 2 of 8 failing (0.75 pass).
     assert_eq!(counts(by("plain", "unique_id")), (8, 2, 0, false));
-    assert_eq!(counts(by("grouped", "unique_id")), (8, 2, 0, false));
+    assert_eq!(counts(by("grouped", "unique_id")), (8, 2, 0, true));
     assert_eq!(counts(by("plain", "unique_id_country")), (8, 0, 1, true));
-    let samples = by("plain", "unique_id")["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 2);
-    assert!(samples.iter().all(|s| s["id"] == "4"), "{samples:?}");
+    assert_eq!(counts(by("plain_dropped", "unique_id")), (8, 2, 0, false));
+    assert_eq!(counts(by("grouped_dropped", "unique_id")), (8, 2, 0, false));
+    for dataset in ["plain", "grouped", "plain_dropped", "grouped_dropped"] {
+        let result = by(dataset, "unique_id");
+        assert_eq!(
+            result["description"], "no other row has the same (id)",
+            "one description however it is evaluated"
+        );
+        let samples = result["samples"].as_array().unwrap();
+        assert_eq!(samples.len(), 2, "{dataset}: {samples:?}");
+        assert!(samples.iter().all(|s| s["id"] == "4"), "{dataset}: {samples:?}");
+    }
 }
