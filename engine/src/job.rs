@@ -12,8 +12,7 @@ use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
 use lakeforge_planner::{
     CheckPlacement, CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec, ResolvedJob,
-    extract_lineage,
-    freshness_sla, plan_job,
+    extract_lineage, freshness_sla, plan_job,
 };
 use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;

@@ -36,8 +36,8 @@ pub use check_spec::{
     parse_duration,
 };
 pub use checks::{
-    CHECK_COLUMN_PREFIX, CheckPlacement, CheckedDataset, CompiledCheck, DEFAULT_DRIFT_BINS, DriftReference,
-    Evaluation, QUARANTINE_COLUMNS, Statistic, compile_checks,
+    CHECK_COLUMN_PREFIX, CheckPlacement, CheckedDataset, CompiledCheck, DEFAULT_DRIFT_BINS,
+    DriftReference, Evaluation, QUARANTINE_COLUMNS, Statistic, compile_checks,
 };
 pub use error::PlannerError;
 pub use lineage::{

@@ -730,6 +730,9 @@ action = "drop"
         );
         let samples = result["samples"].as_array().unwrap();
         assert_eq!(samples.len(), 2, "{dataset}: {samples:?}");
-        assert!(samples.iter().all(|s| s["id"] == "4"), "{dataset}: {samples:?}");
+        assert!(
+            samples.iter().all(|s| s["id"] == "4"),
+            "{dataset}: {samples:?}"
+        );
     }
 }

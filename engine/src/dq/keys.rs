@@ -116,7 +116,10 @@ impl KeyBuffer {
 #[derive(Clone)]
 enum Run {
     Memory(KeyBuffer),
-    Spilled { file: Arc<dyn SpillFile>, keys: usize },
+    Spilled {
+        file: Arc<dyn SpillFile>,
+        keys: usize,
+    },
 }
 
 impl PartialEq for Run {
@@ -268,7 +271,10 @@ impl KeySet {
         batch: &RecordBatch,
         columns: &[usize],
     ) -> Result<(), String> {
-        let arrays: Vec<ArrayRef> = columns.iter().map(|&c| Arc::clone(batch.column(c))).collect();
+        let arrays: Vec<ArrayRef> = columns
+            .iter()
+            .map(|&c| Arc::clone(batch.column(c)))
+            .collect();
         let mut valid: Option<BooleanBuffer> = None;
         for array in &arrays {
             if let Some(nulls) = array.logical_nulls() {
@@ -305,8 +311,12 @@ impl KeySet {
     fn append(&mut self, rows: &Rows, indices: impl Iterator<Item = usize>) {
         match (self.fixed_width, &mut self.pending) {
             (Some(_), KeyBuffer::Fixed(keys)) => keys.extend(indices.map(|i| pack(rows, i))),
-            (Some(_), pending) => *pending = KeyBuffer::Fixed(indices.map(|i| pack(rows, i)).collect()),
-            (None, KeyBuffer::Variable { bytes, ends }) => push_variable(rows, indices, bytes, ends),
+            (Some(_), pending) => {
+                *pending = KeyBuffer::Fixed(indices.map(|i| pack(rows, i)).collect())
+            }
+            (None, KeyBuffer::Variable { bytes, ends }) => {
+                push_variable(rows, indices, bytes, ends)
+            }
             (None, pending) => {
                 let (mut bytes, mut ends) = (Vec::new(), Vec::new());
                 push_variable(rows, indices, &mut bytes, &mut ends);
@@ -720,7 +730,9 @@ mod tests {
             .map(|_| KeySet::new("u", &schema, columns, nulls, 3, resources).unwrap())
             .collect();
         for (i, b) in batches.iter().enumerate() {
-            sets[i % partitions].observe(&converter, b, columns).unwrap();
+            sets[i % partitions]
+                .observe(&converter, b, columns)
+                .unwrap();
         }
         let mut merged = sets.remove(0);
         merged.seal();
@@ -741,7 +753,12 @@ mod tests {
     }
 
     fn sample_values(verdict: &KeyVerdict) -> Vec<Vec<Option<String>>> {
-        verdict.samples.kept.iter().map(|(_, v)| v.clone()).collect()
+        verdict
+            .samples
+            .kept
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     #[test]
@@ -765,7 +782,11 @@ mod tests {
         }
         let result = verdict(&batches, &[0], NullPolicy::Fail, None, 2);
         assert_eq!((result.failed, result.null_skipped), (6, 0));
-        assert_eq!(sample_values(&result)[0], vec![None], "NULL keys sort first");
+        assert_eq!(
+            sample_values(&result)[0],
+            vec![None],
+            "NULL keys sort first"
+        );
     }
 
     #[test]
@@ -822,7 +843,13 @@ mod tests {
                 batch(ids, vec![Some("y"); 1000])
             })
             .collect();
-        let spilled = verdict(&with_duplicates, &[0], NullPolicy::Pass, Some(&resources), 2);
+        let spilled = verdict(
+            &with_duplicates,
+            &[0],
+            NullPolicy::Pass,
+            Some(&resources),
+            2,
+        );
         assert_eq!(spilled.failed, 20_000, "every id twice");
         assert_eq!(
             sample_values(&spilled),
@@ -832,6 +859,10 @@ mod tests {
                 vec![Some("1".to_string())]
             ]
         );
-        assert_eq!(resources.pool.reserved(), 0, "the reservations are released");
+        assert_eq!(
+            resources.pool.reserved(),
+            0,
+            "the reservations are released"
+        );
     }
 }

@@ -1594,7 +1594,10 @@ mod tests {
         assert_eq!(a.count, 6);
         assert!((a.mean - mean).abs() < 1e-12);
         assert!((a.m2 - m2).abs() < 1e-9);
-        assert_eq!(Moments::of(&Float64Array::from(vec![f64::NAN])), Moments::default());
+        assert_eq!(
+            Moments::of(&Float64Array::from(vec![f64::NAN])),
+            Moments::default()
+        );
     }
 
     #[test]

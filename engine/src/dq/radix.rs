@@ -87,12 +87,20 @@ pub fn radix_sort<K: RadixKey>(keys: &mut Vec<K>, scratch: &mut Vec<K>) {
 /// `value`'s bits mapped so that unsigned order is `f64::total_cmp` order.
 pub fn f64_key(value: f64) -> u64 {
     let bits = value.to_bits();
-    if bits >> 63 == 1 { !bits } else { bits | (1 << 63) }
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | (1 << 63)
+    }
 }
 
 /// The inverse of [`f64_key`].
 pub fn f64_from_key(key: u64) -> f64 {
-    f64::from_bits(if key >> 63 == 1 { key & !(1 << 63) } else { !key })
+    f64::from_bits(if key >> 63 == 1 {
+        key & !(1 << 63)
+    } else {
+        !key
+    })
 }
 
 #[cfg(test)]
@@ -104,14 +112,17 @@ mod tests {
         let mut scratch = Vec::new();
         for n in [0usize, 5, 300, 5000] {
             let mut keys: Vec<u128> = (0..n as u128)
-                .map(|i| (i * 2_654_435_761) % 1_000_003 | (1 << 120))
+                .map(|i| ((i * 2_654_435_761) % 1_000_003) | (1 << 120))
                 .collect();
             let mut expected = keys.clone();
             expected.sort_unstable();
             radix_sort(&mut keys, &mut scratch);
             assert_eq!(keys, expected);
         }
-        let mut keys: Vec<u64> = (0..4000u64).rev().map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let mut keys: Vec<u64> = (0..4000u64)
+            .rev()
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         let mut expected = keys.clone();
         expected.sort_unstable();
         radix_sort(&mut keys, &mut Vec::new());
@@ -121,7 +132,16 @@ mod tests {
     #[test]
     fn float_keys_keep_total_order() {
         let mut values = vec![
-            3.5, -0.0, 0.0, -1e300, 1e-300, f64::INFINITY, f64::NEG_INFINITY, -2.25, 7.0, 1.0,
+            3.5,
+            -0.0,
+            0.0,
+            -1e300,
+            1e-300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -2.25,
+            7.0,
+            1.0,
         ];
         let mut keys: Vec<u64> = values.iter().map(|&v| f64_key(v)).collect();
         keys.sort_unstable();
