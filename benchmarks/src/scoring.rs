@@ -233,36 +233,19 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
     let peer_seconds = peers["seconds"]
         .as_object()
         .context("the peers script reported no timings")?;
-    for (case, seconds) in peer_seconds {
-        let seconds: Vec<f64> = seconds
-            .as_array()
-            .map(|s| s.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        measurements.push(Measurement {
-            case: case.clone(),
-            description: "the library's own predict over an in-memory float64 matrix".to_string(),
-            median_seconds: median(&seconds),
-            seconds,
-        });
-    }
+    measurements.extend(peer_measurements(
+        peer_seconds,
+        "the library's own predict over an in-memory float64 matrix",
+    ));
 
     let mut notes = Vec::new();
     match &spark {
         Some(spark) => {
-            for (case, seconds) in spark["seconds"].as_object().into_iter().flatten() {
-                let seconds: Vec<f64> = seconds
-                    .as_array()
-                    .map(|s| s.iter().filter_map(Value::as_f64).collect())
-                    .unwrap_or_default();
-                measurements.push(Measurement {
-                    case: case.clone(),
-                    description: "Spark local mode: sum of a pandas UDF calling the library's \
-                                  predict on Arrow batches of the Parquet files (1 thread per task)"
-                        .to_string(),
-                    median_seconds: median(&seconds),
-                    seconds,
-                });
-            }
+            measurements.extend(peer_measurements(
+                spark["seconds"].as_object().into_iter().flatten(),
+                "Spark local mode: sum of a pandas UDF calling the library's predict on Arrow \
+                 batches of the Parquet files (1 thread per task)",
+            ));
         }
         None => notes.push("spark did not run: no Java runtime for Spark".to_string()),
     }
@@ -469,4 +452,26 @@ fn ensure_same_predictions(
         }
     }
     Ok(())
+}
+
+/// One measurement per case of a peer script's `{"case": [seconds, ...]}` timings.
+fn peer_measurements<'a>(
+    cases: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    description: &str,
+) -> Vec<Measurement> {
+    cases
+        .into_iter()
+        .map(|(case, seconds)| {
+            let seconds: Vec<f64> = seconds
+                .as_array()
+                .map(|s| s.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            Measurement {
+                case: case.clone(),
+                description: description.to_string(),
+                median_seconds: median(&seconds),
+                seconds,
+            }
+        })
+        .collect()
 }

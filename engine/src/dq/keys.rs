@@ -24,16 +24,15 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Schema};
-use arrow::row::{RowConverter, Rows, SortField};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, Rows};
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::spill_file::SpillFile;
 use lakeforge_planner::NullPolicy;
 
-use crate::dq::Samples;
 use crate::dq::radix::radix_sort;
+use crate::dq::{Samples, display_rows};
 
 /// The most bytes a key may take in row format to be kept as a `u128`.
 const FIXED_KEY_BYTES: usize = 16;
@@ -220,28 +219,18 @@ pub struct KeyVerdict {
 }
 
 impl KeySet {
-    /// An empty key set for a partition whose key columns are `columns` of `schema`; memory is
+    /// An empty key set for a partition whose key columns are `columns`, of `types`; memory is
     /// reserved from `resources` (unaccounted without them).
     pub fn new(
         check: &str,
-        schema: &Schema,
+        types: &[DataType],
         columns: &[usize],
         nulls: NullPolicy,
         samples: usize,
         resources: Option<&KeyResources>,
-    ) -> Result<KeySet, String> {
-        let types = columns
-            .iter()
-            .map(|&c| {
-                schema
-                    .fields()
-                    .get(c)
-                    .map(|f| f.data_type().clone())
-                    .ok_or_else(|| format!("check '{check}': no key column {c}"))
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        let fixed_width = fixed_key_width(&types);
-        Ok(KeySet {
+    ) -> KeySet {
+        let fixed_width = fixed_key_width(types);
+        KeySet {
             fixed_width,
             nulls,
             pending: KeyBuffer::Empty,
@@ -261,7 +250,7 @@ impl KeySet {
                 .into_iter()
                 .collect(),
             disk: resources.map(|r| Arc::clone(&r.disk)),
-        })
+        }
     }
 
     /// Adds the keys of `batch` (key columns `columns`, encoded by `converter`).
@@ -428,18 +417,7 @@ impl KeySet {
             let rows = converter
                 .convert_rows(duplicates.keys.iter().map(|k| parser.parse(k)))
                 .map_err(|e| format!("cannot decode the duplicated keys: {e}"))?;
-            let options = FormatOptions::default();
-            let formatters: Vec<ArrayFormatter> = rows
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                .collect::<Result<_, _>>()
-                .map_err(|e| e.to_string())?;
-            for (row, key) in duplicates.keys.into_iter().enumerate() {
-                let values = rows
-                    .iter()
-                    .zip(&formatters)
-                    .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
-                    .collect();
+            for (key, values) in duplicates.keys.into_iter().zip(display_rows(&rows)?) {
                 samples.kept.push((key, values));
             }
             samples.trim();
@@ -454,12 +432,6 @@ impl KeySet {
             samples,
         })
     }
-}
-
-/// The sort fields of a key over `types` (the order the samples use).
-pub fn key_converter(types: Vec<DataType>) -> Result<RowConverter, String> {
-    RowConverter::new(types.into_iter().map(SortField::new).collect())
-        .map_err(|e| format!("cannot encode keys: {e}"))
 }
 
 fn pack(rows: &Rows, index: usize) -> u128 {
@@ -693,8 +665,9 @@ fn merge_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dq::row_converter;
     use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::Field;
+    use arrow::datatypes::{Field, Schema};
     use datafusion::execution::disk_manager::DiskManagerBuilder;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
 
@@ -725,9 +698,9 @@ mod tests {
             .iter()
             .map(|&c| schema.field(c).data_type().clone())
             .collect();
-        let converter = key_converter(types).unwrap();
+        let converter = row_converter(&types).unwrap();
         let mut sets: Vec<KeySet> = (0..partitions)
-            .map(|_| KeySet::new("u", &schema, columns, nulls, 3, resources).unwrap())
+            .map(|_| KeySet::new("u", &types, columns, nulls, 3, resources))
             .collect();
         for (i, b) in batches.iter().enumerate() {
             sets[i % partitions]
@@ -752,6 +725,14 @@ mod tests {
         merged.conclude(&converter).unwrap()
     }
 
+    /// Sample rows of non-NULL values.
+    fn rows(values: &[&[&str]]) -> Vec<Vec<Option<String>>> {
+        values
+            .iter()
+            .map(|row| row.iter().map(|v| Some(v.to_string())).collect())
+            .collect()
+    }
+
     fn sample_values(verdict: &KeyVerdict) -> Vec<Vec<Option<String>>> {
         verdict
             .samples
@@ -771,14 +752,7 @@ mod tests {
             let result = verdict(&batches, &[0], NullPolicy::Pass, None, partitions);
             assert_eq!(result.failed, 5, "5 twice, 7 three times");
             assert_eq!(result.null_skipped, 1);
-            assert_eq!(
-                sample_values(&result),
-                vec![
-                    vec![Some("5".to_string())],
-                    vec![Some("5".to_string())],
-                    vec![Some("7".to_string())]
-                ]
-            );
+            assert_eq!(sample_values(&result), rows(&[&["5"], &["5"], &["7"]]));
         }
         let result = verdict(&batches, &[0], NullPolicy::Fail, None, 2);
         assert_eq!((result.failed, result.null_skipped), (6, 0));
@@ -807,11 +781,7 @@ mod tests {
         assert_eq!((by_both.failed, by_both.null_skipped), (4, 1));
         assert_eq!(
             sample_values(&by_both),
-            vec![
-                vec![Some("1".to_string()), Some("b".to_string())],
-                vec![Some("1".to_string()), Some("b".to_string())],
-                vec![Some("2".to_string()), Some("a".to_string())],
-            ]
+            rows(&[&["1", "b"], &["1", "b"], &["2", "a"]])
         );
     }
 
@@ -851,14 +821,7 @@ mod tests {
             2,
         );
         assert_eq!(spilled.failed, 20_000, "every id twice");
-        assert_eq!(
-            sample_values(&spilled),
-            vec![
-                vec![Some("0".to_string())],
-                vec![Some("0".to_string())],
-                vec![Some("1".to_string())]
-            ]
-        );
+        assert_eq!(sample_values(&spilled), rows(&[&["0"], &["0"], &["1"]]));
         assert_eq!(
             resources.pool.reserved(),
             0,

@@ -47,7 +47,7 @@ use lakeforge_planner::{
 use serde::{Deserialize, Serialize};
 
 use crate::dq::drift::{Histogram, NumericBins};
-use crate::dq::keys::{KeyResources, KeySet, key_converter};
+use crate::dq::keys::{KeyResources, KeySet};
 use crate::error::{EngineError, Result};
 
 /// One check's outcome in one run.
@@ -284,7 +284,7 @@ impl DatasetCheckRun {
         }
         let mut partitions = partitions.into_iter();
         let Some(mut merged) = partitions.next() else {
-            return Ok(self.results(0, Vec::new()));
+            return self.results(0, Vec::new());
         };
         for partition in partitions {
             merged.rows += partition.rows;
@@ -292,10 +292,10 @@ impl DatasetCheckRun {
                 state.merge(other);
             }
         }
-        Ok(self.results(merged.rows, merged.states))
+        self.results(merged.rows, merged.states)
     }
 
-    fn results(&self, rows: u64, mut states: Vec<CheckState>) -> Vec<CheckResult> {
+    fn results(&self, rows: u64, mut states: Vec<CheckState>) -> Result<Vec<CheckResult>> {
         if states.is_empty() {
             states = self
                 .checked
@@ -325,8 +325,14 @@ impl DatasetCheckRun {
                     message: None,
                     samples: Vec::new(),
                 };
-                self.evaluate(index, check, rows, state, &mut result, schema.as_arrow());
-                result
+                self.evaluate(index, check, rows, state, &mut result, schema.as_arrow())
+                    .map_err(|message| {
+                        EngineError::product(
+                            &self.checked.dataset,
+                            format!("check '{}': {message}", check.name),
+                        )
+                    })?;
+                Ok(result)
             })
             .collect()
     }
@@ -339,7 +345,7 @@ impl DatasetCheckRun {
         state: CheckState,
         result: &mut CheckResult,
         schema: &Schema,
-    ) {
+    ) -> std::result::Result<(), String> {
         let within = |value: f64, min: Option<f64>, max: Option<f64>| {
             min.is_none_or(|lo| value >= lo) && max.is_none_or(|hi| value <= hi)
         };
@@ -351,41 +357,24 @@ impl DatasetCheckRun {
                     samples,
                 } = state
                 {
-                    result.failed = failed;
-                    result.null_skipped = null_skipped;
-                    result.passed =
-                        rows == 0 || (rows - failed) as f64 / rows as f64 >= check.mostly;
-                    result.samples = samples.into_json(schema);
-                    if check.mostly < 1.0 {
-                        result.message = Some(format!("mostly {}", check.mostly));
-                    }
+                    row_verdict(result, check, rows, failed, null_skipped, samples, schema);
                 }
             }
             Evaluation::UniqueKeys { columns } => {
+                // Merging the keys can fail (a spill file that cannot be read back): the run
+                // fails rather than record a verdict that was not reached.
                 if let CheckState::Keys(keys) = state {
-                    let concluded = key_converter(
-                        columns
-                            .iter()
-                            .map(|&c| schema.field(c).data_type().clone())
-                            .collect(),
-                    )
-                    .and_then(|converter| keys.conclude(&converter));
-                    match concluded {
-                        Ok(verdict) => {
-                            result.failed = verdict.failed;
-                            result.null_skipped = verdict.null_skipped;
-                            result.passed = rows == 0
-                                || (rows - verdict.failed) as f64 / rows as f64 >= check.mostly;
-                            result.samples = verdict.samples.into_json(schema);
-                            if check.mostly < 1.0 {
-                                result.message = Some(format!("mostly {}", check.mostly));
-                            }
-                        }
-                        Err(message) => {
-                            result.passed = false;
-                            result.message = Some(message);
-                        }
-                    }
+                    let converter = row_converter(&column_types(schema, columns, &check.name)?)?;
+                    let verdict = keys.conclude(&converter)?;
+                    row_verdict(
+                        result,
+                        check,
+                        rows,
+                        verdict.failed,
+                        verdict.null_skipped,
+                        verdict.samples,
+                        schema,
+                    );
                 }
             }
             Evaluation::RowCount { min, max } => {
@@ -538,6 +527,7 @@ impl DatasetCheckRun {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -841,6 +831,70 @@ fn first_u64(batches: &[RecordBatch], name: &str) -> Option<u64> {
     (!values.is_empty() && !values.is_null(0)).then(|| u64::try_from(values.value(0)).unwrap_or(0))
 }
 
+/// A row-level check's result from its counts: it passes when the passing fraction reaches
+/// `mostly` (an empty dataset passes).
+fn row_verdict(
+    result: &mut CheckResult,
+    check: &CompiledCheck,
+    rows: u64,
+    failed: u64,
+    null_skipped: u64,
+    samples: Samples,
+    schema: &Schema,
+) {
+    result.failed = failed;
+    result.null_skipped = null_skipped;
+    result.passed = rows == 0 || (rows - failed) as f64 / rows as f64 >= check.mostly;
+    result.samples = samples.into_json(schema);
+    if check.mostly < 1.0 {
+        result.message = Some(format!("mostly {}", check.mostly));
+    }
+}
+
+/// The types of `columns` of `schema` (a check's sample or key columns).
+fn column_types(
+    schema: &Schema,
+    columns: &[usize],
+    check: &str,
+) -> std::result::Result<Vec<DataType>, String> {
+    columns
+        .iter()
+        .map(|&c| {
+            schema
+                .fields()
+                .get(c)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(|| format!("check '{check}': no column {c} in the checked plan"))
+        })
+        .collect()
+}
+
+/// The row-format encoder of sample or key columns (ascending, NULLs first): encoded rows
+/// compare like the columns' values, which orders samples and keys alike.
+fn row_converter(types: &[DataType]) -> std::result::Result<RowConverter, String> {
+    RowConverter::new(types.iter().cloned().map(SortField::new).collect())
+        .map_err(|e| e.to_string())
+}
+
+/// Each row of `columns` as display text (NULL as `None`), as samples show them.
+fn display_rows(columns: &[ArrayRef]) -> std::result::Result<Vec<Vec<Option<String>>>, String> {
+    let options = FormatOptions::default();
+    let formatters: Vec<ArrayFormatter> = columns
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((0..columns.first().map_or(0, |c| c.len()))
+        .map(|row| {
+            columns
+                .iter()
+                .zip(&formatters)
+                .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
+                .collect()
+        })
+        .collect())
+}
+
 fn empty_like(histogram: &Histogram) -> Histogram {
     match histogram {
         Histogram::Numeric { bins, .. } => Histogram::numeric(bins.clone()),
@@ -884,19 +938,8 @@ impl PartitionChecker {
                     samples,
                     ..
                 } => {
-                    let fields = sample_columns
-                        .iter()
-                        .map(|&c| {
-                            schema
-                                .fields()
-                                .get(c)
-                                .map(|f| SortField::new(f.data_type().clone()))
-                                .ok_or_else(|| {
-                                    format!("check '{}': no sample column {c}", step.name)
-                                })
-                        })
-                        .collect::<std::result::Result<Vec<_>, String>>()?;
-                    let converter = RowConverter::new(fields)
+                    let types = column_types(schema, sample_columns, &step.name)?;
+                    let converter = row_converter(&types)
                         .map_err(|e| format!("check '{}': cannot sample rows: {e}", step.name))?;
                     converters.push(Some(converter));
                     states.push(CheckState::Row {
@@ -910,22 +953,13 @@ impl PartitionChecker {
                     });
                 }
                 Measure::Keys { columns, samples } => {
-                    let types = columns
-                        .iter()
-                        .map(|&c| {
-                            schema
-                                .fields()
-                                .get(c)
-                                .map(|f| f.data_type().clone())
-                                .ok_or_else(|| format!("check '{}': no key column {c}", step.name))
-                        })
-                        .collect::<std::result::Result<Vec<_>, String>>()?;
-                    converters.push(Some(
-                        key_converter(types).map_err(|e| format!("check '{}': {e}", step.name))?,
-                    ));
+                    let types = column_types(schema, columns, &step.name)?;
+                    converters.push(Some(row_converter(&types).map_err(|e| {
+                        format!("check '{}': cannot encode keys: {e}", step.name)
+                    })?));
                     states.push(CheckState::Keys(KeySet::new(
-                        &step.name, schema, columns, step.nulls, *samples, resources,
-                    )?));
+                        &step.name, &types, columns, step.nulls, *samples, resources,
+                    )));
                 }
                 Measure::Column { initial, .. } => {
                     converters.push(None);
@@ -1355,18 +1389,7 @@ impl Samples {
         let encoded = converter
             .convert_columns(&smallest)
             .map_err(|e| e.to_string())?;
-        let options = FormatOptions::default();
-        let formatters: Vec<ArrayFormatter> = smallest
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        for row in 0..smallest.first().map_or(0, |c| c.len()) {
-            let values = smallest
-                .iter()
-                .zip(&formatters)
-                .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
-                .collect();
+        for (row, values) in display_rows(&smallest)?.into_iter().enumerate() {
             self.kept.push((encoded.row(row).as_ref().to_vec(), values));
         }
         self.trim();
