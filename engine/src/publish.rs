@@ -36,6 +36,7 @@ use url::Url;
 use crate::cancel::RunCancellation;
 use crate::delta::open_existing;
 use crate::dq::keys::KeyResources;
+use crate::dq::predicates::rewrite_check_projection;
 use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
@@ -363,6 +364,13 @@ async fn stream_to_tables(
     let physical = ctx.state().create_physical_plan(plan).await.map_err(|e| {
         EngineError::product(dataset, format!("cannot plan: {}", e.strip_backtrace()))
     })?;
+    let physical = match checks {
+        Some(checks) => rewrite_check_projection(physical, checks.checked.dataset_columns)
+            .map_err(|e| {
+                EngineError::product(dataset, format!("cannot plan: {}", e.strip_backtrace()))
+            })?,
+        None => physical,
+    };
     let partitions = physical.output_partitioning().partition_count();
     let task_ctx = ctx.task_ctx();
     let key_resources = KeyResources {

@@ -19,8 +19,10 @@
 //!   quarantined;
 //! - a `fail` check that does not pass stops the run before anything is committed.
 
+pub(crate) mod distinct;
 pub mod drift;
 pub mod keys;
+pub(crate) mod predicates;
 mod radix;
 pub mod results;
 

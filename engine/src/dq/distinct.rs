@@ -1,0 +1,585 @@
+//! Check predicates over one text column, evaluated once per distinct value of each batch.
+//!
+//! Predicates such as `country IN ('US', 'GB', ...)`, `plan = 'basic' OR plan = 'premium'` or
+//! `regexp_like(region, '^r[0-9]{2}$')` read a single text column, and the text columns that
+//! data-quality checks look at usually hold a handful of distinct values (countries, plans,
+//! channels). DataFusion evaluates such a predicate row by row: the regex runs 8,192 times per
+//! batch, the IN list hashes every string, an OR chain compares every string once per value
+//! and copies the whole batch for its right-hand side. Here the predicate runs on the batch's
+//! distinct values only, and each row takes the verdict of its value.
+//!
+//! Finding the distinct values costs one probe of a small hash table per row. A `Utf8View`
+//! row is identified by its 16-byte view: a string of up to 12 bytes is stored inline in it,
+//! and a longer one by its length, prefix, buffer and offset, so equal views always hold equal
+//! strings (equal strings at different offsets merely take two slots). `Utf8` and `LargeUtf8`
+//! rows of up to 15 bytes are packed into the same 16 bytes. A batch with more than
+//! [`MAX_DISTINCT`] distinct values, or a longer non-view string, is evaluated as before.
+//!
+//! Only the check projection of embedded runs is rewritten (see
+//! [`crate::dq::predicates::rewrite_check_projection`]): the cluster ships its plans as
+//! protobuf, which knows nothing of this expression.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, downcast_primitive_array,
+};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::compute::take;
+use arrow::datatypes::ToByteSlice;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, internal_datafusion_err};
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
+};
+
+/// Most distinct values of a batch before it is evaluated row by row instead.
+pub(crate) const MAX_DISTINCT: usize = 256;
+
+/// Slots of the probe table: a power of two, twice [`MAX_DISTINCT`], small enough for the L1
+/// cache (typical batches fill a few percent of it, so probes stay short).
+const TABLE_SLOTS: usize = 512;
+
+/// Wraps the outermost subexpressions of `expr` that qualify (see
+/// [`DistinctValuePredicate::try_new`]).
+pub(crate) fn memoize(
+    expr: Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+    expr.transform_down(
+        |node| match DistinctValuePredicate::try_new(&node, schema)? {
+            Some(memoized) => Ok(Transformed::new(
+                Arc::new(memoized) as Arc<dyn PhysicalExpr>,
+                true,
+                TreeNodeRecursion::Jump,
+            )),
+            None => Ok(Transformed::no(node)),
+        },
+    )
+}
+
+/// A boolean expression of one text column, evaluated on each batch's distinct values.
+#[derive(Debug)]
+pub(crate) struct DistinctValuePredicate {
+    /// The expression as planned, over the whole batch; used when a batch has too many
+    /// distinct values.
+    predicate: Arc<dyn PhysicalExpr>,
+    /// The column it reads, in the batch.
+    column: usize,
+    /// The same expression over a one-column batch of distinct values.
+    on_distinct: Arc<dyn PhysicalExpr>,
+    /// That one-column batch's schema.
+    distinct_schema: SchemaRef,
+}
+
+impl DistinctValuePredicate {
+    /// The memoized form of `expr` when it is boolean, deterministic and reads exactly one
+    /// column, and evaluating it per row costs more than finding the row's value:
+    /// - over a text column, anything but a NULL test (which reads only the validity bitmap);
+    /// - over a column of numbers, dates or times, an IN list, an OR, a CASE, a LIKE or a
+    ///   function call (a plain comparison is a vectorized kernel, cheaper than a probe).
+    pub(crate) fn try_new(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Result<Option<Self>> {
+        if expr.children().is_empty() || expr.data_type(schema)? != DataType::Boolean {
+            return Ok(None);
+        }
+        let tests_only_null = (expr.is::<IsNullExpr>() || expr.is::<IsNotNullExpr>())
+            && expr.children()[0].is::<Column>();
+        if tests_only_null {
+            return Ok(None);
+        }
+        let mut columns = Vec::new();
+        let mut volatile = false;
+        let mut costly = false;
+        expr.apply(|node| {
+            volatile |= node.is_volatile_node();
+            costly |= node.is::<InListExpr>()
+                || node.is::<CaseExpr>()
+                || node.is::<LikeExpr>()
+                || node.is::<ScalarFunctionExpr>()
+                || node
+                    .downcast_ref::<BinaryExpr>()
+                    .is_some_and(|binary| *binary.op() == Operator::Or);
+            if let Some(column) = node.downcast_ref::<Column>()
+                && !columns.contains(&column.index())
+            {
+                columns.push(column.index());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let [column] = columns[..] else {
+            return Ok(None);
+        };
+        let field = schema.field(column);
+        let worth_it = match field.data_type() {
+            DataType::Utf8View | DataType::Utf8 | DataType::LargeUtf8 => true,
+            other => costly && other.is_primitive(),
+        };
+        if volatile || !worth_it {
+            return Ok(None);
+        }
+        let on_distinct = Arc::clone(expr)
+            .transform(|node| match node.downcast_ref::<Column>() {
+                Some(read) => Ok(Transformed::yes(
+                    Arc::new(Column::new(read.name(), 0)) as Arc<dyn PhysicalExpr>
+                )),
+                None => Ok(Transformed::no(node)),
+            })?
+            .data;
+        Ok(Some(Self {
+            predicate: Arc::clone(expr),
+            column,
+            on_distinct,
+            distinct_schema: Arc::new(Schema::new(vec![field.clone()])),
+        }))
+    }
+}
+
+impl fmt::Display for DistinctValuePredicate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} [per distinct value]", self.predicate)
+    }
+}
+
+impl PartialEq for DistinctValuePredicate {
+    fn eq(&self, other: &Self) -> bool {
+        self.column == other.column && self.predicate.eq(&other.predicate)
+    }
+}
+
+impl Eq for DistinctValuePredicate {}
+
+impl Hash for DistinctValuePredicate {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.column.hash(state);
+        self.predicate.hash(state);
+    }
+}
+
+impl PhysicalExpr for DistinctValuePredicate {
+    fn data_type(&self, _input_schema: &Schema) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> Result<bool> {
+        self.predicate.nullable(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
+        let column = batch.column(self.column);
+        let Some(slots) = DistinctSlots::of(column.as_ref()) else {
+            return self.predicate.evaluate(batch);
+        };
+        let distinct = take(column, &UInt32Array::from(slots.first_rows), None)?;
+        let distinct_rows = distinct.len();
+        let distinct_batch =
+            RecordBatch::try_new(Arc::clone(&self.distinct_schema), vec![distinct])?;
+        let verdicts = self
+            .on_distinct
+            .evaluate(&distinct_batch)?
+            .into_array(distinct_rows)?;
+        let verdicts = verdicts.as_boolean_opt().ok_or_else(|| {
+            internal_datafusion_err!("{} did not evaluate to booleans", self.predicate)
+        })?;
+        Ok(ColumnarValue::Array(spread(verdicts, &slots.of_row)))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        // A leaf for the optimizer: the wrapper is put in place after physical optimization,
+        // and its column index must not be remapped without `on_distinct` following.
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        Ok(self)
+    }
+
+    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.predicate.fmt_sql(f)
+    }
+}
+
+/// Each row's verdict: the verdict of its distinct value.
+fn spread(verdicts: &BooleanArray, slot_of_row: &[u32]) -> ArrayRef {
+    let rows = slot_of_row.len();
+    let verdict_of_slot: Vec<bool> = (0..verdicts.len()).map(|i| verdicts.value(i)).collect();
+    let values =
+        BooleanBuffer::collect_bool(rows, |row| verdict_of_slot[slot_of_row[row] as usize]);
+    let nulls = (verdicts.null_count() > 0).then(|| {
+        let valid_of_slot: Vec<bool> = (0..verdicts.len()).map(|i| verdicts.is_valid(i)).collect();
+        NullBuffer::new(BooleanBuffer::collect_bool(rows, |row| {
+            valid_of_slot[slot_of_row[row] as usize]
+        }))
+    });
+    Arc::new(BooleanArray::new(values, nulls))
+}
+
+/// A batch's rows grouped by value.
+#[derive(Debug, PartialEq)]
+struct DistinctSlots {
+    /// For each distinct value (NULL included), the first row holding it.
+    first_rows: Vec<u32>,
+    /// For each row, its value's index in `first_rows`.
+    of_row: Vec<u32>,
+}
+
+impl DistinctSlots {
+    /// The distinct values of a text array; `None` when it has more than [`MAX_DISTINCT`] or
+    /// is not text.
+    fn of(array: &dyn Array) -> Option<Self> {
+        match array.data_type() {
+            DataType::Utf8View => {
+                let strings = array.as_string_view();
+                let views = strings.views();
+                Self::group(
+                    array,
+                    |row| {
+                        let view = views[row];
+                        // The low 32 bits of a view are the length; up to 12 bytes are inline.
+                        if (view as u32) <= 12 {
+                            RowKey::Whole(view)
+                        } else {
+                            RowKey::Hashed(long_key(strings.value(row).as_bytes()))
+                        }
+                    },
+                    |a, b| strings.value(a) == strings.value(b),
+                )
+            }
+            DataType::Utf8 => {
+                let strings = array.as_string::<i32>();
+                Self::group(
+                    array,
+                    |row| text_key(strings.value(row).as_bytes()),
+                    |a, b| strings.value(a) == strings.value(b),
+                )
+            }
+            DataType::LargeUtf8 => {
+                let strings = array.as_string::<i64>();
+                Self::group(
+                    array,
+                    |row| text_key(strings.value(row).as_bytes()),
+                    |a, b| strings.value(a) == strings.value(b),
+                )
+            }
+            _ => {
+                downcast_primitive_array!(
+                    array => {
+                        let values = array.values();
+                        Self::group(
+                            array,
+                            |row| RowKey::Whole(whole_key(values[row].to_byte_slice())),
+                            |_, _| true,
+                        )
+                    }
+                    _ => None
+                )
+            }
+        }
+    }
+
+    /// Groups the rows by `key_of`; rows whose keys are [`RowKey::Hashed`] and equal are
+    /// compared with `same` (on row indices) before they share a slot.
+    fn group(
+        array: &dyn Array,
+        key_of: impl Fn(usize) -> RowKey,
+        same: impl Fn(usize, usize) -> bool,
+    ) -> Option<Self> {
+        let rows = array.len();
+        let mut table = ProbeTable::new();
+        let mut first_rows: Vec<u32> = Vec::new();
+        let mut of_row = vec![0; rows];
+        let mut null_slot = None;
+        let nulls = array.logical_nulls();
+        for (row, slot_of_row) in of_row.iter_mut().enumerate() {
+            if let Some(nulls) = &nulls
+                && nulls.is_null(row)
+            {
+                *slot_of_row = *null_slot.get_or_insert_with(|| {
+                    first_rows.push(row as u32);
+                    (first_rows.len() - 1) as u32
+                });
+                continue;
+            }
+            let next = first_rows.len() as u32;
+            let slot = match key_of(row) {
+                RowKey::Whole(whole) => table.slot(whole, next, |_| true),
+                RowKey::Hashed(hashed) => table.slot(hashed, next, |slot| {
+                    same(first_rows[slot as usize] as usize, row)
+                }),
+            };
+            if slot == next {
+                if first_rows.len() == MAX_DISTINCT {
+                    return None;
+                }
+                first_rows.push(row as u32);
+            }
+            *slot_of_row = slot;
+        }
+        Some(Self { first_rows, of_row })
+    }
+}
+
+/// How a row's value is found in the probe table.
+#[derive(Clone, Copy)]
+enum RowKey {
+    /// The value itself, in 16 bytes: equal keys are equal values.
+    Whole(u128),
+    /// A digest of a longer value: equal keys must still be compared.
+    Hashed(u128),
+}
+
+/// The top bit, set in every `Hashed` key.
+const HASHED_MARK: u128 = 1 << 127;
+
+/// The key of a value of at most 16 bytes (a number, date or time).
+fn whole_key(bytes: &[u8]) -> u128 {
+    let mut whole = [0u8; 16];
+    whole[..bytes.len()].copy_from_slice(bytes);
+    u128::from_le_bytes(whole)
+}
+
+/// A text value's key: up to 15 bytes are packed with their length (so `"a"` and `"a\0"`
+/// differ), longer values are hashed.
+fn text_key(bytes: &[u8]) -> RowKey {
+    if bytes.len() > 15 {
+        return RowKey::Hashed(long_key(bytes));
+    }
+    let mut packed = [0u8; 16];
+    packed[..bytes.len()].copy_from_slice(bytes);
+    packed[15] = bytes.len() as u8;
+    RowKey::Whole(u128::from_le_bytes(packed))
+}
+
+/// The digest of a long value: its hash and length, marked as hashed. It never equals a
+/// `Whole` key: a view's low 32 bits are its length, at most 12 for a `Whole` view and over 12
+/// for a hashed one; a packed key's top byte is a length of at most 15, without the mark.
+fn long_key(bytes: &[u8]) -> u128 {
+    use std::hash::BuildHasher;
+    let hash = foldhash::fast::FixedState::with_seed(0x1a4e_f06e).hash_one(bytes);
+    HASHED_MARK | (u128::from(hash) << 32) | bytes.len() as u128
+}
+
+/// Open-addressing table from a 16-byte key to its slot, for at most [`MAX_DISTINCT`] keys.
+struct ProbeTable {
+    /// Key and slot side by side, so a probe reads one cache line.
+    entries: Vec<(u128, u32)>,
+}
+
+impl ProbeTable {
+    const EMPTY: u32 = u32::MAX;
+
+    fn new() -> Self {
+        Self {
+            entries: vec![(0, Self::EMPTY); TABLE_SLOTS],
+        }
+    }
+
+    /// The slot of the value keyed `key`: the slot of an entry with the same key for which
+    /// `same(slot)` holds, else `next`, which is recorded.
+    #[inline]
+    fn slot(&mut self, key: u128, next: u32, same: impl Fn(u32) -> bool) -> u32 {
+        let mixed = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+        let bits = TABLE_SLOTS.trailing_zeros();
+        let mut index = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize;
+        loop {
+            let entry = &mut self.entries[index];
+            if entry.1 == Self::EMPTY {
+                *entry = (key, next);
+                return next;
+            }
+            if entry.0 == key && same(entry.1) {
+                return entry.1;
+            }
+            index = (index + 1) & (TABLE_SLOTS - 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{LargeStringArray, StringArray, StringViewArray};
+    use arrow::datatypes::Field;
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, InListExpr, lit};
+
+    fn schema(data_type: DataType) -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("country", data_type, true),
+        ])
+    }
+
+    fn country(schema: &Schema) -> Arc<dyn PhysicalExpr> {
+        Arc::new(Column::new_with_schema("country", schema).unwrap())
+    }
+
+    /// A text literal of the type of `country`.
+    fn text(schema: &Schema, value: &str) -> Arc<dyn PhysicalExpr> {
+        let value = ScalarValue::from(value)
+            .cast_to(schema.field(1).data_type())
+            .unwrap();
+        lit(value)
+    }
+
+    /// `country IN ('US', 'GB', <a 20-byte string>) OR country = 'x'`.
+    fn predicate(schema: &Schema) -> Arc<dyn PhysicalExpr> {
+        let long = "a-country-of-20-byte";
+        let in_list = InListExpr::try_new(
+            country(schema),
+            vec![text(schema, "US"), text(schema, "GB"), text(schema, long)],
+            false,
+            schema,
+        )
+        .unwrap();
+        let equals_x = BinaryExpr::new(country(schema), Operator::Eq, text(schema, "x"));
+        Arc::new(BinaryExpr::new(
+            Arc::new(in_list),
+            Operator::Or,
+            Arc::new(equals_x),
+        ))
+    }
+
+    fn values(rows: usize) -> Vec<Option<String>> {
+        let pool = [
+            Some("US"),
+            Some("GB"),
+            None,
+            Some("DE"),
+            Some("a-country-of-20-byte"),
+            Some("another-long-country"),
+            Some("x"),
+            Some(""),
+        ];
+        (0..rows)
+            .map(|row| pool[(row * 7 + row / 3) % pool.len()].map(str::to_string))
+            .collect()
+    }
+
+    fn batch(schema: &Schema, countries: ArrayRef) -> RecordBatch {
+        let ids = Arc::new(arrow::array::Int64Array::from_iter_values(
+            0..countries.len() as i64,
+        ));
+        RecordBatch::try_new(Arc::new(schema.clone()), vec![ids, countries]).unwrap()
+    }
+
+    #[test]
+    fn verdicts_equal_row_by_row_evaluation_for_every_text_type() {
+        let rows = values(1000);
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(StringViewArray::from_iter(
+                rows.iter().map(|v| v.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(rows.iter().map(|v| v.as_deref()))),
+            Arc::new(LargeStringArray::from_iter(
+                rows.iter().map(|v| v.as_deref()),
+            )),
+        ];
+        for array in arrays {
+            let schema = schema(array.data_type().clone());
+            let batch = batch(&schema, array);
+            let predicate = predicate(&schema);
+            let memoized = DistinctValuePredicate::try_new(&predicate, &schema)
+                .unwrap()
+                .expect("a predicate of one text column qualifies");
+            assert!(DistinctSlots::of(batch.column(1).as_ref()).is_some());
+            let expected = predicate
+                .evaluate(&batch)
+                .unwrap()
+                .into_array(1000)
+                .unwrap();
+            let actual = memoized.evaluate(&batch).unwrap().into_array(1000).unwrap();
+            assert_eq!(actual.as_ref(), expected.as_ref(), "{}", schema.field(1));
+            // NULL rows stay NULL, as row by row.
+            assert!(actual.null_count() > 0);
+        }
+    }
+
+    #[test]
+    fn many_distinct_values_are_evaluated_row_by_row() {
+        let many: Vec<String> = (0..MAX_DISTINCT + 1).map(|i| format!("c{i}")).collect();
+        let array: ArrayRef = Arc::new(StringViewArray::from_iter_values(&many));
+        assert_eq!(DistinctSlots::of(array.as_ref()), None);
+        let schema = schema(DataType::Utf8View);
+        let batch = batch(&schema, array);
+        let predicate = predicate(&schema);
+        let memoized = DistinctValuePredicate::try_new(&predicate, &schema)
+            .unwrap()
+            .unwrap();
+        let expected = predicate.evaluate(&batch).unwrap().into_array(0).unwrap();
+        let actual = memoized.evaluate(&batch).unwrap().into_array(0).unwrap();
+        assert_eq!(actual.as_ref(), expected.as_ref());
+        // Long strings are grouped by value, wherever they are stored.
+        let long: ArrayRef = Arc::new(StringViewArray::from(vec![
+            "a-string-of-21-bytes!",
+            "a-string-of-21-bytes!",
+            "a-string-of-21-bytes?",
+            "a-string-of-21-bytes!",
+        ]));
+        assert_eq!(
+            DistinctSlots::of(long.as_ref()).map(|s| s.of_row),
+            Some(vec![0, 0, 1, 0])
+        );
+    }
+
+    #[test]
+    fn only_subexpressions_of_one_text_column_are_memoized() {
+        let schema = schema(DataType::Utf8View);
+        let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new_with_schema("id", &schema).unwrap());
+        // `country = 'x' OR id < 5`: the comparison of country is wrapped, the OR is not.
+        let mixed: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(BinaryExpr::new(
+                country(&schema),
+                Operator::Eq,
+                text(&schema, "x"),
+            )),
+            Operator::Or,
+            Arc::new(BinaryExpr::new(id, Operator::Lt, lit(5i64))),
+        ));
+        let rewritten = memoize(Arc::clone(&mixed), &schema).unwrap();
+        assert!(rewritten.transformed);
+        assert_eq!(
+            rewritten.data.to_string(),
+            "country@1 = x [per distinct value] OR id@0 < 5"
+        );
+        // A NULL test reads only the validity bitmap: left alone.
+        let null_test: Arc<dyn PhysicalExpr> = Arc::new(IsNotNullExpr::new(country(&schema)));
+        assert!(!memoize(null_test, &schema).unwrap().transformed);
+        // A predicate of a number column: left alone.
+        let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new_with_schema("id", &schema).unwrap());
+        let numeric: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(id, Operator::Lt, lit(5i64)));
+        assert!(!memoize(numeric, &schema).unwrap().transformed);
+        // The rewritten expression evaluates like the original.
+        let batch = batch(
+            &schema,
+            Arc::new(StringViewArray::from_iter(
+                values(300).iter().map(|v| v.as_deref()),
+            )),
+        );
+        assert_eq!(
+            rewritten
+                .data
+                .evaluate(&batch)
+                .unwrap()
+                .into_array(300)
+                .unwrap()
+                .as_ref(),
+            mixed
+                .evaluate(&batch)
+                .unwrap()
+                .into_array(300)
+                .unwrap()
+                .as_ref()
+        );
+    }
+}
