@@ -24,6 +24,7 @@ pub mod drift;
 pub mod keys;
 pub(crate) mod predicates;
 mod radix;
+pub(crate) mod ranges;
 pub mod results;
 
 use std::sync::Arc;
@@ -1429,10 +1430,26 @@ impl Samples {
 
 /// A t-digest of a column's non-null, non-NaN values, estimating one quantile (DataFusion's
 /// `approx_percentile_cont` digest, so estimates match that function's).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct QuantileSketch {
     quantile: f64,
     digest: TDigest,
+    /// Buffers each batch is sorted in, kept between batches.
+    sorting: SortBuffers,
+}
+
+/// The buffers a batch of quantile values is sorted in.
+#[derive(Debug, Clone, Default)]
+struct SortBuffers {
+    keys: Vec<u64>,
+    scratch: Vec<u64>,
+    sorted: Vec<f64>,
+}
+
+impl PartialEq for QuantileSketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.quantile == other.quantile && self.digest == other.digest
+    }
 }
 
 impl QuantileSketch {
@@ -1440,6 +1457,7 @@ impl QuantileSketch {
         QuantileSketch {
             quantile,
             digest: TDigest::new(DEFAULT_MAX_SIZE),
+            sorting: SortBuffers::default(),
         }
     }
 
@@ -1447,18 +1465,30 @@ impl QuantileSketch {
         let Some(values) = array.as_primitive_opt::<Float64Type>() else {
             return;
         };
-        let mut keys: Vec<u64> = values
-            .iter()
-            .flatten()
-            .filter(|v| !v.is_nan())
-            .map(radix::f64_key)
-            .collect();
+        let SortBuffers {
+            keys,
+            scratch,
+            sorted,
+        } = &mut self.sorting;
+        keys.clear();
+        let valid = |v: &f64| !v.is_nan();
+        match values.nulls() {
+            None => keys.extend(
+                values
+                    .values()
+                    .iter()
+                    .filter(|v| valid(v))
+                    .map(|&v| radix::f64_key(v)),
+            ),
+            Some(_) => keys.extend(values.iter().flatten().filter(valid).map(radix::f64_key)),
+        }
         if keys.is_empty() {
             return;
         }
-        radix::radix_sort(&mut keys, &mut Vec::new());
-        let sorted: Vec<f64> = keys.into_iter().map(radix::f64_from_key).collect();
-        self.digest = self.digest.merge_sorted_f64(&sorted);
+        radix::radix_sort(keys, scratch);
+        sorted.clear();
+        sorted.extend(keys.iter().map(|&key| radix::f64_from_key(key)));
+        self.digest = self.digest.merge_sorted_f64(sorted);
     }
 
     fn merge(&mut self, other: &QuantileSketch) {
@@ -1556,6 +1586,7 @@ impl<'de> Deserialize<'de> for QuantileSketch {
         Ok(QuantileSketch {
             quantile: state.quantile,
             digest,
+            sorting: SortBuffers::default(),
         })
     }
 }

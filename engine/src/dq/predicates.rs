@@ -1,8 +1,10 @@
 //! How the check projection's predicates are evaluated in embedded runs.
 //!
 //! DataFusion evaluates the checked plan's root projection, one column per row-level check,
-//! expression by expression over the whole batch. Two rewrites of that projection cut what
+//! expression by expression over the whole batch. Three rewrites of that projection cut what
 //! the checks cost beyond reading the data:
+//! - comparisons of a column with literals, `BETWEEN` included, run as one kernel
+//!   ([`RangePredicate`](crate::dq::ranges::RangePredicate));
 //! - subexpressions that read a single low-cardinality column run once per distinct value
 //!   ([`DistinctValuePredicate`](crate::dq::distinct::DistinctValuePredicate));
 //! - a predicate with `AND`, `OR` or `CASE` sees only the columns it reads
@@ -28,6 +30,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
 use crate::dq::distinct::memoize;
+use crate::dq::ranges::fuse_ranges;
 
 /// Rewrites the check projection at the root of an embedded checked plan: every check column
 /// (those after the first `dataset_columns`) is narrowed and memoized where that pays (see
@@ -62,15 +65,23 @@ pub(crate) fn rewrite_check_projection(
     Ok(Arc::new(rewritten))
 }
 
-/// One check column's expression, narrowed when it filters batches and memoized where it reads
-/// one column.
+/// One check column's expression: comparisons with literals fused, then narrowed when it
+/// filters batches, and memoized where it reads one column.
 fn rewrite_predicate(
     expr: Arc<dyn PhysicalExpr>,
     schema: &SchemaRef,
 ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
-    match NarrowedPredicate::try_new(&expr, schema)? {
+    let fused = fuse_ranges(expr, schema)?;
+    let was_fused = fused.transformed;
+    match NarrowedPredicate::try_new(&fused.data, schema)? {
         Some(narrowed) => Ok(Transformed::yes(Arc::new(narrowed))),
-        None => memoize(expr, schema),
+        None => {
+            let memoized = memoize(fused.data, schema)?;
+            Ok(Transformed::new_transformed(
+                memoized.data,
+                was_fused || memoized.transformed,
+            ))
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! hot path: the keys a `unique` check collects (`u128`) and each batch of a quantile's values
 //! (`f64` mapped to order-preserving `u64`).
 //!
-//! One pass per byte that differs between keys: bytes every key shares (the high bytes of ids,
-//! the exponent of values in a narrow range, row-format padding) are found by one OR/AND pass
-//! and skipped. Input that is already in order (data written in key order) costs one pass.
+//! One pass counts every byte's histogram, then one pass per byte that differs between keys:
+//! bytes every key shares (the high bytes of ids, the exponent of values in a narrow range,
+//! row-format padding) are skipped. Input that is already in order (data written in key
+//! order) costs one pass.
 
 /// An unsigned key sorted byte by byte.
 pub trait RadixKey: Copy + Ord + Default {
@@ -12,29 +13,15 @@ pub trait RadixKey: Copy + Ord + Default {
     const BYTES: usize;
     /// Byte `index`, 0 the least significant.
     fn byte(self, index: usize) -> usize;
-    /// Bitwise OR.
-    fn or(self, other: Self) -> Self;
-    /// Bitwise AND.
-    fn and(self, other: Self) -> Self;
-    /// All bits set.
-    fn ones() -> Self;
 }
 
 macro_rules! radix_key {
     ($type:ty) => {
         impl RadixKey for $type {
             const BYTES: usize = size_of::<$type>();
+            #[inline(always)]
             fn byte(self, index: usize) -> usize {
                 ((self >> (8 * index)) & 0xff) as usize
-            }
-            fn or(self, other: Self) -> Self {
-                self | other
-            }
-            fn and(self, other: Self) -> Self {
-                self & other
-            }
-            fn ones() -> Self {
-                <$type>::MAX
             }
         }
     };
@@ -54,26 +41,26 @@ pub fn radix_sort<K: RadixKey>(keys: &mut Vec<K>, scratch: &mut Vec<K>) {
         keys.sort_unstable();
         return;
     }
-    let (mut any, mut all) = (K::default(), K::ones());
+    // Every byte's histogram in one pass over the keys; a byte whose keys all fall in one
+    // bucket is shared by every key and needs no pass of its own.
+    let mut histograms = vec![[0u32; 256]; K::BYTES];
     for &key in keys.iter() {
-        any = any.or(key);
-        all = all.and(key);
+        for (index, histogram) in histograms.iter_mut().enumerate() {
+            histogram[key.byte(index)] += 1;
+        }
     }
-    let varying: Vec<usize> = (0..K::BYTES)
-        .filter(|&index| any.byte(index) != all.byte(index))
-        .collect();
+    let len = keys.len() as u32;
     scratch.clear();
     scratch.resize(keys.len(), K::default());
-    for index in varying {
-        let mut offsets = [0usize; 256];
-        for &key in keys.iter() {
-            offsets[key.byte(index)] += 1;
+    for (index, histogram) in histograms.iter().enumerate() {
+        if histogram.contains(&len) {
+            continue;
         }
+        let mut offsets = [0usize; 256];
         let mut total = 0;
-        for offset in offsets.iter_mut() {
-            let count = *offset;
+        for (offset, &count) in offsets.iter_mut().zip(histogram) {
             *offset = total;
-            total += count;
+            total += count as usize;
         }
         for &key in keys.iter() {
             let bucket = key.byte(index);
