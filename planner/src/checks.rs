@@ -518,7 +518,7 @@ pub async fn compile_checks(
                     spec.max.as_ref().and_then(toml_number),
                 );
                 let function = match statistic {
-                    Statistic::Quantile(q) => format!("approx_percentile_cont({column}, {q})"),
+                    Statistic::Quantile(q) => format!("quantile({column}, {q})"),
                     _ => format!("{kind}({column})"),
                 };
                 description = bounds_text(&function, min, max);

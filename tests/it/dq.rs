@@ -326,6 +326,14 @@ max = 50
 
 [[checks]]
 on = "people_out"
+name = "p90_age"
+kind = "quantile"
+column = "age"
+quantile = 0.9
+max = 100
+
+[[checks]]
+on = "people_out"
 kind = "freshness"
 column = "signup"
 max_age = "3650d"
@@ -363,6 +371,13 @@ types = {{ age = "bigint", name = "string", email = "int" }}
     assert!(passed("max_age"));
     assert_eq!(observed("quantile_age"), 38.0);
     assert!(passed("quantile_age"));
+    // Exact, interpolated between ranks: numpy.quantile(ages, 0.9) = 111.20000000000005.
+    assert!((observed("p90_age") - 111.2).abs() < 1e-9);
+    assert!(!passed("p90_age"));
+    assert!(
+        check(&checks, "p90_age")["message"].is_null(),
+        "exact, not estimated"
+    );
     assert!(passed("freshness_signup"));
     assert!(!passed("stale"));
     assert!(observed("stale") > 3600.0);

@@ -39,6 +39,7 @@ use arrow::row::{RowConverter, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use chrono::{DateTime, Utc};
 use datafusion::common::ScalarValue;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion_functions_aggregate_common::tdigest::{DEFAULT_MAX_SIZE, TDigest};
@@ -345,7 +346,7 @@ impl DatasetCheckRun {
         index: usize,
         check: &CompiledCheck,
         rows: u64,
-        state: CheckState,
+        mut state: CheckState,
         result: &mut CheckResult,
         schema: &Schema,
     ) -> std::result::Result<(), String> {
@@ -393,6 +394,14 @@ impl DatasetCheckRun {
                 Some(value) => {
                     result.observed = Some(value);
                     result.passed = within(value, *min, *max);
+                    if let CheckState::Quantile(sketch) = &state
+                        && !sketch.is_exact()
+                    {
+                        result.message = Some(
+                            "a t-digest estimate: the values did not all fit one process's memory"
+                                .to_string(),
+                        );
+                    }
                 }
                 None => {
                     result.passed = false;
@@ -966,7 +975,12 @@ impl PartitionChecker {
                 }
                 Measure::Column { initial, .. } => {
                     converters.push(None);
-                    states.push(initial.clone());
+                    let mut state = initial.clone();
+                    if let (CheckState::Quantile(sketch), Some(resources)) = (&mut state, resources)
+                    {
+                        sketch.keep_values(&step.name, &resources.pool);
+                    }
+                    states.push(state);
                 }
                 Measure::Nothing => {
                     converters.push(None);
@@ -1318,7 +1332,7 @@ impl CheckState {
                 a.max = a.max.max(b.max);
                 a.count += b.count;
             }
-            (CheckState::Quantile(a), CheckState::Quantile(b)) => a.merge(&b),
+            (CheckState::Quantile(a), CheckState::Quantile(b)) => a.merge(b),
             (CheckState::Nulls(a), CheckState::Nulls(b)) => *a += b,
             (CheckState::Newest(a), CheckState::Newest(b)) => {
                 *a = match (*a, b) {
@@ -1332,7 +1346,7 @@ impl CheckState {
         }
     }
 
-    fn statistic(&self, statistic: Statistic, rows: u64) -> Option<f64> {
+    fn statistic(&mut self, statistic: Statistic, rows: u64) -> Option<f64> {
         match (statistic, self) {
             (Statistic::Mean, CheckState::Moments(m)) => (m.count > 0).then_some(m.mean),
             (Statistic::Stddev, CheckState::Moments(m)) => {
@@ -1343,7 +1357,7 @@ impl CheckState {
             (Statistic::NullFraction, CheckState::Nulls(n)) => {
                 (rows > 0).then(|| *n as f64 / rows as f64)
             }
-            (Statistic::Quantile(_), CheckState::Quantile(sketch)) => sketch.estimate(),
+            (Statistic::Quantile(_), CheckState::Quantile(sketch)) => sketch.value(),
             _ => None,
         }
     }
@@ -1428,14 +1442,29 @@ impl Samples {
     }
 }
 
-/// A t-digest of a column's non-null, non-NaN values, estimating one quantile (DataFusion's
-/// `approx_percentile_cont` digest, so estimates match that function's).
-#[derive(Debug, Clone)]
+/// One quantile of a column's non-null, non-NaN values.
+///
+/// In an embedded run every value is kept (8 bytes each, reserved from the session's memory
+/// pool) and the quantile is exact, interpolated linearly between the two nearest ranks as
+/// numpy's default, DuckDB's `quantile_cont` and DataFusion's `percentile_cont` do; it does not
+/// depend on how rows were partitioned. When the pool refuses the memory, or where states travel
+/// (a cluster's partitions), the values go into a t-digest (DataFusion's `approx_percentile_cont`
+/// digest) and the quantile is an estimate.
+#[derive(Debug)]
 pub struct QuantileSketch {
     quantile: f64,
     digest: TDigest,
-    /// Buffers each batch is sorted in, kept between batches.
+    /// Every value so far, as order-preserving keys, while they are kept.
+    exact: Option<ExactValues>,
+    /// Buffers each batch is sorted in for the digest, kept between batches.
     sorting: SortBuffers,
+}
+
+/// The values of an exact quantile and the memory they hold.
+#[derive(Debug)]
+struct ExactValues {
+    keys: Vec<u64>,
+    memory: MemoryReservation,
 }
 
 /// The buffers a batch of quantile values is sorted in.
@@ -1446,9 +1475,29 @@ struct SortBuffers {
     sorted: Vec<f64>,
 }
 
+impl Clone for QuantileSketch {
+    /// A copy of the values and digest; it holds no memory reservation, so a copy's values go
+    /// into its digest.
+    fn clone(&self) -> QuantileSketch {
+        let mut copy = QuantileSketch {
+            quantile: self.quantile,
+            digest: self.digest.clone(),
+            exact: None,
+            sorting: SortBuffers::default(),
+        };
+        if let Some(exact) = &self.exact {
+            copy.sorting.keys.clone_from(&exact.keys);
+            copy.digest_sorting_keys();
+        }
+        copy
+    }
+}
+
 impl PartialEq for QuantileSketch {
     fn eq(&self, other: &Self) -> bool {
-        self.quantile == other.quantile && self.digest == other.digest
+        self.quantile == other.quantile
+            && self.digest == other.digest
+            && self.exact.as_ref().map(|e| &e.keys) == other.exact.as_ref().map(|e| &e.keys)
     }
 }
 
@@ -1457,21 +1506,32 @@ impl QuantileSketch {
         QuantileSketch {
             quantile,
             digest: TDigest::new(DEFAULT_MAX_SIZE),
+            exact: None,
             sorting: SortBuffers::default(),
         }
+    }
+
+    /// Keeps every value from now on, reserving their memory from `pool` (for check `name`).
+    fn keep_values(&mut self, name: &str, pool: &Arc<dyn MemoryPool>) {
+        self.exact = Some(ExactValues {
+            keys: Vec::new(),
+            memory: MemoryConsumer::new(format!("quantile check '{name}' values")).register(pool),
+        });
     }
 
     fn observe(&mut self, array: &ArrayRef) {
         let Some(values) = array.as_primitive_opt::<Float64Type>() else {
             return;
         };
-        let SortBuffers {
-            keys,
-            scratch,
-            sorted,
-        } = &mut self.sorting;
-        keys.clear();
         let valid = |v: &f64| !v.is_nan();
+        let keys = match &mut self.exact {
+            Some(exact) => &mut exact.keys,
+            None => {
+                self.sorting.keys.clear();
+                &mut self.sorting.keys
+            }
+        };
+        let capacity = keys.capacity();
         match values.nulls() {
             None => keys.extend(
                 values
@@ -1482,6 +1542,34 @@ impl QuantileSketch {
             ),
             Some(_) => keys.extend(values.iter().flatten().filter(valid).map(radix::f64_key)),
         }
+        match &mut self.exact {
+            Some(exact) => {
+                let grown = (exact.keys.capacity() - capacity) * size_of::<u64>();
+                if exact.memory.try_grow(grown).is_err() {
+                    self.give_up_exact();
+                }
+            }
+            None => self.digest_sorting_keys(),
+        }
+    }
+
+    /// Moves the kept values into the digest and frees their memory: from now on the
+    /// quantile is estimated.
+    fn give_up_exact(&mut self) {
+        if let Some(exact) = self.exact.take() {
+            self.sorting.keys = exact.keys;
+            self.digest_sorting_keys();
+            self.sorting.keys = Vec::new();
+        }
+    }
+
+    /// Sorts the keys in `sorting.keys` and merges them into the digest.
+    fn digest_sorting_keys(&mut self) {
+        let SortBuffers {
+            keys,
+            scratch,
+            sorted,
+        } = &mut self.sorting;
         if keys.is_empty() {
             return;
         }
@@ -1491,12 +1579,55 @@ impl QuantileSketch {
         self.digest = self.digest.merge_sorted_f64(sorted);
     }
 
-    fn merge(&mut self, other: &QuantileSketch) {
-        self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+    fn merge(&mut self, mut other: QuantileSketch) {
+        match (&mut self.exact, &mut other.exact) {
+            (Some(mine), Some(theirs)) => {
+                // The other partition's reservation is freed when it drops; this one takes
+                // over its bytes.
+                mine.memory.grow(theirs.keys.len() * size_of::<u64>());
+                mine.keys.append(&mut theirs.keys);
+            }
+            _ => {
+                self.give_up_exact();
+                other.give_up_exact();
+            }
+        }
+        if other.digest.count() > 0.0 {
+            self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
+        }
     }
 
-    fn estimate(&self) -> Option<f64> {
-        (self.digest.count() > 0.0).then(|| self.digest.estimate_quantile(self.quantile))
+    /// Whether [`QuantileSketch::value`] is exact rather than a t-digest estimate.
+    fn is_exact(&self) -> bool {
+        self.exact.is_some()
+    }
+
+    /// The quantile: exact over the kept values, else the digest's estimate; `None` without
+    /// values.
+    fn value(&mut self) -> Option<f64> {
+        let Some(exact) = &mut self.exact else {
+            return (self.digest.count() > 0.0)
+                .then(|| self.digest.estimate_quantile(self.quantile));
+        };
+        let keys = &mut exact.keys;
+        if keys.is_empty() {
+            return None;
+        }
+        let position = self.quantile.clamp(0.0, 1.0) * (keys.len() - 1) as f64;
+        // `position` is within 0..=len-1, so both ranks index the keys.
+        let lower_rank = position.floor() as usize;
+        let (_, &mut lower, above) = keys.select_nth_unstable(lower_rank);
+        let lower = radix::f64_from_key(lower);
+        let fraction = position - lower_rank as f64;
+        if fraction == 0.0 {
+            return Some(lower);
+        }
+        let upper = above
+            .iter()
+            .copied()
+            .min()
+            .map_or(lower, radix::f64_from_key);
+        Some(lower + (upper - lower) * fraction)
     }
 }
 
@@ -1520,7 +1651,16 @@ impl Serialize for QuantileSketch {
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error;
-        let state = self.digest.to_scalar_state();
+        // Kept values travel folded into the digest.
+        let folded;
+        let digest = match &self.exact {
+            Some(_) => {
+                folded = self.clone();
+                &folded.digest
+            }
+            None => &self.digest,
+        };
+        let state = digest.to_scalar_state();
         let float = |value: &ScalarValue| match value {
             ScalarValue::Float64(Some(v)) => Ok(*v),
             other => Err(S::Error::custom(format!(
@@ -1586,6 +1726,7 @@ impl<'de> Deserialize<'de> for QuantileSketch {
         Ok(QuantileSketch {
             quantile: state.quantile,
             digest,
+            exact: None,
             sorting: SortBuffers::default(),
         })
     }
@@ -1633,6 +1774,99 @@ pub fn is_row_level(kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Float64Array;
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+
+    /// Numpy's quantiles (tests/fixtures/dq/drift_golden.py).
+    const GOLDEN: &str = include_str!("../../../tests/fixtures/dq/drift_golden.json");
+
+    /// A sketch over `values` fed to three partitions in batches of 3, with a NULL and a NaN
+    /// in every batch (both ignored), merged in partition order `order`.
+    fn sketch_of(
+        values: &[f64],
+        quantile: f64,
+        pool: &Arc<dyn MemoryPool>,
+        order: [usize; 3],
+    ) -> QuantileSketch {
+        let mut partitions: Vec<QuantileSketch> = (0..3)
+            .map(|_| {
+                let mut sketch = QuantileSketch::new(quantile);
+                sketch.keep_values("q", pool);
+                sketch
+            })
+            .collect();
+        for (index, chunk) in values.chunks(3).enumerate() {
+            let mut batch: Vec<Option<f64>> = chunk.iter().copied().map(Some).collect();
+            batch.extend([None, Some(f64::NAN)]);
+            let array: ArrayRef = Arc::new(Float64Array::from(batch));
+            partitions[index % 3].observe(&array);
+        }
+        let mut partitions: Vec<Option<QuantileSketch>> =
+            partitions.into_iter().map(Some).collect();
+        let mut merged = partitions[order[0]].take().unwrap();
+        for &next in &order[1..] {
+            merged.merge(partitions[next].take().unwrap());
+        }
+        merged
+    }
+
+    #[test]
+    fn quantiles_are_numpys_whatever_the_partitioning() {
+        let golden: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        for case in golden["quantiles"].as_array().unwrap() {
+            let values: Vec<f64> = case["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            for pair in case["quantiles"].as_array().unwrap() {
+                let (q, expected) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
+                for order in [[0, 1, 2], [2, 0, 1]] {
+                    let mut sketch = sketch_of(&values, q, &pool, order);
+                    assert!(sketch.is_exact());
+                    let ours = sketch.value().unwrap();
+                    assert!(
+                        (ours - expected).abs() <= 1e-12 * expected.abs().max(1e-300),
+                        "{} q={q}: lakeforge {ours} vs numpy {expected}",
+                        case["name"]
+                    );
+                }
+            }
+        }
+        assert_eq!(pool.reserved(), 0, "every sketch gave its memory back");
+        let mut empty = QuantileSketch::new(0.5);
+        empty.keep_values("q", &pool);
+        assert_eq!(empty.value(), None);
+    }
+
+    #[test]
+    fn quantiles_fall_back_to_a_t_digest_when_memory_runs_out() {
+        let values: Vec<f64> = (0..3000).map(|i| ((i * 37) % 1001) as f64).collect();
+        let exact = {
+            let roomy: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+            sketch_of(&values, 0.9, &roomy, [0, 1, 2]).value().unwrap()
+        };
+        // Room for a few batches' values only.
+        let tight: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(256));
+        let mut estimated = sketch_of(&values, 0.9, &tight, [0, 1, 2]);
+        assert!(!estimated.is_exact());
+        let estimate = estimated.value().unwrap();
+        assert!(
+            (estimate - exact).abs() <= 0.01 * exact,
+            "{estimate} vs {exact}"
+        );
+        assert_eq!(tight.reserved(), 0);
+
+        // A sketch that travels carries its kept values in the digest.
+        let roomy: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
+        let kept = sketch_of(&values, 0.9, &roomy, [0, 1, 2]);
+        let json = serde_json::to_string(&kept).unwrap();
+        let mut received: QuantileSketch = serde_json::from_str(&json).unwrap();
+        assert!(!received.is_exact());
+        assert!((received.value().unwrap() - exact).abs() <= 0.01 * exact);
+    }
 
     #[test]
     fn moments_of_batches_merge_to_the_whole_columns_moments() {
