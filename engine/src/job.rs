@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use chrono::{DateTime, Utc};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
 use lakeforge_planner::{
@@ -20,6 +22,7 @@ use url::Url;
 use crate::cancel::RunCancellation;
 use crate::cluster;
 use crate::config::EngineConfig;
+use crate::dq::predicates::rewrite_check_projection;
 use crate::dq::results::{RecordedResult, observed_history, record_results};
 use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
@@ -917,9 +920,57 @@ pub async fn job_models(loaded: &LoadedJob, config: &EngineConfig) -> Result<Arc
     ))
 }
 
+/// A source's or step's check pass as `plan` reports it.
+#[derive(Debug, Clone)]
+pub struct CheckPassReport {
+    /// The checked source or step.
+    pub dataset: String,
+    /// The optimized logical plan: the dataset's columns, then one per check input.
+    pub logical_plan: String,
+    /// The physical plan an embedded run executes (check predicates as evaluated in the pass).
+    pub physical_plan: String,
+}
+
+/// What planning a job found: its products and the check passes of its sources and steps.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    /// Each product, in spec order.
+    pub products: Vec<ProductReport>,
+    /// Each checked source and step, in the order they run (sources first).
+    pub check_passes: Vec<CheckPassReport>,
+}
+
+/// The optimized logical plan and the physical plan of `plan` as an embedded run executes it
+/// (with `dataset_columns` leading columns and check columns after them, when checked).
+async fn displayed_plans(
+    ctx: &SessionContext,
+    name: &str,
+    plan: &LogicalPlan,
+    dataset_columns: Option<usize>,
+) -> Result<(String, String)> {
+    let state = ctx.state();
+    let optimized = state.optimize(plan).map_err(|e| {
+        EngineError::product(name, format!("cannot optimize: {}", e.strip_backtrace()))
+    })?;
+    let cannot_plan = |e: DataFusionError| {
+        EngineError::product(name, format!("cannot plan: {}", e.strip_backtrace()))
+    };
+    let mut physical = state
+        .create_physical_plan(plan)
+        .await
+        .map_err(cannot_plan)?;
+    if let Some(columns) = dataset_columns {
+        physical = rewrite_check_projection(physical, columns).map_err(cannot_plan)?;
+    }
+    Ok((
+        optimized.display_indent().to_string(),
+        displayable(physical.as_ref()).indent(true).to_string(),
+    ))
+}
+
 /// Plans every statement of the job against its sources' schemas and every product against
 /// its existing table, without reading data.
-pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<Vec<ProductReport>> {
+pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<JobReport> {
     let models = job_models(loaded, config).await?;
     let ctx = new_session_with_models(config, models.clone())?;
     let (plan, identities) = plan_loaded_job(&ctx, loaded, CheckPlacement::InProcess).await?;
@@ -927,18 +978,11 @@ pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<V
     product_lineages(loaded, &plan, &identities, models.as_ref())?;
     let prepared = prepare_products(loaded, &plan).await?;
     let mut reports = Vec::with_capacity(prepared.len());
-    for product in prepared {
+    for (product, named) in prepared.into_iter().zip(&plan.products) {
         let name = product.target.name.clone();
-        let state = ctx.state();
-        let optimized = state.optimize(&product.plan).map_err(|e| {
-            EngineError::product(&name, format!("cannot optimize: {}", e.strip_backtrace()))
-        })?;
-        let physical = state
-            .create_physical_plan(&product.plan)
-            .await
-            .map_err(|e| {
-                EngineError::product(&name, format!("cannot plan: {}", e.strip_backtrace()))
-            })?;
+        let checked_columns = named.checks.as_ref().map(|c| c.dataset_columns);
+        let (logical_plan, physical_plan) =
+            displayed_plans(&ctx, &name, &product.plan, checked_columns).await?;
         reports.push(ProductReport {
             table: display_location(&product.target.url),
             columns: product
@@ -948,12 +992,30 @@ pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<V
                 .map(|f| (f.name().clone(), f.data_type().to_string()))
                 .collect(),
             table_exists: product.existing.is_some(),
-            logical_plan: optimized.display_indent().to_string(),
-            physical_plan: displayable(physical.as_ref()).indent(true).to_string(),
+            logical_plan,
+            physical_plan,
             name,
         });
     }
-    Ok(reports)
+    let mut check_passes = Vec::with_capacity(plan.checked_inputs.len());
+    for checked in &plan.checked_inputs {
+        let (logical_plan, physical_plan) = displayed_plans(
+            &ctx,
+            &checked.dataset,
+            &checked.plan,
+            Some(checked.dataset_columns),
+        )
+        .await?;
+        check_passes.push(CheckPassReport {
+            dataset: checked.dataset.clone(),
+            logical_plan,
+            physical_plan,
+        });
+    }
+    Ok(JobReport {
+        products: reports,
+        check_passes,
+    })
 }
 
 /// Resolves a table argument of the CLI (a path relative to the working directory, or a URL).

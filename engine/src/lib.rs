@@ -29,4 +29,4 @@ pub mod tables;
 
 pub use config::{EngineConfig, JoinStrategy};
 pub use error::{EngineError, Result};
-pub use job::{LoadedJob, RunSummary, run_job, validate_job};
+pub use job::{CheckPassReport, JobReport, LoadedJob, RunSummary, run_job, validate_job};

@@ -99,7 +99,7 @@ enum Command {
         #[arg(long = "var", value_name = "KEY=VALUE")]
         vars: Vec<String>,
     },
-    /// Print each product's logical and physical plan.
+    /// Print the logical and physical plan of each check pass and each product.
     Plan {
         /// The job spec (TOML).
         job: PathBuf,
@@ -423,7 +423,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
             let reports = validate_job(&loaded, &config).await?;
             println!("job '{}' is valid", loaded.job.name());
-            for report in reports {
+            for report in reports.products {
                 let columns = report
                     .columns
                     .iter()
@@ -443,7 +443,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Plan { job, vars } => {
             let loaded = LoadedJob::load(&job, &parse_vars(&vars)?)?;
-            for report in validate_job(&loaded, &config).await? {
+            let reports = validate_job(&loaded, &config).await?;
+            for pass in reports.check_passes {
+                println!("== checks on {} (one pass)", pass.dataset);
+                println!("-- logical plan\n{}", pass.logical_plan);
+                println!("-- physical plan\n{}", pass.physical_plan);
+            }
+            for report in reports.products {
                 println!("== product {} -> {}", report.name, report.table);
                 println!("-- logical plan\n{}", report.logical_plan);
                 println!("-- physical plan\n{}", report.physical_plan);

@@ -504,6 +504,30 @@ min = 18
 action = "drop"
 "#;
     let project = project_with(job);
+    // `plan` shows each check pass, as an embedded run executes it, before the products.
+    let plan = project.ok(&["plan", "job.toml"]);
+    let passes: Vec<&str> = plan.split("== ").skip(1).collect();
+    assert!(
+        passes[0].starts_with("checks on people (one pass)"),
+        "{plan}"
+    );
+    assert!(
+        passes[1].starts_with("checks on adults (one pass)"),
+        "{plan}"
+    );
+    assert!(passes[2].starts_with("product names"), "{plan}");
+    let people = passes[0].split("-- physical plan").nth(1).unwrap();
+    assert_eq!(people.matches("DataSourceExec").count(), 1, "{people}");
+    assert!(
+        people.contains("[per distinct value]"),
+        "the regex runs per distinct email: {people}"
+    );
+    let adults = passes[1].split("-- physical plan").nth(1).unwrap();
+    assert!(
+        adults.contains("age@") && adults.contains(">= 18 [fused]"),
+        "{adults}"
+    );
+
     let (summary, checks) = run_checks(&project);
     assert_eq!(counts(check(&checks, "regex_email")), (8, 1, 1, false));
     // The step sees the source without dan (bad email); bob (17) is dropped by the step.
@@ -602,6 +626,11 @@ fn a_thousand_checks_over_five_hundred_columns_scan_once() {
     assert!(
         !physical.contains("AggregateExec"),
         "checks add no aggregate pass"
+    );
+    assert_eq!(
+        physical.matches("[fused]").count(),
+        COLUMNS,
+        "every BETWEEN is one range kernel"
     );
 
     let (summary, checks) = run_checks(&project);
