@@ -1486,8 +1486,7 @@ impl Clone for QuantileSketch {
             sorting: SortBuffers::default(),
         };
         if let Some(exact) = &self.exact {
-            copy.sorting.keys.clone_from(&exact.keys);
-            copy.digest_sorting_keys();
+            copy.digest_keys(&exact.keys);
         }
         copy
     }
@@ -1557,9 +1556,19 @@ impl QuantileSketch {
     /// quantile is estimated.
     fn give_up_exact(&mut self) {
         if let Some(exact) = self.exact.take() {
-            self.sorting.keys = exact.keys;
+            self.digest_keys(&exact.keys);
+        }
+    }
+
+    /// Merges `keys` into the digest a batch-sized chunk at a time, as if they had been
+    /// observed in batches: the pool has just refused memory, so the sort takes no more than a
+    /// chunk's worth.
+    fn digest_keys(&mut self, keys: &[u64]) {
+        const CHUNK: usize = 8192;
+        for chunk in keys.chunks(CHUNK) {
+            self.sorting.keys.clear();
+            self.sorting.keys.extend_from_slice(chunk);
             self.digest_sorting_keys();
-            self.sorting.keys = Vec::new();
         }
     }
 

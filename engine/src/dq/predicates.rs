@@ -71,18 +71,12 @@ fn rewrite_predicate(
     expr: Arc<dyn PhysicalExpr>,
     schema: &SchemaRef,
 ) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
-    let fused = fuse_ranges(expr, schema)?;
-    let was_fused = fused.transformed;
-    match NarrowedPredicate::try_new(&fused.data, schema)? {
-        Some(narrowed) => Ok(Transformed::yes(Arc::new(narrowed))),
-        None => {
-            let memoized = memoize(fused.data, schema)?;
-            Ok(Transformed::new_transformed(
-                memoized.data,
-                was_fused || memoized.transformed,
-            ))
+    fuse_ranges(expr, schema)?.transform_data(|expr| {
+        match NarrowedPredicate::try_new(&expr, schema)? {
+            Some(narrowed) => Ok(Transformed::yes(Arc::new(narrowed) as Arc<dyn PhysicalExpr>)),
+            None => memoize(expr, schema),
         }
-    }
+    })
 }
 
 /// A predicate evaluated on a batch of only the columns it reads.

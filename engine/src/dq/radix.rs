@@ -37,7 +37,9 @@ pub fn radix_sort<K: RadixKey>(keys: &mut Vec<K>, scratch: &mut Vec<K>) {
     if keys.windows(2).all(|pair| pair[0] <= pair[1]) {
         return;
     }
-    if keys.len() < SMALL {
+    // Histogram counts are `u32`, half the cache of `usize` counts; larger inputs (never a
+    // batch, only an unbounded key set) take the standard sort.
+    if keys.len() < SMALL || u32::try_from(keys.len()).is_err() {
         keys.sort_unstable();
         return;
     }
