@@ -21,14 +21,15 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, downcast_primitive_array,
+    Array, ArrayRef, AsArray, BooleanArray, GenericStringArray, LargeStringArray, OffsetSizeTrait,
+    RecordBatch, StringArray, StringViewArray, UInt32Array,
 };
-use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::compute::take;
-use arrow::datatypes::ToByteSlice;
+use arrow::datatypes::{ArrowNativeType, Decimal128Type, ToByteSlice};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_datafusion_err};
@@ -46,6 +47,38 @@ pub(crate) const MAX_DISTINCT: usize = 256;
 /// Slots of the probe table: a power of two, twice [`MAX_DISTINCT`], small enough for the L1
 /// cache (typical batches fill a few percent of it, so probes stay short).
 const TABLE_SLOTS: usize = 512;
+
+/// Runs `$body` with `$keys` bound to the [`Keyed`] form of `$rows`, compiled once per form so
+/// the loops over rows have no dispatch inside.
+macro_rules! with_keys {
+    ($rows:expr, $keys:ident => $body:expr) => {
+        match $rows {
+            RowKeys::View($keys) => $body,
+            RowKeys::Utf8($keys) => $body,
+            RowKeys::LargeUtf8($keys) => $body,
+            RowKeys::W1(values) => {
+                let $keys = &values[..];
+                $body
+            }
+            RowKeys::W2(values) => {
+                let $keys = &values[..];
+                $body
+            }
+            RowKeys::W4(values) => {
+                let $keys = &values[..];
+                $body
+            }
+            RowKeys::W8(values) => {
+                let $keys = &values[..];
+                $body
+            }
+            RowKeys::W16(values) => {
+                let $keys = &values[..];
+                $body
+            }
+        }
+    };
+}
 
 /// Wraps the outermost subexpressions of `expr` that qualify (see
 /// [`DistinctValuePredicate::try_new`]).
@@ -77,6 +110,9 @@ pub(crate) struct DistinctValuePredicate {
     on_distinct: Arc<dyn PhysicalExpr>,
     /// That one-column batch's schema.
     distinct_schema: SchemaRef,
+    /// The verdicts of the values earlier batches held, shared by the partitions: once a batch
+    /// holds only known values, it costs one probe per row.
+    known: RwLock<Arc<KnownVerdicts>>,
 }
 
 impl DistinctValuePredicate {
@@ -137,6 +173,7 @@ impl DistinctValuePredicate {
             column,
             on_distinct,
             distinct_schema: Arc::new(Schema::new(vec![field.clone()])),
+            known: RwLock::default(),
         }))
     }
 }
@@ -173,21 +210,17 @@ impl PhysicalExpr for DistinctValuePredicate {
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<ColumnarValue> {
         let column = batch.column(self.column);
-        let Some(slots) = DistinctSlots::of(column.as_ref()) else {
+        let Some(rows) = RowKeys::of(column.as_ref()) else {
             return self.predicate.evaluate(batch);
         };
-        let distinct = take(column, &UInt32Array::from(slots.first_rows), None)?;
-        let distinct_rows = distinct.len();
-        let distinct_batch =
-            RecordBatch::try_new(Arc::clone(&self.distinct_schema), vec![distinct])?;
-        let verdicts = self
-            .on_distinct
-            .evaluate(&distinct_batch)?
-            .into_array(distinct_rows)?;
-        let verdicts = verdicts.as_boolean_opt().ok_or_else(|| {
-            internal_datafusion_err!("{} did not evaluate to booleans", self.predicate)
-        })?;
-        Ok(ColumnarValue::Array(spread(verdicts, &slots.of_row)))
+        let nulls = column.logical_nulls();
+        // A poisoned lock only means another partition panicked; start from nothing known.
+        let known = self
+            .known
+            .read()
+            .map(|known| Arc::clone(&known))
+            .unwrap_or_default();
+        with_keys!(rows, keys => self.evaluate_keyed(batch, &keys, nulls.as_ref(), &known))
     }
 
     fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
@@ -205,6 +238,44 @@ impl PhysicalExpr for DistinctValuePredicate {
 
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.predicate.fmt_sql(f)
+    }
+}
+
+impl DistinctValuePredicate {
+    /// Evaluates a batch whose column's values are `rows`: every row's verdict looked up when
+    /// `known` has them all, else the predicate run on the batch's distinct values (and their
+    /// verdicts remembered).
+    fn evaluate_keyed(
+        &self,
+        batch: &RecordBatch,
+        rows: &impl Keyed,
+        nulls: Option<&NullBuffer>,
+        known: &KnownVerdicts,
+    ) -> Result<ColumnarValue> {
+        if let Some(verdicts) = known.look_up(rows, nulls) {
+            return Ok(ColumnarValue::Array(Arc::new(verdicts)));
+        }
+        let Some(slots) = DistinctSlots::group(rows, nulls) else {
+            return self.predicate.evaluate(batch);
+        };
+        let column = batch.column(self.column);
+        let distinct = take(column, &UInt32Array::from(slots.first_rows.clone()), None)?;
+        let distinct_rows = distinct.len();
+        let distinct_batch =
+            RecordBatch::try_new(Arc::clone(&self.distinct_schema), vec![distinct])?;
+        let verdicts = self
+            .on_distinct
+            .evaluate(&distinct_batch)?
+            .into_array(distinct_rows)?;
+        let verdicts = verdicts.as_boolean_opt().ok_or_else(|| {
+            internal_datafusion_err!("{} did not evaluate to booleans", self.predicate)
+        })?;
+        if let Some(more) = known.with(rows, &slots, verdicts)
+            && let Ok(mut shared) = self.known.write()
+        {
+            *shared = Arc::new(more);
+        }
+        Ok(ColumnarValue::Array(spread(verdicts, &slots.of_row)))
     }
 }
 
@@ -230,79 +301,28 @@ struct DistinctSlots {
     first_rows: Vec<u32>,
     /// For each row, its value's index in `first_rows`.
     of_row: Vec<u32>,
+    /// The index of NULL in `first_rows`, when a row is NULL.
+    null_slot: Option<u32>,
 }
 
 impl DistinctSlots {
-    /// The distinct values of a text array; `None` when it has more than [`MAX_DISTINCT`] or
-    /// is not text.
+    /// The distinct values of an array; `None` when it has more than [`MAX_DISTINCT`] or its
+    /// values have no [`RowKeys`].
+    #[cfg(test)]
     fn of(array: &dyn Array) -> Option<Self> {
-        match array.data_type() {
-            DataType::Utf8View => {
-                let strings = array.as_string_view();
-                let views = strings.views();
-                Self::group(
-                    array,
-                    |row| {
-                        let view = views[row];
-                        // The low 32 bits of a view are the length; up to 12 bytes are inline.
-                        if (view as u32) <= 12 {
-                            RowKey::Whole(view)
-                        } else {
-                            RowKey::Hashed(long_key(strings.value(row).as_bytes()))
-                        }
-                    },
-                    |a, b| strings.value(a) == strings.value(b),
-                )
-            }
-            DataType::Utf8 => {
-                let strings = array.as_string::<i32>();
-                Self::group(
-                    array,
-                    |row| text_key(strings.value(row).as_bytes()),
-                    |a, b| strings.value(a) == strings.value(b),
-                )
-            }
-            DataType::LargeUtf8 => {
-                let strings = array.as_string::<i64>();
-                Self::group(
-                    array,
-                    |row| text_key(strings.value(row).as_bytes()),
-                    |a, b| strings.value(a) == strings.value(b),
-                )
-            }
-            _ => {
-                downcast_primitive_array!(
-                    array => {
-                        let values = array.values();
-                        Self::group(
-                            array,
-                            |row| RowKey::Whole(whole_key(values[row].to_byte_slice())),
-                            |_, _| true,
-                        )
-                    }
-                    _ => None
-                )
-            }
-        }
+        let nulls = array.logical_nulls();
+        with_keys!(RowKeys::of(array)?, keys => Self::group(&keys, nulls.as_ref()))
     }
 
-    /// Groups the rows by `key_of`; rows whose keys are [`RowKey::Hashed`] and equal are
-    /// compared with `same` (on row indices) before they share a slot.
-    fn group(
-        array: &dyn Array,
-        key_of: impl Fn(usize) -> RowKey,
-        same: impl Fn(usize, usize) -> bool,
-    ) -> Option<Self> {
-        let rows = array.len();
+    /// Groups the rows by key; rows whose keys are [`RowKey::Hashed`] and equal have their
+    /// bytes compared before they share a slot.
+    fn group(rows: &impl Keyed, nulls: Option<&NullBuffer>) -> Option<Self> {
         let mut table = ProbeTable::new();
         let mut first_rows: Vec<u32> = Vec::new();
-        let mut of_row = vec![0; rows];
+        let mut of_row = vec![0; rows.len()];
         let mut null_slot = None;
-        let nulls = array.logical_nulls();
         for (row, slot_of_row) in of_row.iter_mut().enumerate() {
-            if let Some(nulls) = &nulls
-                && nulls.is_null(row)
-            {
+            if nulls.is_some_and(|nulls| nulls.is_null(row)) {
                 *slot_of_row = *null_slot.get_or_insert_with(|| {
                     first_rows.push(row as u32);
                     (first_rows.len() - 1) as u32
@@ -310,10 +330,10 @@ impl DistinctSlots {
                 continue;
             }
             let next = first_rows.len() as u32;
-            let slot = match key_of(row) {
-                RowKey::Whole(whole) => table.slot(whole, next, |_| true),
-                RowKey::Hashed(hashed) => table.slot(hashed, next, |slot| {
-                    same(first_rows[slot as usize] as usize, row)
+            let slot = match rows.key(row) {
+                RowKey::Whole(whole) => table.slot(whole, next, 0, |_| true),
+                RowKey::Hashed(hashed) => table.slot(hashed, next, 0, |slot| {
+                    rows.bytes(first_rows[slot as usize] as usize) == rows.bytes(row)
                 }),
             };
             if slot == next {
@@ -324,7 +344,247 @@ impl DistinctSlots {
             }
             *slot_of_row = slot;
         }
-        Some(Self { first_rows, of_row })
+        Some(Self {
+            first_rows,
+            of_row,
+            null_slot,
+        })
+    }
+}
+
+/// The values of an array as probe keys: text of any of Arrow's string types, or fixed-width
+/// values (numbers, dates, times) as unsigned integers of their width.
+enum RowKeys<'a> {
+    View(&'a StringViewArray),
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    W1(ScalarBuffer<u8>),
+    W2(ScalarBuffer<u16>),
+    W4(ScalarBuffer<u32>),
+    W8(ScalarBuffer<u64>),
+    W16(ScalarBuffer<i128>),
+}
+
+impl<'a> RowKeys<'a> {
+    fn of(array: &'a dyn Array) -> Option<Self> {
+        let data_type = array.data_type();
+        Some(match data_type {
+            DataType::Utf8View => RowKeys::View(array.as_string_view()),
+            DataType::Utf8 => RowKeys::Utf8(array.as_string::<i32>()),
+            DataType::LargeUtf8 => RowKeys::LargeUtf8(array.as_string::<i64>()),
+            DataType::Decimal128(_, _) => {
+                RowKeys::W16(array.as_primitive::<Decimal128Type>().values().clone())
+            }
+            // Intervals are structs, whose fields' order is not their value's.
+            DataType::Interval(_) => return None,
+            other if other.is_primitive() => match other.primitive_width()? {
+                1 => RowKeys::W1(reinterpreted(array)?),
+                2 => RowKeys::W2(reinterpreted(array)?),
+                4 => RowKeys::W4(reinterpreted(array)?),
+                8 => RowKeys::W8(reinterpreted(array)?),
+                _ => return None,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// A fixed-width array's values as the unsigned integers of their bytes (equal integers are
+/// equal values); `None` when the buffer is not aligned for them.
+fn reinterpreted<N: ArrowNativeType>(array: &dyn Array) -> Option<ScalarBuffer<N>> {
+    let data = array.to_data();
+    let buffer = data.buffers().first()?;
+    let aligned = buffer.as_ptr().align_offset(align_of::<N>()) == 0;
+    (aligned && buffer.len() >= (data.offset() + data.len()) * size_of::<N>())
+        .then(|| ScalarBuffer::new(buffer.clone(), data.offset(), data.len()))
+}
+
+/// Rows' values as probe keys.
+trait Keyed {
+    fn len(&self) -> usize;
+    /// The key of a row that is not NULL.
+    fn key(&self, row: usize) -> RowKey;
+    /// A row's value as bytes, compared when keys are [`RowKey::Hashed`].
+    fn bytes(&self, row: usize) -> &[u8];
+}
+
+impl Keyed for &StringViewArray {
+    fn len(&self) -> usize {
+        Array::len(*self)
+    }
+
+    #[inline(always)]
+    fn key(&self, row: usize) -> RowKey {
+        let view = self.views()[row];
+        // The low 32 bits of a view are the length; up to 12 bytes are inline.
+        if (view as u32) <= 12 {
+            RowKey::Whole(view)
+        } else {
+            RowKey::Hashed(long_key(self.value(row).as_bytes()))
+        }
+    }
+
+    #[inline(always)]
+    fn bytes(&self, row: usize) -> &[u8] {
+        self.value(row).as_bytes()
+    }
+}
+
+impl<O: OffsetSizeTrait> Keyed for &GenericStringArray<O> {
+    fn len(&self) -> usize {
+        Array::len(*self)
+    }
+
+    #[inline(always)]
+    fn key(&self, row: usize) -> RowKey {
+        text_key(self.value(row).as_bytes())
+    }
+
+    #[inline(always)]
+    fn bytes(&self, row: usize) -> &[u8] {
+        self.value(row).as_bytes()
+    }
+}
+
+impl<N: ArrowNativeType + Into<WholeBits>> Keyed for &[N] {
+    fn len(&self) -> usize {
+        <[N]>::len(self)
+    }
+
+    #[inline(always)]
+    fn key(&self, row: usize) -> RowKey {
+        RowKey::Whole(self[row].into().0)
+    }
+
+    #[inline(always)]
+    fn bytes(&self, row: usize) -> &[u8] {
+        std::slice::from_ref(&self[row]).to_byte_slice()
+    }
+}
+
+/// A fixed-width value's bits in a whole key.
+struct WholeBits(u128);
+
+macro_rules! whole_bits {
+    ($($type:ty),*) => {$(
+        impl From<$type> for WholeBits {
+            #[inline(always)]
+            fn from(value: $type) -> WholeBits {
+                WholeBits(value as u128)
+            }
+        }
+    )*};
+}
+whole_bits!(u8, u16, u32, u64, i128);
+
+/// A predicate's verdict on one value, as bits: [`VERDICT_TRUE`] when TRUE and
+/// [`VERDICT_VALID`] unless NULL (kept as a probe entry's payload).
+type Verdict = u32;
+const VERDICT_TRUE: Verdict = 1;
+const VERDICT_VALID: Verdict = 2;
+
+/// Verdicts of the distinct values seen so far, at most [`MAX_DISTINCT`].
+#[derive(Debug, Clone, Default)]
+struct KnownVerdicts {
+    /// Key to index in `values`, with the value's verdict.
+    table: ProbeTable,
+    /// Per known value, its bytes when its key is a digest (compared on a hit).
+    values: Vec<Option<Box<[u8]>>>,
+    /// The verdict on NULL, once a batch held one.
+    null: Option<Verdict>,
+}
+
+impl KnownVerdicts {
+    /// Every row's verdict, when every row's value is known.
+    fn look_up(&self, rows: &impl Keyed, nulls: Option<&NullBuffer>) -> Option<BooleanArray> {
+        if self.values.is_empty() {
+            return None;
+        }
+        match nulls.filter(|nulls| nulls.null_count() > 0) {
+            None => self.look_up_rows(rows, |_| false),
+            Some(nulls) => self.look_up_rows(rows, |row| nulls.is_null(row)),
+        }
+    }
+
+    #[inline(always)]
+    fn look_up_rows(
+        &self,
+        rows: &impl Keyed,
+        is_null: impl Fn(usize) -> bool,
+    ) -> Option<BooleanArray> {
+        let len = rows.len();
+        let mut values = Vec::with_capacity(len.div_ceil(64));
+        let mut valid = Vec::with_capacity(len.div_ceil(64));
+        for start in (0..len).step_by(64) {
+            let (mut value_word, mut valid_word) = (0u64, 0u64);
+            for (bit, row) in (start..len.min(start + 64)).enumerate() {
+                let verdict = if is_null(row) {
+                    self.null?
+                } else {
+                    match rows.key(row) {
+                        RowKey::Whole(whole) => self.table.find(whole, |_| true)?.payload,
+                        RowKey::Hashed(hashed) => {
+                            self.table
+                                .find(hashed, |index| {
+                                    self.values[index as usize].as_deref() == Some(rows.bytes(row))
+                                })?
+                                .payload
+                        }
+                    }
+                };
+                value_word |= u64::from(verdict & VERDICT_TRUE) << bit;
+                valid_word |= u64::from((verdict & VERDICT_VALID) >> 1) << bit;
+            }
+            values.push(value_word);
+            valid.push(valid_word);
+        }
+        let valid = BooleanBuffer::new(valid.into(), 0, len);
+        let nulls = (valid.count_set_bits() < len).then(|| NullBuffer::new(valid));
+        Some(BooleanArray::new(
+            BooleanBuffer::new(values.into(), 0, len),
+            nulls,
+        ))
+    }
+
+    /// These verdicts and a batch's, grouped in `slots` with `verdicts` per slot; `None` when
+    /// the batch taught nothing new or the values would exceed [`MAX_DISTINCT`].
+    fn with(
+        &self,
+        rows: &impl Keyed,
+        slots: &DistinctSlots,
+        verdicts: &BooleanArray,
+    ) -> Option<KnownVerdicts> {
+        let mut more = self.clone();
+        let mut learned = false;
+        for (slot, &row) in slots.first_rows.iter().enumerate() {
+            let verdict = if verdicts.is_valid(slot) {
+                VERDICT_VALID | Verdict::from(verdicts.value(slot))
+            } else {
+                0
+            };
+            if slots.null_slot == Some(slot as u32) {
+                learned |= more.null.is_none();
+                more.null = Some(verdict);
+                continue;
+            }
+            let row = row as usize;
+            let next = more.values.len() as u32;
+            let (key, bytes) = match rows.key(row) {
+                RowKey::Whole(whole) => (whole, None),
+                RowKey::Hashed(hashed) => (hashed, Some(rows.bytes(row))),
+            };
+            if more.values.len() == MAX_DISTINCT {
+                return None;
+            }
+            let index = more.table.slot(key, next, verdict, |index| {
+                more.values[index as usize].as_deref() == bytes
+            });
+            if index == next {
+                more.values.push(bytes.map(Box::from));
+                learned = true;
+            }
+        }
+        learned.then_some(more)
     }
 }
 
@@ -339,13 +599,6 @@ enum RowKey {
 
 /// The top bit, set in every `Hashed` key.
 const HASHED_MARK: u128 = 1 << 127;
-
-/// The key of a value of at most 16 bytes (a number, date or time).
-fn whole_key(bytes: &[u8]) -> u128 {
-    let mut whole = [0u8; 16];
-    whole[..bytes.len()].copy_from_slice(bytes);
-    u128::from_le_bytes(whole)
-}
 
 /// A text value's key: up to 15 bytes are packed with their length (so `"a"` and `"a\0"`
 /// differ), longer values are hashed.
@@ -369,37 +622,84 @@ fn long_key(bytes: &[u8]) -> u128 {
 }
 
 /// Open-addressing table from a 16-byte key to its slot, for at most [`MAX_DISTINCT`] keys.
+#[derive(Debug, Clone)]
 struct ProbeTable {
-    /// Key and slot side by side, so a probe reads one cache line.
-    entries: Vec<(u128, u32)>,
+    /// Key, slot and payload side by side, so a probe reads one cache line; a fixed-size array,
+    /// so masked indices need no bounds checks.
+    entries: Box<[ProbeEntry; TABLE_SLOTS]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ProbeEntry {
+    key: u128,
+    slot: u32,
+    /// What the table's owner keeps with the slot ([`KnownVerdicts`]: the verdict).
+    payload: u32,
+}
+
+impl Default for ProbeTable {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ProbeTable {
     const EMPTY: u32 = u32::MAX;
 
     fn new() -> Self {
+        let empty = ProbeEntry {
+            key: 0,
+            slot: Self::EMPTY,
+            payload: 0,
+        };
         Self {
-            entries: vec![(0, Self::EMPTY); TABLE_SLOTS],
+            entries: Box::new([empty; TABLE_SLOTS]),
+        }
+    }
+
+    /// Where probing for `key` starts.
+    #[inline(always)]
+    fn home(key: u128) -> usize {
+        let mixed = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+        let bits = TABLE_SLOTS.trailing_zeros();
+        (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    }
+
+    /// The entry keyed `key` for which `same(slot)` holds, if any.
+    #[inline(always)]
+    fn find(&self, key: u128, same: impl Fn(u32) -> bool) -> Option<&ProbeEntry> {
+        let mut index = Self::home(key);
+        loop {
+            let entry = &self.entries[index & (TABLE_SLOTS - 1)];
+            if entry.slot == Self::EMPTY {
+                return None;
+            }
+            if entry.key == key && same(entry.slot) {
+                return Some(entry);
+            }
+            index += 1;
         }
     }
 
     /// The slot of the value keyed `key`: the slot of an entry with the same key for which
-    /// `same(slot)` holds, else `next`, which is recorded.
-    #[inline]
-    fn slot(&mut self, key: u128, next: u32, same: impl Fn(u32) -> bool) -> u32 {
-        let mixed = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
-        let bits = TABLE_SLOTS.trailing_zeros();
-        let mut index = (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize;
+    /// `same(slot)` holds, else `next`, which is recorded with `payload`.
+    #[inline(always)]
+    fn slot(&mut self, key: u128, next: u32, payload: u32, same: impl Fn(u32) -> bool) -> u32 {
+        let mut index = Self::home(key);
         loop {
-            let entry = &mut self.entries[index];
-            if entry.1 == Self::EMPTY {
-                *entry = (key, next);
+            let entry = &mut self.entries[index & (TABLE_SLOTS - 1)];
+            if entry.slot == Self::EMPTY {
+                *entry = ProbeEntry {
+                    key,
+                    slot: next,
+                    payload,
+                };
                 return next;
             }
-            if entry.0 == key && same(entry.1) {
-                return entry.1;
+            if entry.key == key && same(entry.slot) {
+                return entry.slot;
             }
-            index = (index + 1) & (TABLE_SLOTS - 1);
+            index += 1;
         }
     }
 }
@@ -407,7 +707,6 @@ impl ProbeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{LargeStringArray, StringArray, StringViewArray};
     use arrow::datatypes::Field;
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::Operator;

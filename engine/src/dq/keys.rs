@@ -22,9 +22,9 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Int64Type};
 use arrow::row::{RowConverter, Rows};
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
@@ -73,6 +73,18 @@ enum KeyBuffer {
 }
 
 impl KeyBuffer {
+    /// The fixed-width keys, turning an empty buffer into one.
+    fn fixed_mut(&mut self) -> &mut Vec<u128> {
+        if !matches!(self, KeyBuffer::Fixed(_)) {
+            *self = KeyBuffer::Fixed(Vec::new());
+        }
+        match self {
+            KeyBuffer::Fixed(keys) => keys,
+            // Made fixed just above.
+            _ => unreachable!("the key buffer was just made fixed-width"),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             KeyBuffer::Fixed(keys) => keys.len(),
@@ -280,13 +292,26 @@ impl KeySet {
                 self.null_samples.offer(converter, batch, &!valid)?;
             }
         }
-        let rows = converter
-            .convert_columns(&arrays)
-            .map_err(|e| format!("cannot encode the key: {e}"))?;
         let before = self.pending.memory();
-        match &valid {
-            None => self.append(&rows, 0..rows.num_rows()),
-            Some(valid) => self.append(&rows, valid.set_indices()),
+        if let ([array], Some(_)) = (&arrays[..], self.fixed_width)
+            && let Some(ids) = array.as_primitive_opt::<Int64Type>()
+        {
+            // The common key, one BIGINT id, packed straight from its values: the same bytes
+            // as its row format (see `int64_row_key`) without encoding every row first.
+            let values = ids.values();
+            let keys = self.pending.fixed_mut();
+            match &valid {
+                None => keys.extend(values.iter().map(|&id| int64_row_key(id))),
+                Some(valid) => keys.extend(valid.set_indices().map(|i| int64_row_key(values[i]))),
+            }
+        } else {
+            let rows = converter
+                .convert_columns(&arrays)
+                .map_err(|e| format!("cannot encode the key: {e}"))?;
+            match &valid {
+                None => self.append(&rows, 0..rows.num_rows()),
+                Some(valid) => self.append(&rows, valid.set_indices()),
+            }
         }
         let grown = self.pending.memory().saturating_sub(before);
         if let Some(reservation) = self.memory.first()
@@ -432,6 +457,14 @@ impl KeySet {
             samples,
         })
     }
+}
+
+/// The packed row-format key of a non-NULL `Int64` (as [`pack`] makes of Arrow's row format):
+/// the valid marker byte 1, then the value big-endian with its sign bit flipped, so that
+/// integer order is the values' order.
+fn int64_row_key(id: i64) -> u128 {
+    const VALID: u128 = 1 << 120;
+    VALID | (u128::from((id as u64) ^ (1 << 63)) << 56)
 }
 
 fn pack(rows: &Rows, index: usize) -> u128 {
@@ -761,6 +794,18 @@ mod tests {
             vec![None],
             "NULL keys sort first"
         );
+    }
+
+    #[test]
+    fn bigint_keys_pack_like_their_row_format() {
+        let ids = [i64::MIN, -300, -1, 0, 1, 255, 256, i64::MAX];
+        let converter = row_converter(&[DataType::Int64]).unwrap();
+        let array: ArrayRef = Arc::new(arrow::array::Int64Array::from(ids.to_vec()));
+        let rows = converter.convert_columns(&[array]).unwrap();
+        let packed: Vec<u128> = (0..ids.len()).map(|i| pack(&rows, i)).collect();
+        let direct: Vec<u128> = ids.iter().map(|&id| int64_row_key(id)).collect();
+        assert_eq!(direct, packed);
+        assert!(direct.is_sorted(), "integer order is the ids' order");
     }
 
     #[test]

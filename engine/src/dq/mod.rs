@@ -27,10 +27,12 @@ mod radix;
 pub(crate) mod ranges;
 pub mod results;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, ListBuilder, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListBuilder, RecordBatch, StringArray,
+    StringBuilder,
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::{SortColumn, filter_record_batch, lexsort_to_indices, take};
@@ -1025,6 +1027,7 @@ impl PartitionChecker {
         let mut quarantined: Option<BooleanBuffer> = None;
         let mut failing_masks: Vec<Option<BooleanBuffer>> =
             Vec::with_capacity(program.checks.len());
+        let mut batch_moments = BatchMoments::default();
         for ((step, state), converter) in program
             .checks
             .iter()
@@ -1059,6 +1062,11 @@ impl PartitionChecker {
                             quarantined = Some(or(quarantined.take(), &failing));
                         }
                         failing_mask = Some(failing);
+                    }
+                }
+                (Measure::Column { input, .. }, CheckState::Moments(moments)) => {
+                    if let Some(values) = batch.column(*input).as_primitive_opt::<Float64Type>() {
+                        moments.merge(batch_moments.of(values));
                     }
                 }
                 (Measure::Column { input, .. }, state) => state.observe(batch.column(*input))?,
@@ -1167,42 +1175,28 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// The moments of one batch's non-null, non-NaN values, by the two-pass algorithm (mean,
-    /// then squared deviations from it): as stable as Welford's update without its division per
-    /// value; batches are then combined by [`Moments::merge`].
-    fn of(values: &arrow::array::Float64Array) -> Moments {
-        // Eight independent accumulators per sum let the compiler vectorize both passes; a
-        // value counts when it is valid (its bit in the null mask) and not NaN.
-        const LANES: usize = 8;
-        let data = values.values();
-        let valid = values.nulls().map(|n| n.inner());
-        let counted = |index: usize, value: f64| {
-            !value.is_nan() && valid.is_none_or(|mask| mask.value(index))
-        };
+    /// The moments of one batch's non-null, non-NaN values (see [`counted_values`]), by the
+    /// two-pass algorithm (mean, then squared deviations from it): as stable as Welford's update
+    /// without its division per value; batches are then combined by [`Moments::merge`].
+    fn of(values: &[f64]) -> Moments {
+        // Eight independent accumulators per sum, without branches, let the compiler vectorize
+        // both passes; a NaN (a NULL's slot included) is skipped by `value == value`.
         let (mut counts, mut sums) = ([0u64; LANES], [0f64; LANES]);
-        for (chunk, start) in data.chunks(LANES).zip((0..).step_by(LANES)) {
-            for (lane, &value) in chunk.iter().enumerate() {
-                let take = counted(start + lane, value);
-                counts[lane] += u64::from(take);
-                sums[lane] += if take { value } else { 0.0 };
-            }
-        }
+        for_lanes(values, |lane, value| {
+            let take = value == value;
+            counts[lane] += u64::from(take);
+            sums[lane] += if take { value } else { 0.0 };
+        });
         let count: u64 = counts.iter().sum();
         if count == 0 {
             return Moments::default();
         }
         let mean = sums.iter().sum::<f64>() / count as f64;
         let mut squares = [0f64; LANES];
-        for (chunk, start) in data.chunks(LANES).zip((0..).step_by(LANES)) {
-            for (lane, &value) in chunk.iter().enumerate() {
-                let deviation = if counted(start + lane, value) {
-                    value - mean
-                } else {
-                    0.0
-                };
-                squares[lane] += deviation * deviation;
-            }
-        }
+        for_lanes(values, |lane, value| {
+            let deviation = if value == value { value - mean } else { 0.0 };
+            squares[lane] += deviation * deviation;
+        });
         Moments {
             count,
             mean,
@@ -1234,6 +1228,99 @@ pub struct Extremes {
     #[serde(with = "float_bits")]
     max: f64,
     count: u64,
+}
+
+impl Extremes {
+    /// The smallest and largest of one batch's non-null, non-NaN values (see
+    /// [`counted_values`]).
+    fn of(values: &[f64]) -> Extremes {
+        let (mut mins, mut maxes, mut counts) = (
+            [f64::INFINITY; LANES],
+            [f64::NEG_INFINITY; LANES],
+            [0u64; LANES],
+        );
+        for_lanes(values, |lane, value| {
+            // A NaN compares false, so it never replaces a bound.
+            mins[lane] = if value < mins[lane] {
+                value
+            } else {
+                mins[lane]
+            };
+            maxes[lane] = if value > maxes[lane] {
+                value
+            } else {
+                maxes[lane]
+            };
+            counts[lane] += u64::from(value == value);
+        });
+        Extremes {
+            min: mins.into_iter().fold(f64::INFINITY, f64::min),
+            max: maxes.into_iter().fold(f64::NEG_INFINITY, f64::max),
+            count: counts.iter().sum(),
+        }
+    }
+
+    fn merge(&mut self, other: Extremes) {
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.count += other.count;
+    }
+}
+
+/// One batch's moments per column of values, so that checks on the same column (a mean and a
+/// standard deviation, an anomaly on either) compute them once.
+#[derive(Default)]
+struct BatchMoments {
+    /// The values' address and length, and their moments.
+    computed: Vec<((*const f64, usize), Moments)>,
+}
+
+impl BatchMoments {
+    fn of(&mut self, values: &Float64Array) -> Moments {
+        // Checks on the same column read the same buffer: the projection outputs the column
+        // (or its common cast) once per check, each a reference to one array.
+        let identity = (values.values().as_ptr(), values.len());
+        if let Some((_, moments)) = self.computed.iter().find(|(seen, _)| *seen == identity) {
+            return *moments;
+        }
+        let moments = Moments::of(&counted_values(values));
+        self.computed.push((identity, moments));
+        moments
+    }
+}
+
+/// Accumulators per statistic in [`for_lanes`]: independent sums the compiler keeps in vector
+/// registers.
+const LANES: usize = 8;
+
+/// Calls `visit(lane, value)` for every value, the lane being the value's index modulo
+/// [`LANES`], in an order the compiler can vectorize.
+#[inline(always)]
+fn for_lanes(values: &[f64], mut visit: impl FnMut(usize, f64)) {
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &value) in chunk.iter().enumerate() {
+            visit(lane, value);
+        }
+    }
+    for (lane, &value) in chunks.remainder().iter().enumerate() {
+        visit(lane, value);
+    }
+}
+
+/// A float column's values with each NULL's slot set to NaN, so statistics skip NULLs and NaNs
+/// with one branch-free test (borrowed when there are no NULLs).
+fn counted_values(values: &Float64Array) -> Cow<'_, [f64]> {
+    match values.nulls().filter(|nulls| nulls.null_count() > 0) {
+        None => Cow::Borrowed(values.values()),
+        Some(nulls) => {
+            let mut owned = values.values().to_vec();
+            for row in (!nulls.inner()).set_indices() {
+                owned[row] = f64::NAN;
+            }
+            Cow::Owned(owned)
+        }
+    }
 }
 
 impl Default for Extremes {
@@ -1281,16 +1368,12 @@ impl CheckState {
         match self {
             CheckState::Moments(moments) => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
-                    moments.merge(Moments::of(values));
+                    moments.merge(Moments::of(&counted_values(values)));
                 }
             }
             CheckState::Extremes(extremes) => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
-                    for value in values.iter().flatten().filter(|v| !v.is_nan()) {
-                        extremes.min = extremes.min.min(value);
-                        extremes.max = extremes.max.max(value);
-                        extremes.count += 1;
-                    }
+                    extremes.merge(Extremes::of(&counted_values(values)));
                 }
             }
             CheckState::Quantile(sketch) => sketch.observe(array),
@@ -1327,11 +1410,7 @@ impl CheckState {
                 samples.absorb(s);
             }
             (CheckState::Moments(a), CheckState::Moments(b)) => a.merge(b),
-            (CheckState::Extremes(a), CheckState::Extremes(b)) => {
-                a.min = a.min.min(b.min);
-                a.max = a.max.max(b.max);
-                a.count += b.count;
-            }
+            (CheckState::Extremes(a), CheckState::Extremes(b)) => a.merge(b),
             (CheckState::Quantile(a), CheckState::Quantile(b)) => a.merge(b),
             (CheckState::Nulls(a), CheckState::Nulls(b)) => *a += b,
             (CheckState::Newest(a), CheckState::Newest(b)) => {
@@ -1883,20 +1962,18 @@ mod tests {
         let values = [1.0, 2.0, 4.0, 8.0, 16.0, 3.5];
         // numpy: mean and sum of squared deviations of the non-null, non-NaN values.
         let (mean, m2) = (5.75, 154.875);
-        let whole = Moments::of(&Float64Array::from(values.to_vec()));
+        let of = |array: Float64Array| Moments::of(&counted_values(&array));
+        let whole = of(Float64Array::from(values.to_vec()));
         assert_eq!(whole.count, 6);
         assert!((whole.mean - mean).abs() < 1e-12);
         assert!((whole.m2 - m2).abs() < 1e-9);
-        let mut a = Moments::of(&Float64Array::from(vec![Some(1.0), None, Some(2.0)]));
-        let b = Moments::of(&Float64Array::from(vec![4.0, f64::NAN, 8.0, 16.0, 3.5]));
+        let mut a = of(Float64Array::from(vec![Some(1.0), None, Some(2.0)]));
+        let b = of(Float64Array::from(vec![4.0, f64::NAN, 8.0, 16.0, 3.5]));
         a.merge(b);
         assert_eq!(a.count, 6);
         assert!((a.mean - mean).abs() < 1e-12);
         assert!((a.m2 - m2).abs() < 1e-9);
-        assert_eq!(
-            Moments::of(&Float64Array::from(vec![f64::NAN])),
-            Moments::default()
-        );
+        assert_eq!(of(Float64Array::from(vec![f64::NAN])), Moments::default());
     }
 
     #[test]

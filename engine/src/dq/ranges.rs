@@ -170,15 +170,20 @@ fn f32_order(value: f32) -> i32 {
 
 /// An integer a value maps to for comparing.
 trait RangeKey: Copy + Ord {
+    /// The unsigned integer of the same width.
+    type Distance: Copy + Ord;
     const MIN: Self;
     const MAX: Self;
     fn next(self) -> Option<Self>;
     fn previous(self) -> Option<Self>;
+    /// How far above `low` this key is, wrapping: keys below `low` are very far.
+    fn above(self, low: Self) -> Self::Distance;
 }
 
 macro_rules! range_key {
-    ($($type:ty),*) => {$(
+    ($($type:ty => $distance:ty),*) => {$(
         impl RangeKey for $type {
+            type Distance = $distance;
             const MIN: Self = <$type>::MIN;
             const MAX: Self = <$type>::MAX;
             fn next(self) -> Option<Self> {
@@ -187,10 +192,14 @@ macro_rules! range_key {
             fn previous(self) -> Option<Self> {
                 self.checked_sub(1)
             }
+            #[inline(always)]
+            fn above(self, low: Self) -> $distance {
+                self.wrapping_sub(low) as $distance
+            }
         }
     )*};
 }
-range_key!(i32, i64, u64);
+range_key!(i32 => u32, i64 => u64, u64 => u64);
 
 /// The verdicts of `lower <(=) key(value) <(=) upper` for every row of `array` (a bound is
 /// its key and whether it is inclusive); NULL rows are NULL.
@@ -219,21 +228,40 @@ where
     let values = array.values();
     let bits = match (low, high) {
         (Some(low), Some(high)) if low <= high => {
-            // 64 rows per word, without per-row branches or bounds checks, so it vectorizes.
+            // `low <= k <= high` as one subtraction and one unsigned comparison: a key below
+            // `low` wraps to above the range's width.
+            let width = high.above(low);
+            // 64 rows per word: a byte per row without branches (the compares vectorize),
+            // then the bytes gathered into bits eight at a time.
             let mut words = Vec::with_capacity(values.len().div_ceil(64));
             for chunk in values.chunks(64) {
-                let mut word = 0u64;
-                for (bit, &value) in chunk.iter().enumerate() {
+                let mut flags = [0u8; 64];
+                for (flag, &value) in flags.iter_mut().zip(chunk) {
                     let k = key(value);
-                    word |= u64::from((k >= low) & (k <= high)) << bit;
+                    *flag = u8::from(k.above(low) <= width);
                 }
-                words.push(word);
+                words.push(gather_bits(&flags));
             }
             BooleanBuffer::new(words.into(), 0, values.len())
         }
         _ => BooleanBuffer::new_unset(values.len()),
     };
     BooleanArray::new(bits, array.nulls().cloned())
+}
+
+/// Packs 64 bytes, each 0 or 1, into the bits of a word (byte `i` into bit `i`).
+#[inline(always)]
+fn gather_bits(flags: &[u8; 64]) -> u64 {
+    let mut word = 0u64;
+    for (index, eight) in flags.chunks_exact(8).enumerate() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(eight);
+        // Byte j of the product's top byte receives exactly flag j's bit (bit 56 + j), as every
+        // other flag lands on a distinct lower or overflowing bit: no carries.
+        let gathered = u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        word |= gathered << (8 * index);
+    }
+    word
 }
 
 /// Evaluates a range over `array`, whose type is `$arrow`, comparing `$key`s (integers).
@@ -504,5 +532,16 @@ mod tests {
         let not_equal: Arc<dyn PhysicalExpr> =
             Arc::new(BinaryExpr::new(a(), Operator::NotEq, lit(1i64)));
         assert!(!fuse_ranges(not_equal, &schema).unwrap().transformed);
+    }
+
+    #[test]
+    fn flags_gather_into_the_bits_of_a_word() {
+        for seed in [0u64, 1, 0xdead_beef, u64::MAX, 0x8000_0000_0000_0001] {
+            let mut flags = [0u8; 64];
+            for (bit, flag) in flags.iter_mut().enumerate() {
+                *flag = ((seed >> bit) & 1) as u8;
+            }
+            assert_eq!(gather_bits(&flags), seed);
+        }
     }
 }
