@@ -805,6 +805,49 @@ mod tests {
     }
 
     #[test]
+    fn verdicts_remembered_across_batches_equal_row_by_row_evaluation() {
+        let schema = schema(DataType::Utf8View);
+        let predicate = predicate(&schema);
+        let memoized = DistinctValuePredicate::try_new(&predicate, &schema)
+            .unwrap()
+            .unwrap();
+        let batch_of = |values: &[Option<&str>]| {
+            batch(
+                &schema,
+                Arc::new(StringViewArray::from_iter(values.iter().copied())),
+            )
+        };
+        let long = Some("a-country-of-20-byte");
+        let batches = [
+            // Learned: US, DE, the long value.
+            batch_of(&[Some("US"), Some("DE"), long, Some("US")]),
+            // Every value known: answered by look-up alone.
+            batch_of(&[long, Some("DE"), Some("US")]),
+            // A long value equal to a known one in its first 16 bytes, then a NULL: learned.
+            batch_of(&[Some("a-country-of-20-byteX"), None, Some("DE")]),
+            // Known again, NULL included.
+            batch_of(&[None, Some("a-country-of-20-byteX"), long, Some("US")]),
+            // An unknown short value among known ones.
+            batch_of(&[Some("US"), Some("x"), Some("GB")]),
+        ];
+        for (index, batch) in batches.iter().enumerate() {
+            let rows = batch.num_rows();
+            let expected = predicate.evaluate(batch).unwrap().into_array(rows).unwrap();
+            let actual = memoized.evaluate(batch).unwrap().into_array(rows).unwrap();
+            assert_eq!(actual.as_ref(), expected.as_ref(), "batch {index}");
+        }
+        let known = memoized.known.read().unwrap();
+        assert_eq!(known.values.len(), 6, "US, DE, two long values, x and GB");
+        assert!(known.null.is_some());
+        // Batches of known values (NULL included) are answered by the look-up.
+        let column = batches[3].column(1);
+        let rows = column.as_string_view();
+        let looked_up = known.look_up(&rows, column.logical_nulls().as_ref());
+        let expected = predicate.evaluate(&batches[3]).unwrap().into_array(4).unwrap();
+        assert_eq!(looked_up.map(|v| Arc::new(v) as ArrayRef).as_ref(), Some(&expected));
+    }
+
+    #[test]
     fn many_distinct_values_are_evaluated_row_by_row() {
         let many: Vec<String> = (0..MAX_DISTINCT + 1).map(|i| format!("c{i}")).collect();
         let array: ArrayRef = Arc::new(StringViewArray::from_iter_values(&many));
