@@ -843,8 +843,15 @@ mod tests {
         let column = batches[3].column(1);
         let rows = column.as_string_view();
         let looked_up = known.look_up(&rows, column.logical_nulls().as_ref());
-        let expected = predicate.evaluate(&batches[3]).unwrap().into_array(4).unwrap();
-        assert_eq!(looked_up.map(|v| Arc::new(v) as ArrayRef).as_ref(), Some(&expected));
+        let expected = predicate
+            .evaluate(&batches[3])
+            .unwrap()
+            .into_array(4)
+            .unwrap();
+        assert_eq!(
+            looked_up.map(|v| Arc::new(v) as ArrayRef).as_ref(),
+            Some(&expected)
+        );
     }
 
     #[test]
