@@ -1180,10 +1180,10 @@ impl Moments {
     /// without its division per value; batches are then combined by [`Moments::merge`].
     fn of(values: &[f64]) -> Moments {
         // Eight independent accumulators per sum, without branches, let the compiler vectorize
-        // both passes; a NaN (a NULL's slot included) is skipped by `value == value`.
+        // both passes; a NaN (a NULL's slot included) is skipped by a branch-free NaN test.
         let (mut counts, mut sums) = ([0u64; LANES], [0f64; LANES]);
         for_lanes(values, |lane, value| {
-            let take = value == value;
+            let take = !value.is_nan();
             counts[lane] += u64::from(take);
             sums[lane] += if take { value } else { 0.0 };
         });
@@ -1194,7 +1194,7 @@ impl Moments {
         let mean = sums.iter().sum::<f64>() / count as f64;
         let mut squares = [0f64; LANES];
         for_lanes(values, |lane, value| {
-            let deviation = if value == value { value - mean } else { 0.0 };
+            let deviation = if value.is_nan() { 0.0 } else { value - mean };
             squares[lane] += deviation * deviation;
         });
         Moments {
@@ -1251,7 +1251,7 @@ impl Extremes {
             } else {
                 maxes[lane]
             };
-            counts[lane] += u64::from(value == value);
+            counts[lane] += u64::from(!value.is_nan());
         });
         Extremes {
             min: mins.into_iter().fold(f64::INFINITY, f64::min),
