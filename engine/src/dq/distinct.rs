@@ -573,13 +573,14 @@ impl KnownVerdicts {
                 RowKey::Whole(whole) => (whole, None),
                 RowKey::Hashed(hashed) => (hashed, Some(rows.bytes(row))),
             };
-            if more.values.len() == MAX_DISTINCT {
-                return None;
-            }
             let index = more.table.slot(key, next, verdict, |index| {
                 more.values[index as usize].as_deref() == bytes
             });
             if index == next {
+                // The table has room for twice as many; the copy is dropped anyway.
+                if more.values.len() == MAX_DISTINCT {
+                    return None;
+                }
                 more.values.push(bytes.map(Box::from));
                 learned = true;
             }

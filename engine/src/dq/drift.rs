@@ -503,12 +503,22 @@ pub fn chi_squared(reference: &[u64], current: &[u64]) -> (f64, f64) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Values computed by scipy/numpy (tests/fixtures/dq/drift_golden.py); see that script for
     /// the exact calls.
-    const GOLDEN: &str = include_str!("../../../tests/fixtures/dq/drift_golden.json");
+    pub(crate) const GOLDEN: &str = include_str!("../../../tests/fixtures/dq/drift_golden.json");
+
+    /// A golden JSON array of floats.
+    pub(crate) fn floats(value: &serde_json::Value) -> Vec<f64> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    }
 
     fn counts(value: &serde_json::Value) -> Vec<u64> {
         value
@@ -556,12 +566,7 @@ mod tests {
                 p,
                 case["ks_p_value"].as_f64().unwrap(),
             );
-            let centers: Vec<f64> = case["centers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let centers = floats(&case["centers"]);
             close(
                 &format!("{name} wasserstein"),
                 wasserstein(&r, &c, &centers),

@@ -73,15 +73,12 @@ enum KeyBuffer {
 }
 
 impl KeyBuffer {
-    /// The fixed-width keys, turning an empty buffer into one.
-    fn fixed_mut(&mut self) -> &mut Vec<u128> {
-        if !matches!(self, KeyBuffer::Fixed(_)) {
-            *self = KeyBuffer::Fixed(Vec::new());
-        }
+    /// Adds fixed-width keys, turning an empty buffer into a fixed-width one (a key set's
+    /// buffer is never variable-width when its keys are fixed-width: see `fixed_width`).
+    fn extend_fixed(&mut self, keys: impl Iterator<Item = u128>) {
         match self {
-            KeyBuffer::Fixed(keys) => keys,
-            // Made fixed just above.
-            _ => unreachable!("the key buffer was just made fixed-width"),
+            KeyBuffer::Fixed(pending) => pending.extend(keys),
+            empty => *empty = KeyBuffer::Fixed(keys.collect()),
         }
     }
 
@@ -299,10 +296,12 @@ impl KeySet {
             // The common key, one BIGINT id, packed straight from its values: the same bytes
             // as its row format (see `int64_row_key`) without encoding every row first.
             let values = ids.values();
-            let keys = self.pending.fixed_mut();
+            let pending = &mut self.pending;
             match &valid {
-                None => keys.extend(values.iter().map(|&id| int64_row_key(id))),
-                Some(valid) => keys.extend(valid.set_indices().map(|i| int64_row_key(values[i]))),
+                None => pending.extend_fixed(values.iter().map(|&id| int64_row_key(id))),
+                Some(valid) => {
+                    pending.extend_fixed(valid.set_indices().map(|i| int64_row_key(values[i])))
+                }
             }
         } else {
             let rows = converter
@@ -324,10 +323,7 @@ impl KeySet {
 
     fn append(&mut self, rows: &Rows, indices: impl Iterator<Item = usize>) {
         match (self.fixed_width, &mut self.pending) {
-            (Some(_), KeyBuffer::Fixed(keys)) => keys.extend(indices.map(|i| pack(rows, i))),
-            (Some(_), pending) => {
-                *pending = KeyBuffer::Fixed(indices.map(|i| pack(rows, i)).collect())
-            }
+            (Some(_), pending) => pending.extend_fixed(indices.map(|i| pack(rows, i))),
             (None, KeyBuffer::Variable { bytes, ends }) => {
                 push_variable(rows, indices, bytes, ends)
             }

@@ -1064,12 +1064,9 @@ impl PartitionChecker {
                         failing_mask = Some(failing);
                     }
                 }
-                (Measure::Column { input, .. }, CheckState::Moments(moments)) => {
-                    if let Some(values) = batch.column(*input).as_primitive_opt::<Float64Type>() {
-                        moments.merge(batch_moments.of(values));
-                    }
+                (Measure::Column { input, .. }, state) => {
+                    state.observe(batch.column(*input), &mut batch_moments)?
                 }
-                (Measure::Column { input, .. }, state) => state.observe(batch.column(*input))?,
                 (Measure::Keys { columns, .. }, CheckState::Keys(keys)) => {
                     if let Some(converter) = converter {
                         keys.observe(converter, batch, columns)?;
@@ -1364,11 +1361,17 @@ pub enum CheckState {
 }
 
 impl CheckState {
-    fn observe(&mut self, array: &ArrayRef) -> std::result::Result<(), String> {
+    /// Adds one batch's values; `batch_moments` holds the moments this batch's other checks
+    /// computed already.
+    fn observe(
+        &mut self,
+        array: &ArrayRef,
+        batch_moments: &mut BatchMoments,
+    ) -> std::result::Result<(), String> {
         match self {
             CheckState::Moments(moments) => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
-                    moments.merge(Moments::of(&counted_values(values)));
+                    moments.merge(batch_moments.of(values));
                 }
             }
             CheckState::Extremes(extremes) => {
@@ -1865,8 +1868,8 @@ mod tests {
     use arrow::array::Float64Array;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
 
-    /// Numpy's quantiles (tests/fixtures/dq/drift_golden.py).
-    const GOLDEN: &str = include_str!("../../../tests/fixtures/dq/drift_golden.json");
+    /// Numpy's quantiles are in the drift golden file (tests/fixtures/dq/drift_golden.py).
+    use crate::dq::drift::tests::{GOLDEN, floats};
 
     /// A sketch over `values` fed to three partitions in batches of 3, with a NULL and a NaN
     /// in every batch (both ignored), merged in partition order `order`.
@@ -1903,12 +1906,7 @@ mod tests {
         let golden: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 30));
         for case in golden["quantiles"].as_array().unwrap() {
-            let values: Vec<f64> = case["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let values = floats(&case["values"]);
             for pair in case["quantiles"].as_array().unwrap() {
                 let (q, expected) = (pair[0].as_f64().unwrap(), pair[1].as_f64().unwrap());
                 for order in [[0, 1, 2], [2, 0, 1]] {
@@ -1974,6 +1972,20 @@ mod tests {
         assert!((a.mean - mean).abs() < 1e-12);
         assert!((a.m2 - m2).abs() < 1e-9);
         assert_eq!(of(Float64Array::from(vec![f64::NAN])), Moments::default());
+        // Min and max skip NULLs and NaNs too, across a remainder shorter than the lanes.
+        let extremes = Extremes::of(&counted_values(&Float64Array::from(vec![
+            Some(f64::NAN),
+            None,
+            Some(-2.5),
+            Some(7.0),
+            Some(0.0),
+            Some(f64::NAN),
+            Some(3.0),
+            Some(1.0),
+            None,
+            Some(-9.0),
+        ])));
+        assert_eq!((extremes.min, extremes.max, extremes.count), (-9.0, 7.0, 6));
     }
 
     #[test]
