@@ -19,6 +19,7 @@
 //! [`crate::dq::predicates::rewrite_check_projection`]): the cluster ships its plans as
 //! protobuf, which knows nothing of this expression.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
@@ -40,6 +41,8 @@ use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::expressions::{
     BinaryExpr, CaseExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
 };
+
+use crate::dq::ranges::gather_bits;
 
 /// Most distinct values of a batch before it is evaluated row by row instead.
 pub(crate) const MAX_DISTINCT: usize = 256;
@@ -401,7 +404,15 @@ fn reinterpreted<N: ArrowNativeType>(array: &dyn Array) -> Option<ScalarBuffer<N
 
 /// Rows' values as probe keys.
 trait Keyed {
+    /// Whether rows holding the same long value usually share a raw key, so that a raw key
+    /// found the slow way is worth remembering for the rest of the array (views decoded from
+    /// one Parquet dictionary share theirs).
+    const RAW_KEYS_REPEAT: bool;
     fn len(&self) -> usize;
+    /// A row's key for [`DirectVerdicts`], read without branches where the type allows:
+    /// rows of one array with equal raw keys hold equal values, and a value whose
+    /// [`RowKey`] is `Whole` has that key as its raw key.
+    fn raw(&self, row: usize) -> u128;
     /// The key of a row that is not NULL.
     fn key(&self, row: usize) -> RowKey;
     /// A row's value as bytes, compared when keys are [`RowKey::Hashed`].
@@ -409,8 +420,16 @@ trait Keyed {
 }
 
 impl Keyed for &StringViewArray {
+    const RAW_KEYS_REPEAT: bool = true;
+
     fn len(&self) -> usize {
         Array::len(*self)
+    }
+
+    /// The view: a short value's `Whole` key, else its length, prefix, buffer and offset.
+    #[inline(always)]
+    fn raw(&self, row: usize) -> u128 {
+        self.views()[row]
     }
 
     #[inline(always)]
@@ -431,8 +450,20 @@ impl Keyed for &StringViewArray {
 }
 
 impl<O: OffsetSizeTrait> Keyed for &GenericStringArray<O> {
+    const RAW_KEYS_REPEAT: bool = false;
+
     fn len(&self) -> usize {
         Array::len(*self)
+    }
+
+    /// A short value's `Whole` key; a long value's is its row, marked as hashed (with a length
+    /// no value has), so it equals no other row's.
+    #[inline(always)]
+    fn raw(&self, row: usize) -> u128 {
+        match text_key(self.value(row).as_bytes()) {
+            RowKey::Whole(whole) => whole,
+            RowKey::Hashed(_) => HASHED_MARK | ((row as u128) << 32) | u128::from(u32::MAX),
+        }
     }
 
     #[inline(always)]
@@ -447,8 +478,15 @@ impl<O: OffsetSizeTrait> Keyed for &GenericStringArray<O> {
 }
 
 impl<N: ArrowNativeType + Into<WholeBits>> Keyed for &[N] {
+    const RAW_KEYS_REPEAT: bool = false;
+
     fn len(&self) -> usize {
         <[N]>::len(self)
+    }
+
+    #[inline(always)]
+    fn raw(&self, row: usize) -> u128 {
+        self[row].into().0
     }
 
     #[inline(always)]
@@ -482,10 +520,31 @@ whole_bits!(u8, u16, u32, u64, i128);
 type Verdict = u32;
 const VERDICT_TRUE: Verdict = 1;
 const VERDICT_VALID: Verdict = 2;
+/// Set in a [`DirectVerdicts`] entry that holds a value's verdict.
+const VERDICT_KNOWN: Verdict = 4;
+
+/// The verdicts of up to 64 rows, a bit per row.
+struct VerdictWords {
+    value: u64,
+    valid: u64,
+    known: u64,
+}
+
+impl VerdictWords {
+    /// Gives the rows in `rows` the known `verdict`.
+    fn overwrite(&mut self, rows: u64, verdict: Verdict) {
+        let all_if = |flag: Verdict| if verdict & flag != 0 { rows } else { 0 };
+        self.value = (self.value & !rows) | all_if(VERDICT_TRUE);
+        self.valid = (self.valid & !rows) | all_if(VERDICT_VALID);
+        self.known |= rows;
+    }
+}
 
 /// Verdicts of the distinct values seen so far, at most [`MAX_DISTINCT`].
 #[derive(Debug, Clone, Default)]
 struct KnownVerdicts {
+    /// The verdicts of the values with `Whole` keys, probed once per row.
+    direct: DirectVerdicts,
     /// Key to index in `values`, with the value's verdict.
     table: ProbeTable,
     /// Per known value, its bytes when its key is a digest (compared on a hit).
@@ -496,47 +555,58 @@ struct KnownVerdicts {
 
 impl KnownVerdicts {
     /// Every row's verdict, when every row's value is known.
-    fn look_up(&self, rows: &impl Keyed, nulls: Option<&NullBuffer>) -> Option<BooleanArray> {
+    ///
+    /// Each row costs one probe of [`DirectVerdicts`] by its raw key, without branches; the
+    /// few rows it misses (long text, keys that share a slot) are found the slow way, and a
+    /// long view's raw key is then added to this batch's copy of the table, so the next rows
+    /// holding the same view hit it.
+    fn look_up<R: Keyed>(&self, rows: &R, nulls: Option<&NullBuffer>) -> Option<BooleanArray> {
         if self.values.is_empty() {
             return None;
         }
-        match nulls.filter(|nulls| nulls.null_count() > 0) {
-            None => self.look_up_rows(rows, |_| false),
-            Some(nulls) => self.look_up_rows(rows, |row| nulls.is_null(row)),
-        }
-    }
-
-    #[inline(always)]
-    fn look_up_rows(
-        &self,
-        rows: &impl Keyed,
-        is_null: impl Fn(usize) -> bool,
-    ) -> Option<BooleanArray> {
         let len = rows.len();
+        let nulls = nulls.filter(|nulls| nulls.null_count() > 0);
+        let null_verdict = match nulls {
+            Some(_) => self.null?,
+            None => 0,
+        };
+        let valid_chunks = nulls.map(|nulls| nulls.inner().bit_chunks());
+        let mut valid_rows = valid_chunks.as_ref().map(|chunks| chunks.iter_padded());
+        let mut direct = Cow::Borrowed(&self.direct);
         let mut values = Vec::with_capacity(len.div_ceil(64));
         let mut valid = Vec::with_capacity(len.div_ceil(64));
         for start in (0..len).step_by(64) {
-            let (mut value_word, mut valid_word) = (0u64, 0u64);
-            for (bit, row) in (start..len.min(start + 64)).enumerate() {
-                let verdict = if is_null(row) {
-                    self.null?
-                } else {
-                    match rows.key(row) {
-                        RowKey::Whole(whole) => self.table.find(whole, |_| true)?.payload,
-                        RowKey::Hashed(hashed) => {
-                            self.table
-                                .find(hashed, |index| {
-                                    self.values[index as usize].as_deref() == Some(rows.bytes(row))
-                                })?
-                                .payload
-                        }
-                    }
-                };
-                value_word |= u64::from(verdict & VERDICT_TRUE) << bit;
-                valid_word |= u64::from((verdict & VERDICT_VALID) >> 1) << bit;
+            let end = len.min(start + 64);
+            let in_chunk = u64::MAX >> (64 - (end - start));
+            let table: &DirectVerdicts = &direct;
+            let mut flags = [0u8; 64];
+            for (flag, row) in flags.iter_mut().zip(start..end) {
+                // Verdicts fit in their low three bits.
+                *flag = table.get(rows.raw(row)) as u8;
             }
-            values.push(value_word);
-            valid.push(valid_word);
+            let mut words = VerdictWords {
+                value: gather_bits(&flags, VERDICT_TRUE.trailing_zeros()),
+                valid: gather_bits(&flags, VERDICT_VALID.trailing_zeros()),
+                known: gather_bits(&flags, VERDICT_KNOWN.trailing_zeros()),
+            };
+            if let Some(valid_rows) = &mut valid_rows {
+                // NULL rows take the verdict on NULL, whatever their slot holds.
+                let null_rows = !valid_rows.next().unwrap_or(0) & in_chunk;
+                words.overwrite(null_rows, null_verdict);
+            }
+            let mut missed = !words.known & in_chunk;
+            while missed != 0 {
+                let bit = missed.trailing_zeros() as usize;
+                missed &= missed - 1;
+                let row = start + bit;
+                let verdict = self.verdict_of(rows, row)?;
+                words.overwrite(1 << bit, verdict);
+                if R::RAW_KEYS_REPEAT && direct.is_free(rows.raw(row)) {
+                    direct.to_mut().learn(rows.raw(row), verdict);
+                }
+            }
+            values.push(words.value);
+            valid.push(words.valid);
         }
         let valid = BooleanBuffer::new(valid.into(), 0, len);
         let nulls = (valid.count_set_bits() < len).then(|| NullBuffer::new(valid));
@@ -544,6 +614,18 @@ impl KnownVerdicts {
             BooleanBuffer::new(values.into(), 0, len),
             nulls,
         ))
+    }
+
+    /// The verdict on a row's value that is not NULL, found by its [`RowKey`]; `None` when
+    /// the value is unknown.
+    fn verdict_of(&self, rows: &impl Keyed, row: usize) -> Option<Verdict> {
+        let entry = match rows.key(row) {
+            RowKey::Whole(whole) => self.table.find(whole, |_| true)?,
+            RowKey::Hashed(hashed) => self.table.find(hashed, |index| {
+                self.values[index as usize].as_deref() == Some(rows.bytes(row))
+            })?,
+        };
+        Some(entry.payload)
     }
 
     /// These verdicts and a batch's, grouped in `slots` with `verdicts` per slot; `None` when
@@ -585,7 +667,19 @@ impl KnownVerdicts {
                 learned = true;
             }
         }
-        learned.then_some(more)
+        if !learned {
+            return None;
+        }
+        more.direct = DirectVerdicts::new(
+            more.table
+                .entries
+                .iter()
+                .filter(|entry| {
+                    entry.slot != ProbeTable::EMPTY && more.values[entry.slot as usize].is_none()
+                })
+                .map(|entry| (entry.key, entry.payload)),
+        );
+        Some(more)
     }
 }
 
@@ -620,6 +714,105 @@ fn long_key(bytes: &[u8]) -> u128 {
     use std::hash::BuildHasher;
     let hash = foldhash::fast::FixedState::with_seed(0x1a4e_f06e).hash_one(bytes);
     HASHED_MARK | (u128::from(hash) << 32) | bytes.len() as u128
+}
+
+/// Known verdicts by raw key (see [`Keyed::raw`]), one probe per row without branches: each
+/// key has one slot, among 256 indexed by a byte of its hash (no bounds to check), and the
+/// hash is chosen so that the known keys rarely share one. A key that lost its slot to another
+/// is simply missed, and found the slow way.
+#[derive(Debug, Clone)]
+struct DirectVerdicts {
+    /// An entry without [`VERDICT_KNOWN`] is free.
+    entries: Box<[DirectEntry; 256]>,
+    multiplier: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DirectEntry {
+    key: u128,
+    verdict: Verdict,
+}
+
+impl Default for DirectVerdicts {
+    fn default() -> Self {
+        Self::new(std::iter::empty())
+    }
+}
+
+impl DirectVerdicts {
+    /// Odd multipliers tried in turn until the known keys land in distinct slots.
+    const MULTIPLIERS: [u64; 8] = [
+        0x9E37_79B9_7F4A_7C15,
+        0xC2B2_AE3D_27D4_EB4F,
+        0x1656_67B1_9E37_79F9,
+        0xD6E8_FEB8_6659_FD93,
+        0xA076_1D64_78BD_642F,
+        0xE703_7ED1_A0B4_28DB,
+        0x8EBC_6AF0_9C88_C6E3,
+        0x5899_65CC_7537_4CC3,
+    ];
+
+    /// A table of `known` keys and verdicts, each key distinct: the first multiplier that
+    /// gives each key its own slot, else the one that misses fewest.
+    fn new(known: impl Iterator<Item = (u128, Verdict)> + Clone) -> Self {
+        let mut fewest_missed = (usize::MAX, Self::empty(Self::MULTIPLIERS[0]));
+        for multiplier in Self::MULTIPLIERS {
+            let mut table = Self::empty(multiplier);
+            let mut missed = 0;
+            for (key, verdict) in known.clone() {
+                if table.is_free(key) {
+                    table.learn(key, verdict);
+                } else {
+                    missed += 1;
+                }
+            }
+            if missed < fewest_missed.0 {
+                fewest_missed = (missed, table);
+            }
+            if missed == 0 {
+                break;
+            }
+        }
+        fewest_missed.1
+    }
+
+    fn empty(multiplier: u64) -> Self {
+        Self {
+            entries: Box::new([DirectEntry::default(); 256]),
+            multiplier,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, key: u128) -> usize {
+        usize::from((mix(key).wrapping_mul(self.multiplier) >> 56) as u8)
+    }
+
+    /// The verdict on `key` with [`VERDICT_KNOWN`] set, or 0 when it is not in the table.
+    #[inline(always)]
+    fn get(&self, key: u128) -> Verdict {
+        let entry = &self.entries[self.slot(key)];
+        if entry.key == key { entry.verdict } else { 0 }
+    }
+
+    /// Whether `key`'s slot is free.
+    fn is_free(&self, key: u128) -> bool {
+        self.entries[self.slot(key)].verdict & VERDICT_KNOWN == 0
+    }
+
+    /// Puts `key` in its slot, which [`DirectVerdicts::is_free`].
+    fn learn(&mut self, key: u128, verdict: Verdict) {
+        self.entries[self.slot(key)] = DirectEntry {
+            key,
+            verdict: verdict | VERDICT_KNOWN,
+        };
+    }
+}
+
+/// A key's 128 bits folded into 64 for hashing.
+#[inline(always)]
+fn mix(key: u128) -> u64 {
+    (key as u64) ^ ((key >> 64) as u64).rotate_left(29)
 }
 
 /// Open-addressing table from a 16-byte key to its slot, for at most [`MAX_DISTINCT`] keys.
@@ -661,7 +854,7 @@ impl ProbeTable {
     /// Where probing for `key` starts.
     #[inline(always)]
     fn home(key: u128) -> usize {
-        let mixed = (key as u64) ^ ((key >> 64) as u64).rotate_left(29);
+        let mixed = mix(key);
         let bits = TABLE_SLOTS.trailing_zeros();
         (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
     }
@@ -802,6 +995,80 @@ mod tests {
             assert_eq!(actual.as_ref(), expected.as_ref(), "{}", schema.field(1));
             // NULL rows stay NULL, as row by row.
             assert!(actual.null_count() > 0);
+            // Every value is known now: the batch again, and a slice of it (NULLs at an
+            // offset), are answered by the look-up alone.
+            let again = memoized.evaluate(&batch).unwrap().into_array(1000).unwrap();
+            assert_eq!(again.as_ref(), expected.as_ref(), "{}", schema.field(1));
+            let slice = batch.slice(5, 900);
+            let column = slice.column(1);
+            let known = Arc::clone(&memoized.known.read().unwrap());
+            let looked_up = RowKeys::of(column.as_ref()).and_then(|rows| {
+                with_keys!(rows, keys => known.look_up(&keys, column.logical_nulls().as_ref()))
+            });
+            let expected = predicate.evaluate(&slice).unwrap().into_array(900).unwrap();
+            assert_eq!(
+                looked_up.map(|v| Arc::new(v) as ArrayRef).as_ref(),
+                Some(&expected),
+                "{}",
+                schema.field(1)
+            );
+        }
+    }
+
+    #[test]
+    fn look_ups_of_many_values_equal_row_by_row_evaluation() {
+        // 200 distinct values: the look-up table cannot give each its own slot, so some rows
+        // are found the slow way. Long text values are stored at a different offset in each
+        // batch.
+        let words: Vec<String> = (0..200)
+            .map(|i| format!("{i}{}", "-".repeat(i % 19)))
+            .collect();
+        let text_rows = |batch: usize| {
+            (0..1000).map(move |row| (row % 13 != 0).then_some((row * 7 + batch * 11) % 200))
+        };
+        let arrays = |batch: usize| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(StringViewArray::from_iter(
+                    text_rows(batch).map(|i| i.map(|i| words[i].as_str())),
+                )),
+                Arc::new(StringArray::from_iter(
+                    text_rows(batch).map(|i| i.map(|i| words[i].as_str())),
+                )),
+                Arc::new(arrow::array::Int32Array::from_iter(
+                    text_rows(batch).map(|i| i.map(|i| i as i32 * 1_000_003)),
+                )),
+            ]
+        };
+        for kind in 0..3 {
+            let schema = schema(arrays(0)[kind].data_type().clone());
+            let column = country(&schema);
+            let list = match kind {
+                2 => vec![lit(3_000_009i32), lit(0i32), lit(199_000_597i32)],
+                _ => vec![
+                    text(&schema, &words[3]),
+                    text(&schema, &words[0]),
+                    text(&schema, &words[18]),
+                ],
+            };
+            let predicate: Arc<dyn PhysicalExpr> =
+                Arc::new(InListExpr::try_new(column, list, false, &schema).unwrap());
+            let memoized = DistinctValuePredicate::try_new(&predicate, &schema)
+                .unwrap()
+                .unwrap();
+            for index in 0..4 {
+                let batch = batch(&schema, Arc::clone(&arrays(index)[kind]));
+                let expected = predicate.evaluate(&batch).unwrap().into_array(0).unwrap();
+                let actual = memoized.evaluate(&batch).unwrap().into_array(0).unwrap();
+                assert_eq!(
+                    actual.as_ref(),
+                    expected.as_ref(),
+                    "{} batch {index}",
+                    schema.field(1)
+                );
+                assert!(actual.as_boolean().true_count() > 0);
+            }
+            let known = memoized.known.read().unwrap();
+            assert_eq!(known.values.len(), 200, "{}", schema.field(1));
         }
     }
 
