@@ -231,17 +231,10 @@ where
             // `low <= k <= high` as one subtraction and one unsigned comparison: a key below
             // `low` wraps to above the range's width.
             let width = high.above(low);
-            // 64 rows per word: a byte per row without branches (the compares vectorize),
-            // then the bytes gathered into bits eight at a time.
-            let mut words = Vec::with_capacity(values.len().div_ceil(64));
-            for chunk in values.chunks(64) {
-                let mut flags = [0u8; 64];
-                for (flag, &value) in flags.iter_mut().zip(chunk) {
-                    let k = key(value);
-                    *flag = u8::from(k.above(low) <= width);
-                }
-                words.push(gather_bits(&flags));
-            }
+            let words: Vec<u64> = values
+                .chunks(64)
+                .map(|chunk| key_range_word(chunk, low, width, &key))
+                .collect();
             BooleanBuffer::new(words.into(), 0, values.len())
         }
         _ => BooleanBuffer::new_unset(values.len()),
@@ -249,16 +242,114 @@ where
     BooleanArray::new(bits, array.nulls().cloned())
 }
 
-/// Packs 64 bytes, each 0 or 1, into the bits of a word (byte `i` into bit `i`).
+/// The verdict bits of up to 64 values: whether each value's key is within `width` above `low`.
 #[inline(always)]
-fn gather_bits(flags: &[u8; 64]) -> u64 {
+fn key_range_word<N: Copy, K: RangeKey>(
+    chunk: &[N],
+    low: K,
+    width: K::Distance,
+    key: &impl Fn(N) -> K,
+) -> u64 {
+    // A byte per row without branches (the compares vectorize), then the bytes gathered into
+    // bits eight at a time.
+    let mut flags = [0u8; 64];
+    for (flag, &value) in flags.iter_mut().zip(chunk) {
+        *flag = u8::from(key(value).above(low) <= width);
+    }
+    gather_bits(&flags, 0)
+}
+
+/// [`in_range`] of a `DOUBLE` column, compared as floats where that gives the same verdicts
+/// (two values per instruction, where a 64-bit integer compare is emulated).
+///
+/// Floats compare like their [`f64_order`] keys except at NaN (-0.0 already equals 0.0): a NaN
+/// fails every float comparison, but in total order +NaN is above and -NaN below every number.
+/// Between two bounds that are not NaN, every NaN fails either way; with a side unbounded, a
+/// chunk holding a NaN is compared by keys instead. A strict bound is the inclusive bound one
+/// float inward, except at infinity, which is compared by keys throughout.
+fn f64_in_range(
+    array: &PrimitiveArray<Float64Type>,
+    lower: Option<(f64, bool)>,
+    upper: Option<(f64, bool)>,
+) -> BooleanArray {
+    let float_bound =
+        |bound: Option<(f64, bool)>, unbounded: f64, inward: fn(f64) -> f64| match bound {
+            None => Some(unbounded),
+            Some((value, _)) if value.is_nan() => None,
+            Some((value, true)) => Some(value),
+            Some((value, false)) if value.is_infinite() => None,
+            Some((value, false)) => Some(inward(value)),
+        };
+    let (Some(low), Some(high)) = (
+        float_bound(lower, f64::NEG_INFINITY, f64::next_up),
+        float_bound(upper, f64::INFINITY, f64::next_down),
+    ) else {
+        return in_range(array, order_bound(lower), order_bound(upper), f64_order);
+    };
+    let values = array.values();
+    let words: Vec<u64> = if lower.is_some() && upper.is_some() {
+        values
+            .chunks(64)
+            .map(|chunk| float_range_word(chunk, low, high).0)
+            .collect()
+    } else {
+        let key_low = order_bound(lower).map_or(Some(i64::MIN), |(bound, inclusive)| {
+            if inclusive { Some(bound) } else { bound.next() }
+        });
+        let key_high = order_bound(upper).map_or(Some(i64::MAX), |(bound, inclusive)| {
+            if inclusive {
+                Some(bound)
+            } else {
+                bound.previous()
+            }
+        });
+        values
+            .chunks(64)
+            .map(
+                |chunk| match (float_range_word(chunk, low, high), key_low, key_high) {
+                    ((word, false), _, _) => word,
+                    (_, Some(key_low), Some(key_high)) if key_low <= key_high => {
+                        key_range_word(chunk, key_low, key_high.above(key_low), &f64_order)
+                    }
+                    _ => 0,
+                },
+            )
+            .collect()
+    };
+    BooleanArray::new(
+        BooleanBuffer::new(words.into(), 0, values.len()),
+        array.nulls().cloned(),
+    )
+}
+
+/// A float bound as an [`f64_order`] key.
+fn order_bound(bound: Option<(f64, bool)>) -> Option<(i64, bool)> {
+    bound.map(|(value, inclusive)| (f64_order(value), inclusive))
+}
+
+/// The verdict bits of up to 64 values within `low..=high` as floats, and whether any is NaN.
+#[inline(always)]
+fn float_range_word(chunk: &[f64], low: f64, high: f64) -> (u64, bool) {
+    let mut flags = [0u8; 64];
+    let mut nan = false;
+    for (flag, &value) in flags.iter_mut().zip(chunk) {
+        *flag = u8::from((value >= low) & (value <= high));
+        nan |= value.is_nan();
+    }
+    (gather_bits(&flags, 0), nan)
+}
+
+/// Packs bit `bit` of each of 64 bytes into the bits of a word (byte `i`'s into bit `i`).
+#[inline(always)]
+pub(crate) fn gather_bits(flags: &[u8; 64], bit: u32) -> u64 {
     let mut word = 0u64;
     for (index, eight) in flags.chunks_exact(8).enumerate() {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(eight);
+        let flags = (u64::from_le_bytes(bytes) >> bit) & 0x0101_0101_0101_0101;
         // Byte j of the product's top byte receives exactly flag j's bit (bit 56 + j), as every
         // other flag lands on a distinct lower or overflowing bit: no carries.
-        let gathered = u64::from_le_bytes(bytes).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        let gathered = flags.wrapping_mul(0x0102_0408_1020_4080) >> 56;
         word |= gathered << (8 * index);
     }
     word
@@ -334,7 +425,18 @@ impl PhysicalExpr for RangePredicate {
             DataType::UInt32 => range_kernel!(array, lower, upper, UInt32Type, u64::from),
             DataType::UInt64 => range_kernel!(array, lower, upper, UInt64Type, u64::from),
             DataType::Float32 => range_kernel!(array, lower, upper, Float32Type, f32_order),
-            DataType::Float64 => range_kernel!(array, lower, upper, Float64Type, f64_order),
+            DataType::Float64 => {
+                let bound = |bound: &Option<Bound>| -> Result<_> {
+                    bound
+                        .as_ref()
+                        .map(|b| {
+                            let literal = b.value.to_array()?;
+                            Ok((literal.as_primitive::<Float64Type>().value(0), b.inclusive))
+                        })
+                        .transpose()
+                };
+                f64_in_range(array.as_primitive(), bound(lower)?, bound(upper)?)
+            }
             DataType::Date32 => range_kernel!(array, lower, upper, Date32Type, i32::from),
             DataType::Date64 => range_kernel!(array, lower, upper, Date64Type, i64::from),
             DataType::Timestamp(TimeUnit::Second, _) => {
@@ -470,6 +572,39 @@ mod tests {
                 ScalarValue::from(f64::INFINITY),
             ],
         );
+        // Several 64-row chunks, NaNs of both signs in some of them only: those chunks are
+        // compared by keys when a side is unbounded, the others as floats.
+        let special = [
+            f64::NAN,
+            -f64::NAN,
+            -0.0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let many: Vec<Option<f64>> = (0..300)
+            .map(|row| match row {
+                70 | 200 => Some(f64::NAN),
+                71 | 250 => Some(-f64::NAN),
+                _ if row % 17 == 0 => None,
+                _ if row % 11 == 0 => Some(special[(row / 11) % special.len()]),
+                _ if row % 7 == 0 => Some(5e-324 * (row % 3) as f64 - 5e-324),
+                _ => Some((row as f64 - 150.0) / 7.0),
+            })
+            .collect();
+        assert_fused_like_planned(
+            Arc::new(Float64Array::from(many)),
+            &[
+                ScalarValue::from(0.0),
+                ScalarValue::from(-0.0),
+                ScalarValue::from(5e-324),
+                ScalarValue::from(-5e-324),
+                ScalarValue::from(3.0),
+                ScalarValue::from(f64::NAN),
+                ScalarValue::from(f64::INFINITY),
+                ScalarValue::from(f64::NEG_INFINITY),
+            ],
+        );
         assert_fused_like_planned(
             Arc::new(Int32Array::from(vec![
                 Some(i32::MIN),
@@ -539,9 +674,12 @@ mod tests {
         for seed in [0u64, 1, 0xdead_beef, u64::MAX, 0x8000_0000_0000_0001] {
             let mut flags = [0u8; 64];
             for (bit, flag) in flags.iter_mut().enumerate() {
-                *flag = ((seed >> bit) & 1) as u8;
+                // Bit 0 from the seed, bit 2 from its complement, the others set.
+                *flag = ((seed >> bit) & 1) as u8 | (((!seed >> bit) & 1) << 2) as u8 | 0xfa;
             }
-            assert_eq!(gather_bits(&flags), seed);
+            assert_eq!(gather_bits(&flags, 0), seed);
+            assert_eq!(gather_bits(&flags, 2), !seed);
+            assert_eq!(gather_bits(&flags, 1), u64::MAX);
         }
     }
 }
