@@ -535,32 +535,83 @@ impl Duplicates {
     }
 }
 
-/// Merges sorted in-memory `u128` runs.
+/// Merges sorted in-memory `u128` runs, counting each key's rows.
 fn merge_fixed(runs: &[&[u128]], width: usize, duplicates: &mut Duplicates) {
-    let mut at = vec![0usize; runs.len()];
-    let mut current: Option<(u128, u64)> = None;
-    loop {
-        let mut smallest: Option<(u128, usize)> = None;
-        for (index, (keys, &position)) in runs.iter().zip(&at).enumerate() {
-            if let Some(&key) = keys.get(position)
-                && smallest.is_none_or(|(s, _)| key < s)
-            {
-                smallest = Some((key, index));
+    let runs: Vec<&[u128]> = runs.iter().copied().filter(|run| !run.is_empty()).collect();
+    let mut tally = Tally::new(width);
+    match runs[..] {
+        [] => {}
+        [run] => run.iter().for_each(|&key| tally.push(key, duplicates)),
+        // Two runs (one per partition of a two-core machine): the smaller head is picked
+        // without a branch, as the runs interleave unpredictably.
+        [a, b] => {
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() && j < b.len() {
+                let (x, y) = (a[i], b[j]);
+                let take_a = x <= y;
+                tally.push(if take_a { x } else { y }, duplicates);
+                i += usize::from(take_a);
+                j += usize::from(!take_a);
+            }
+            for &key in a[i..].iter().chain(&b[j..]) {
+                tally.push(key, duplicates);
             }
         }
-        let Some((key, run)) = smallest else { break };
-        at[run] += 1;
-        current = match current {
-            Some((previous, count)) if previous == key => Some((previous, count + 1)),
-            Some((previous, count)) => {
-                duplicates.key(&previous.to_be_bytes()[..width], count);
-                Some((key, 1))
+        _ => {
+            let mut at = vec![0usize; runs.len()];
+            loop {
+                let mut smallest: Option<(u128, usize)> = None;
+                for (index, (keys, &position)) in runs.iter().zip(&at).enumerate() {
+                    if let Some(&key) = keys.get(position)
+                        && smallest.is_none_or(|(s, _)| key < s)
+                    {
+                        smallest = Some((key, index));
+                    }
+                }
+                let Some((key, run)) = smallest else { break };
+                at[run] += 1;
+                tally.push(key, duplicates);
             }
-            None => Some((key, 1)),
-        };
+        }
     }
-    if let Some((previous, count)) = current {
-        duplicates.key(&previous.to_be_bytes()[..width], count);
+    tally.finish(duplicates);
+}
+
+/// Counts the rows of each key of a sorted stream, reporting a key's count when the next
+/// key differs.
+struct Tally {
+    previous: u128,
+    /// Rows of `previous` so far; 0 before the first key.
+    count: u64,
+    /// Bytes of a key that hold its value.
+    width: usize,
+}
+
+impl Tally {
+    fn new(width: usize) -> Self {
+        Self {
+            previous: 0,
+            count: 0,
+            width,
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, key: u128, duplicates: &mut Duplicates) {
+        if key == self.previous && self.count > 0 {
+            self.count += 1;
+        } else {
+            self.finish(duplicates);
+            (self.previous, self.count) = (key, 1);
+        }
+    }
+
+    /// Reports the current key's count.
+    #[inline(always)]
+    fn finish(&mut self, duplicates: &mut Duplicates) {
+        if self.count > 1 {
+            duplicates.key(&self.previous.to_be_bytes()[..self.width], self.count);
+        }
     }
 }
 
@@ -783,6 +834,15 @@ mod tests {
             assert_eq!(result.null_skipped, 1);
             assert_eq!(sample_values(&result), rows(&[&["5"], &["5"], &["7"]]));
         }
+        // Three runs: the general merge.
+        let three = [
+            batches[0].clone(),
+            batches[1].clone(),
+            batch(vec![Some(1), Some(8)], vec![None; 2]),
+        ];
+        let result = verdict(&three, &[0], NullPolicy::Pass, None, 3);
+        assert_eq!(result.failed, 7, "1 and 5 twice, 7 three times");
+        assert_eq!(sample_values(&result), rows(&[&["1"], &["1"], &["5"]]));
         let result = verdict(&batches, &[0], NullPolicy::Fail, None, 2);
         assert_eq!((result.failed, result.null_skipped), (6, 0));
         assert_eq!(

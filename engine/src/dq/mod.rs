@@ -50,6 +50,7 @@ use lakeforge_planner::{
     AnomalyMetric, CheckAction, CheckKind, CheckedDataset, CompiledCheck, DriftReference,
     Evaluation, NullPolicy, Statistic,
 };
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use serde::{Deserialize, Serialize};
 
 use crate::dq::drift::{Histogram, NumericBins};
@@ -311,11 +312,13 @@ impl DatasetCheckRun {
                 .collect();
         }
         let schema = self.checked.plan.schema();
-        self.checked
-            .checks
-            .iter()
-            .zip(states)
-            .enumerate()
+        // Concluding a check can take a while (merging a `unique` check's keys, selecting a
+        // quantile among millions of values) and the scan is over: checks conclude in
+        // parallel, their results in check order.
+        let concluding: Vec<(usize, (&CompiledCheck, CheckState))> =
+            self.checked.checks.iter().zip(states).enumerate().collect();
+        concluding
+            .into_par_iter()
             .map(|(index, (check, state))| {
                 let mut result = CheckResult {
                     dataset: self.checked.dataset.clone(),
@@ -1545,8 +1548,20 @@ pub struct QuantileSketch {
 /// The values of an exact quantile and the memory they hold.
 #[derive(Debug)]
 struct ExactValues {
-    keys: Vec<u64>,
+    /// One run of keys per partition merged in: merging moves runs rather than copying them
+    /// into fresh memory, and the quantile is selected across them.
+    parts: Vec<Vec<u64>>,
     memory: MemoryReservation,
+}
+
+impl ExactValues {
+    fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.parts.iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.parts.iter().map(Vec::len).sum()
+    }
 }
 
 /// The buffers a batch of quantile values is sorted in.
@@ -1568,7 +1583,9 @@ impl Clone for QuantileSketch {
             sorting: SortBuffers::default(),
         };
         if let Some(exact) = &self.exact {
-            copy.digest_keys(&exact.keys);
+            for part in &exact.parts {
+                copy.digest_keys(part);
+            }
         }
         copy
     }
@@ -1578,7 +1595,10 @@ impl PartialEq for QuantileSketch {
     fn eq(&self, other: &Self) -> bool {
         self.quantile == other.quantile
             && self.digest == other.digest
-            && self.exact.as_ref().map(|e| &e.keys) == other.exact.as_ref().map(|e| &e.keys)
+            && match (&self.exact, &other.exact) {
+                (Some(mine), Some(theirs)) => mine.keys().eq(theirs.keys()),
+                (mine, theirs) => mine.is_none() && theirs.is_none(),
+            }
     }
 }
 
@@ -1595,7 +1615,7 @@ impl QuantileSketch {
     /// Keeps every value from now on, reserving their memory from `pool` (for check `name`).
     fn keep_values(&mut self, name: &str, pool: &Arc<dyn MemoryPool>) {
         self.exact = Some(ExactValues {
-            keys: Vec::new(),
+            parts: vec![Vec::new()],
             memory: MemoryConsumer::new(format!("quantile check '{name}' values")).register(pool),
         });
     }
@@ -1605,8 +1625,8 @@ impl QuantileSketch {
             return;
         };
         let valid = |v: &f64| !v.is_nan();
-        let keys = match &mut self.exact {
-            Some(exact) => &mut exact.keys,
+        let keys = match self.exact.as_mut().and_then(|exact| exact.parts.last_mut()) {
+            Some(keys) => keys,
             None => {
                 self.sorting.keys.clear();
                 &mut self.sorting.keys
@@ -1625,7 +1645,8 @@ impl QuantileSketch {
         }
         match &mut self.exact {
             Some(exact) => {
-                let grown = (exact.keys.capacity() - capacity) * size_of::<u64>();
+                let grown =
+                    (exact.parts.last().map_or(0, Vec::capacity) - capacity) * size_of::<u64>();
                 if exact.memory.try_grow(grown).is_err() {
                     self.give_up_exact();
                 }
@@ -1638,7 +1659,9 @@ impl QuantileSketch {
     /// quantile is estimated.
     fn give_up_exact(&mut self) {
         if let Some(exact) = self.exact.take() {
-            self.digest_keys(&exact.keys);
+            for part in &exact.parts {
+                self.digest_keys(part);
+            }
         }
     }
 
@@ -1675,8 +1698,8 @@ impl QuantileSketch {
             (Some(mine), Some(theirs)) => {
                 // The other partition's reservation is freed when it drops; this one takes
                 // over its bytes.
-                mine.memory.grow(theirs.keys.len() * size_of::<u64>());
-                mine.keys.append(&mut theirs.keys);
+                mine.memory.grow(theirs.len() * size_of::<u64>());
+                mine.parts.append(&mut theirs.parts);
             }
             _ => {
                 self.give_up_exact();
@@ -1696,28 +1719,24 @@ impl QuantileSketch {
     /// The quantile: exact over the kept values, else the digest's estimate; `None` without
     /// values.
     fn value(&mut self) -> Option<f64> {
-        let Some(exact) = &mut self.exact else {
+        let Some(exact) = &self.exact else {
             return (self.digest.count() > 0.0)
                 .then(|| self.digest.estimate_quantile(self.quantile));
         };
-        let keys = &mut exact.keys;
-        if keys.is_empty() {
+        let len = exact.len();
+        if len == 0 {
             return None;
         }
-        let position = self.quantile.clamp(0.0, 1.0) * (keys.len() - 1) as f64;
-        // `position` is within 0..=len-1, so both ranks index the keys.
+        let position = self.quantile.clamp(0.0, 1.0) * (len - 1) as f64;
+        // `position` is within 0..=len-1, so the lower rank is a key's.
         let lower_rank = position.floor() as usize;
-        let (_, &mut lower, above) = keys.select_nth_unstable(lower_rank);
+        let (lower, upper) = radix::select_with_next(&exact.parts, lower_rank)?;
         let lower = radix::f64_from_key(lower);
         let fraction = position - lower_rank as f64;
         if fraction == 0.0 {
             return Some(lower);
         }
-        let upper = above
-            .iter()
-            .copied()
-            .min()
-            .map_or(lower, radix::f64_from_key);
+        let upper = upper.map_or(lower, radix::f64_from_key);
         Some(lower + (upper - lower) * fraction)
     }
 }
