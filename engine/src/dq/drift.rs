@@ -98,11 +98,15 @@ impl NumericBins {
                 _ => 2,
             });
         }
-        let position = ((value - self.lower) / self.width).floor();
-        Some(if position <= 0.0 {
+        // The bin is `floor(position)` clamped to the bins; floor needs no call of its own, as
+        // `floor(p) <= 0` exactly when `p < 1`, `floor(p) >= last` when `p >= last` (an
+        // integer), and truncation is floor for the positive positions in between.
+        let position = (value - self.lower) / self.width;
+        let last = self.bins - 1;
+        Some(if position < 1.0 {
             0
-        } else if position >= (self.bins - 1) as f64 {
-            self.bins - 1
+        } else if position >= last as f64 {
+            last
         } else {
             position as usize
         })
@@ -110,7 +114,8 @@ impl NumericBins {
 
     /// [`NumericBins::bin`] as an expression over a `Float64` value (NULL for NULL and NaN), so
     /// a reference histogram is an aggregate computed where the data is, never the column
-    /// collected. It uses the same floating-point operations, so both give the same bin.
+    /// collected. It divides like [`NumericBins::bin`] and takes the floor of the same
+    /// quotient, so both give the same bin.
     pub fn bin_expr(&self, value: Expr) -> datafusion::error::Result<Expr> {
         let index = if self.width == 0.0 {
             when(value.clone().lt(lit(self.lower)), lit(0i64))
@@ -206,15 +211,19 @@ impl Histogram {
 
     /// Counts the non-null values of `array` (`Float64` for numeric, `Utf8` for categorical).
     pub fn observe(&mut self, array: &dyn arrow::array::Array) {
-        use arrow::array::AsArray;
+        use arrow::array::{Array, AsArray};
         use arrow::datatypes::Float64Type;
         match self {
             Histogram::Numeric { bins, counts } => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
-                    for value in values.iter().flatten() {
+                    let mut count = |value: f64| {
                         if let Some(bin) = bins.bin(value) {
                             counts[bin] += 1;
                         }
+                    };
+                    match values.nulls().filter(|nulls| nulls.null_count() > 0) {
+                        None => values.values().iter().for_each(|&value| count(value)),
+                        Some(_) => values.iter().flatten().for_each(count),
                     }
                 }
             }
@@ -604,6 +613,24 @@ pub(crate) mod tests {
         assert_eq!(bins.bin(99.0), Some(4));
         assert_eq!(bins.bin(f64::NAN), None);
         assert_eq!(bins.centers(), vec![1.0, 3.0, 5.0, 7.0, 9.0]);
+        // The floor of the quotient, clamped (as `bin_expr` computes it), at and around every
+        // edge of uneven bins.
+        let uneven = NumericBins::new(-0.3, 7.1, 7);
+        for k in -2..=10 {
+            let edge = -0.3 + k as f64 * uneven.width;
+            for value in [
+                edge,
+                edge.next_down(),
+                edge.next_up(),
+                edge + 0.5 * uneven.width,
+            ] {
+                let position = ((value - uneven.lower) / uneven.width).floor();
+                let expected = position.clamp(0.0, 6.0) as usize;
+                assert_eq!(uneven.bin(value), Some(expected), "{value}");
+            }
+        }
+        assert_eq!(uneven.bin(f64::INFINITY), Some(6));
+        assert_eq!(uneven.bin(f64::NEG_INFINITY), Some(0));
         let constant = NumericBins::new(4.0, 4.0, 20);
         assert_eq!(constant.len(), 3);
         assert_eq!(
