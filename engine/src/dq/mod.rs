@@ -1697,8 +1697,9 @@ impl QuantileSketch {
         match (&mut self.exact, &mut other.exact) {
             (Some(mine), Some(theirs)) => {
                 // The other partition's reservation is freed when it drops; this one takes
-                // over its bytes.
-                mine.memory.grow(theirs.len() * size_of::<u64>());
+                // over its runs, and so the bytes they hold.
+                let bytes: usize = theirs.parts.iter().map(Vec::capacity).sum();
+                mine.memory.grow(bytes * size_of::<u64>());
                 mine.parts.append(&mut theirs.parts);
             }
             _ => {
