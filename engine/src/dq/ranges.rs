@@ -213,20 +213,8 @@ where
     T: ArrowPrimitiveType,
     K: RangeKey,
 {
-    // Keys are integers, so strict bounds become inclusive ones a step inward; a strict bound
-    // at the end of the key space admits nothing.
-    let low = match lower {
-        None => Some(K::MIN),
-        Some((bound, true)) => Some(bound),
-        Some((bound, false)) => bound.next(),
-    };
-    let high = match upper {
-        None => Some(K::MAX),
-        Some((bound, true)) => Some(bound),
-        Some((bound, false)) => bound.previous(),
-    };
     let values = array.values();
-    let bits = match (low, high) {
+    let bits = match inclusive_bounds(lower, upper) {
         (Some(low), Some(high)) if low <= high => {
             // `low <= k <= high` as one subtraction and one unsigned comparison: a key below
             // `low` wraps to above the range's width.
@@ -240,6 +228,26 @@ where
         _ => BooleanBuffer::new_unset(values.len()),
     };
     BooleanArray::new(bits, array.nulls().cloned())
+}
+
+/// The inclusive key bounds of a range (an absent bound is the end of the key space): keys
+/// are integers, so a strict bound becomes an inclusive one a step inward, and a strict bound
+/// at the end of the key space admits nothing (`None`).
+fn inclusive_bounds<K: RangeKey>(
+    lower: Option<(K, bool)>,
+    upper: Option<(K, bool)>,
+) -> (Option<K>, Option<K>) {
+    let low = match lower {
+        None => Some(K::MIN),
+        Some((bound, true)) => Some(bound),
+        Some((bound, false)) => bound.next(),
+    };
+    let high = match upper {
+        None => Some(K::MAX),
+        Some((bound, true)) => Some(bound),
+        Some((bound, false)) => bound.previous(),
+    };
+    (low, high)
 }
 
 /// The verdict bits of up to 64 values: whether each value's key is within `width` above `low`.
@@ -293,27 +301,16 @@ fn f64_in_range(
             .map(|chunk| float_range_word(chunk, low, high).0)
             .collect()
     } else {
-        let key_low = order_bound(lower).map_or(Some(i64::MIN), |(bound, inclusive)| {
-            if inclusive { Some(bound) } else { bound.next() }
-        });
-        let key_high = order_bound(upper).map_or(Some(i64::MAX), |(bound, inclusive)| {
-            if inclusive {
-                Some(bound)
-            } else {
-                bound.previous()
-            }
-        });
+        let keys = inclusive_bounds(order_bound(lower), order_bound(upper));
         values
             .chunks(64)
-            .map(
-                |chunk| match (float_range_word(chunk, low, high), key_low, key_high) {
-                    ((word, false), _, _) => word,
-                    (_, Some(key_low), Some(key_high)) if key_low <= key_high => {
-                        key_range_word(chunk, key_low, key_high.above(key_low), &f64_order)
-                    }
-                    _ => 0,
-                },
-            )
+            .map(|chunk| match (float_range_word(chunk, low, high), keys) {
+                ((word, false), _) => word,
+                (_, (Some(key_low), Some(key_high))) if key_low <= key_high => {
+                    key_range_word(chunk, key_low, key_high.above(key_low), &f64_order)
+                }
+                _ => 0,
+            })
             .collect()
     };
     BooleanArray::new(
