@@ -55,30 +55,15 @@ const TABLE_SLOTS: usize = 512;
 /// the loops over rows have no dispatch inside.
 macro_rules! with_keys {
     ($rows:expr, $keys:ident => $body:expr) => {
+        with_keys!(@arms $rows, $keys => $body; View, Utf8, LargeUtf8; W1, W2, W4, W8, W16)
+    };
+    (@arms $rows:expr, $keys:ident => $body:expr; $($text:ident),*; $($fixed:ident),*) => {
         match $rows {
-            RowKeys::View($keys) => $body,
-            RowKeys::Utf8($keys) => $body,
-            RowKeys::LargeUtf8($keys) => $body,
-            RowKeys::W1(values) => {
+            $(RowKeys::$text($keys) => $body,)*
+            $(RowKeys::$fixed(values) => {
                 let $keys = &values[..];
                 $body
-            }
-            RowKeys::W2(values) => {
-                let $keys = &values[..];
-                $body
-            }
-            RowKeys::W4(values) => {
-                let $keys = &values[..];
-                $body
-            }
-            RowKeys::W8(values) => {
-                let $keys = &values[..];
-                $body
-            }
-            RowKeys::W16(values) => {
-                let $keys = &values[..];
-                $body
-            }
+            })*
         }
     };
 }

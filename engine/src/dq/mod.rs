@@ -1562,6 +1562,30 @@ impl ExactValues {
     fn len(&self) -> usize {
         self.parts.iter().map(Vec::len).sum()
     }
+
+    /// The run a partition's values are appended to (the last; started if there is none).
+    fn current_run(&mut self) -> &mut Vec<u64> {
+        if self.parts.is_empty() {
+            self.parts.push(Vec::new());
+        }
+        let last = self.parts.len() - 1;
+        &mut self.parts[last]
+    }
+}
+
+/// Appends the order-preserving keys of `values`' non-NULL, non-NaN values to `keys`.
+fn push_keys(keys: &mut Vec<u64>, values: &arrow::array::Float64Array) {
+    let valid = |v: &f64| !v.is_nan();
+    match values.nulls() {
+        None => keys.extend(
+            values
+                .values()
+                .iter()
+                .filter(|v| valid(v))
+                .map(|&v| radix::f64_key(v)),
+        ),
+        Some(_) => keys.extend(values.iter().flatten().filter(valid).map(radix::f64_key)),
+    }
 }
 
 /// The buffers a batch of quantile values is sorted in.
@@ -1615,7 +1639,7 @@ impl QuantileSketch {
     /// Keeps every value from now on, reserving their memory from `pool` (for check `name`).
     fn keep_values(&mut self, name: &str, pool: &Arc<dyn MemoryPool>) {
         self.exact = Some(ExactValues {
-            parts: vec![Vec::new()],
+            parts: Vec::new(),
             memory: MemoryConsumer::new(format!("quantile check '{name}' values")).register(pool),
         });
     }
@@ -1624,34 +1648,21 @@ impl QuantileSketch {
         let Some(values) = array.as_primitive_opt::<Float64Type>() else {
             return;
         };
-        let valid = |v: &f64| !v.is_nan();
-        let keys = match self.exact.as_mut().and_then(|exact| exact.parts.last_mut()) {
-            Some(keys) => keys,
-            None => {
-                self.sorting.keys.clear();
-                &mut self.sorting.keys
-            }
-        };
-        let capacity = keys.capacity();
-        match values.nulls() {
-            None => keys.extend(
-                values
-                    .values()
-                    .iter()
-                    .filter(|v| valid(v))
-                    .map(|&v| radix::f64_key(v)),
-            ),
-            Some(_) => keys.extend(values.iter().flatten().filter(valid).map(radix::f64_key)),
-        }
         match &mut self.exact {
             Some(exact) => {
-                let grown =
-                    (exact.parts.last().map_or(0, Vec::capacity) - capacity) * size_of::<u64>();
+                let keys = exact.current_run();
+                let capacity = keys.capacity();
+                push_keys(keys, values);
+                let grown = (keys.capacity() - capacity) * size_of::<u64>();
                 if exact.memory.try_grow(grown).is_err() {
                     self.give_up_exact();
                 }
             }
-            None => self.digest_sorting_keys(),
+            None => {
+                self.sorting.keys.clear();
+                push_keys(&mut self.sorting.keys, values);
+                self.digest_sorting_keys();
+            }
         }
     }
 
