@@ -12,6 +12,10 @@
 //! - The buffer's memory is reserved from the session's memory pool. When the pool refuses
 //!   more, the buffer is sorted and written to a spill file of the session's disk manager, and
 //!   the merge reads it back: memory stays bounded, as for DataFusion's own spilling operators.
+//! - A key of one `BIGINT` or `INT` column starts as bitmaps of the ids seen ([`DenseKeys`]):
+//!   while the ids are dense (surrogate keys), that is a bit test per row and a fraction of
+//!   the keys' memory. When they prove sparse, the bitmaps become a sorted run of keys and the
+//!   set goes on as above.
 //! - Rows with a NULL in a key column are never duplicates: they count as `null_skipped`, or
 //!   as failing with `nulls = "fail"` (then sampled like a predicate's failing rows).
 //!
@@ -24,13 +28,14 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::buffer::BooleanBuffer;
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use arrow::row::{RowConverter, Rows};
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::spill_file::SpillFile;
 use lakeforge_planner::NullPolicy;
 
+use crate::dq::dense::{DenseKeys, TooSparse};
 use crate::dq::radix::radix_sort;
 use crate::dq::{Samples, display_rows};
 
@@ -147,6 +152,12 @@ pub struct KeySet {
     /// Row-format width of every key when keys are kept as `u128`.
     fixed_width: Option<usize>,
     nulls: NullPolicy,
+    /// The ids of a one-integer-column key while they are dense; `None` once they are kept as
+    /// keys (then `pending` and `runs` hold them).
+    dense: Option<DenseKeys>,
+    /// Failing rows that the keys do not show: the rows beyond two of a duplicated id when
+    /// its bitmaps became keys (see [`DenseKeys::into_sorted_ids`]).
+    uncounted_failures: u64,
     /// Keys of the current partition, not sorted yet.
     pending: KeyBuffer,
     /// Sorted runs.
@@ -163,6 +174,7 @@ impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySet")
             .field("fixed_width", &self.fixed_width)
+            .field("dense", &self.dense.is_some())
             .field("pending", &self.pending.len())
             .field("runs", &self.runs.len())
             .field("null_keys", &self.null_keys)
@@ -176,6 +188,8 @@ impl Clone for KeySet {
         KeySet {
             fixed_width: self.fixed_width,
             nulls: self.nulls,
+            dense: self.dense.clone(),
+            uncounted_failures: self.uncounted_failures,
             pending: self.pending.clone(),
             runs: self.runs.clone(),
             null_keys: self.null_keys,
@@ -190,6 +204,8 @@ impl PartialEq for KeySet {
     fn eq(&self, other: &KeySet) -> bool {
         self.fixed_width == other.fixed_width
             && self.nulls == other.nulls
+            && self.dense == other.dense
+            && self.uncounted_failures == other.uncounted_failures
             && self.pending == other.pending
             && self.runs == other.runs
             && self.null_keys == other.null_keys
@@ -239,9 +255,12 @@ impl KeySet {
         resources: Option<&KeyResources>,
     ) -> KeySet {
         let fixed_width = fixed_key_width(types);
+        let dense = matches!(types, [DataType::Int64 | DataType::Int32]);
         KeySet {
             fixed_width,
             nulls,
+            dense: dense.then(|| DenseKeys::new(samples)),
+            uncounted_failures: 0,
             pending: KeyBuffer::Empty,
             runs: Vec::new(),
             null_keys: 0,
@@ -290,6 +309,35 @@ impl KeySet {
             }
         }
         let before = self.pending.memory();
+        if let Some(dense) = &mut self.dense {
+            let held = dense.memory();
+            let outcome = match &arrays[..] {
+                [array] => match (
+                    array.as_primitive_opt::<Int64Type>(),
+                    array.as_primitive_opt::<Int32Type>(),
+                ) {
+                    (Some(ids), _) => dense.observe(ids.values(), valid.as_ref()),
+                    (_, Some(ids)) => dense.observe(ids.values(), valid.as_ref()),
+                    _ => Err(TooSparse),
+                },
+                _ => Err(TooSparse),
+            };
+            if outcome.is_ok() {
+                let grown = dense.memory().saturating_sub(held);
+                let refused = self
+                    .memory
+                    .first()
+                    .is_some_and(|reservation| reservation.try_grow(grown).is_err());
+                if !refused {
+                    return Ok(());
+                }
+                // The pool refused the bitmaps' growth: the ids become keys, which spill.
+                self.leave_dense();
+                return self.reserve_pending(before);
+            }
+            // Too sparse for bitmaps: the ids so far become keys, and so does this batch.
+            self.leave_dense();
+        }
         if let ([array], Some(_)) = (&arrays[..], self.fixed_width)
             && let Some(ids) = array.as_primitive_opt::<Int64Type>()
         {
@@ -312,6 +360,12 @@ impl KeySet {
                 Some(valid) => self.append(&rows, valid.set_indices()),
             }
         }
+        self.reserve_pending(before)
+    }
+
+    /// Reserves the pending keys' growth since they held `before` bytes, spilling them when
+    /// the pool refuses.
+    fn reserve_pending(&mut self, before: usize) -> Result<(), String> {
         let grown = self.pending.memory().saturating_sub(before);
         if let Some(reservation) = self.memory.first()
             && reservation.try_grow(grown).is_err()
@@ -319,6 +373,24 @@ impl KeySet {
             self.spill()?;
         }
         Ok(())
+    }
+
+    /// Turns the dense ids, if any, into pending keys (sorted), releasing the bitmaps'
+    /// reservation; the caller reserves the keys.
+    fn leave_dense(&mut self) {
+        let Some(dense) = self.dense.take() else {
+            return;
+        };
+        let held = dense.memory();
+        let (ids, uncounted) = dense.into_sorted_ids();
+        self.uncounted_failures += uncounted;
+        // A dense key set has one integer column: its row format is fixed-width.
+        let value_bytes = self.fixed_width.unwrap_or(1) - 1;
+        self.pending
+            .extend_fixed(ids.into_iter().map(|id| integer_row_key(id, value_bytes)));
+        if let Some(reservation) = self.memory.first() {
+            reservation.shrink(held.min(reservation.size()));
+        }
     }
 
     fn append(&mut self, rows: &Rows, indices: impl Iterator<Item = usize>) {
@@ -393,8 +465,37 @@ impl KeySet {
     }
 
     /// Adds another partition's keys.
+    ///
+    /// Two dense sets merge their bitmaps. Otherwise a dense side becomes keys here, its
+    /// memory reserved without the pool's consent (a merge cannot spill): that happens only
+    /// when the partitions' ids together are too sparse for bitmaps, or one partition's alone.
     pub fn absorb(&mut self, mut other: KeySet) {
+        let merged = match (self.dense.as_mut(), other.dense.take()) {
+            (Some(mine), Some(theirs)) => match mine.absorb(theirs) {
+                Ok(()) => true,
+                Err(theirs) => {
+                    other.dense = Some(*theirs);
+                    false
+                }
+            },
+            (_, theirs) => {
+                other.dense = theirs;
+                false
+            }
+        };
+        if !merged {
+            for set in [&mut *self, &mut other] {
+                if set.dense.is_some() {
+                    set.leave_dense();
+                    if let Some(reservation) = set.memory.first() {
+                        reservation.grow(set.pending.memory());
+                    }
+                }
+            }
+            self.seal();
+        }
         other.seal();
+        self.uncounted_failures += other.uncounted_failures;
         self.runs.append(&mut other.runs);
         self.null_keys += other.null_keys;
         self.null_samples.absorb(other.null_samples);
@@ -412,6 +513,17 @@ impl KeySet {
             limit,
         };
         let width = self.fixed_width.unwrap_or(0);
+        if let Some(dense) = self.dense.take() {
+            // Every partition's ids stayed dense: no runs, the bitmaps know the counts.
+            let value_bytes = width.saturating_sub(1);
+            for (id, rows) in dense.smallest_repeats() {
+                duplicates.key(
+                    &integer_row_key(id, value_bytes).to_be_bytes()[..width],
+                    rows,
+                );
+            }
+            duplicates.failed = dense.failed();
+        }
         let in_memory_fixed: Option<Vec<&[u128]>> = self
             .runs
             .iter()
@@ -448,7 +560,7 @@ impl KeySet {
             NullPolicy::Pass => (0, self.null_keys),
         };
         Ok(KeyVerdict {
-            failed: duplicates.failed + failing_nulls,
+            failed: duplicates.failed + self.uncounted_failures + failing_nulls,
             null_skipped,
             samples,
         })
@@ -459,8 +571,17 @@ impl KeySet {
 /// the valid marker byte 1, then the value big-endian with its sign bit flipped, so that
 /// integer order is the values' order.
 fn int64_row_key(id: i64) -> u128 {
+    integer_row_key(id, 8)
+}
+
+/// The packed row-format key of a non-NULL signed integer of `value_bytes` bytes (1 to 8)
+/// holding `id`: the valid marker byte, then the value's bytes big-endian with the sign bit
+/// flipped.
+fn integer_row_key(id: i64, value_bytes: usize) -> u128 {
     const VALID: u128 = 1 << 120;
-    VALID | (u128::from((id as u64) ^ (1 << 63)) << 56)
+    let bits = 8 * value_bytes.clamp(1, 8) as u32;
+    let value = (id as u64) & (u64::MAX >> (64 - bits));
+    VALID | (u128::from(value ^ (1 << (bits - 1))) << (120 - bits))
 }
 
 fn pack(rows: &Rows, index: usize) -> u128 {
@@ -766,12 +887,28 @@ mod tests {
         .unwrap()
     }
 
+    /// The verdict of a key set over `batches`, dealt to `partitions` in turn; keys of one
+    /// integer column are kept both as bitmaps and as keys, and the two must agree.
     fn verdict(
         batches: &[RecordBatch],
         columns: &[usize],
         nulls: NullPolicy,
         resources: Option<&KeyResources>,
         partitions: usize,
+    ) -> KeyVerdict {
+        let as_keys = verdict_as(batches, columns, nulls, resources, partitions, false);
+        let as_bitmaps = verdict_as(batches, columns, nulls, resources, partitions, true);
+        assert_eq!(as_keys, as_bitmaps, "bitmaps and keys agree");
+        as_keys
+    }
+
+    fn verdict_as(
+        batches: &[RecordBatch],
+        columns: &[usize],
+        nulls: NullPolicy,
+        resources: Option<&KeyResources>,
+        partitions: usize,
+        dense: bool,
     ) -> KeyVerdict {
         let schema = batches[0].schema();
         let types: Vec<DataType> = columns
@@ -780,7 +917,13 @@ mod tests {
             .collect();
         let converter = row_converter(&types).unwrap();
         let mut sets: Vec<KeySet> = (0..partitions)
-            .map(|_| KeySet::new("u", &types, columns, nulls, 3, resources))
+            .map(|_| {
+                let mut set = KeySet::new("u", &types, columns, nulls, 3, resources);
+                if !dense {
+                    set.dense = None;
+                }
+                set
+            })
             .collect();
         for (i, b) in batches.iter().enumerate() {
             sets[i % partitions]
@@ -791,6 +934,9 @@ mod tests {
         merged.seal();
         for other in sets {
             merged.absorb(other);
+        }
+        if merged.dense.is_some() {
+            return merged.conclude(&converter).unwrap();
         }
         let spilled = merged
             .runs
@@ -862,6 +1008,93 @@ mod tests {
         let direct: Vec<u128> = ids.iter().map(|&id| int64_row_key(id)).collect();
         assert_eq!(direct, packed);
         assert!(direct.is_sorted(), "integer order is the ids' order");
+
+        let ints = [i32::MIN, -300, -1, 0, 1, 255, 256, i32::MAX];
+        let converter = row_converter(&[DataType::Int32]).unwrap();
+        let array: ArrayRef = Arc::new(arrow::array::Int32Array::from(ints.to_vec()));
+        let rows = converter.convert_columns(&[array]).unwrap();
+        let packed: Vec<u128> = (0..ints.len()).map(|i| pack(&rows, i)).collect();
+        let direct: Vec<u128> = ints
+            .iter()
+            .map(|&id| integer_row_key(id.into(), 4))
+            .collect();
+        assert_eq!(direct, packed, "an INT key packs in 5 bytes");
+    }
+
+    #[test]
+    fn dense_ids_that_turn_sparse_become_keys_without_losing_a_row() {
+        // Dense ids with duplicates, then ids a trillion apart (too sparse for bitmaps), one
+        // of which repeats a dense id three times over; dealt to 1 to 3 partitions, so some
+        // partitions stay dense and others do not.
+        let dense_ids =
+            |b: i64| -> Vec<Option<i64>> { (0..1000).map(|i| Some(b * 700 + i % 900)).collect() };
+        let mut batches: Vec<RecordBatch> = (0..3)
+            .map(|b| batch(dense_ids(b), vec![None; 1000]))
+            .collect();
+        let sparse: Vec<Option<i64>> = (0..9000)
+            .map(|i| {
+                Some(if i % 3000 == 0 {
+                    5
+                } else {
+                    i * 1_000_000_000_000
+                })
+            })
+            .collect();
+        batches.push(batch(sparse, vec![None; 9000]));
+        for partitions in [1, 2, 3] {
+            let result = verdict(&batches, &[0], NullPolicy::Pass, None, partitions);
+            assert!(result.failed > 0);
+            assert_eq!(sample_values(&result), rows(&[&["0"], &["0"], &["1"]]));
+        }
+        // A sparse key set alone, and one merged with a dense one.
+        let sparse_only = verdict(&batches[3..], &[0], NullPolicy::Pass, None, 1);
+        assert_eq!(sparse_only.failed, 3, "id 5 three times");
+        let mixed = [batches[3].clone(), batches[0].clone()];
+        verdict(&mixed, &[0], NullPolicy::Pass, None, 2);
+    }
+
+    #[test]
+    fn dense_ids_spill_as_keys_when_the_pool_refuses_their_pages() {
+        let resources = KeyResources {
+            pool: Arc::new(GreedyMemoryPool::new(64 * 1024)),
+            disk: Arc::new(DiskManagerBuilder::default().build().unwrap()),
+        };
+        // Ids a page apart: each batch takes new pages, beyond the pool after a few.
+        let batches: Vec<RecordBatch> = (0..12)
+            .map(|b| {
+                let ids: Vec<Option<i64>> = (0..1000)
+                    .map(|i| Some((b * 1000 + i % 900) * 70_000))
+                    .collect();
+                batch(ids, vec![None; 1000])
+            })
+            .collect();
+        let mut set = KeySet::new(
+            "u",
+            &[DataType::Int64],
+            &[0],
+            NullPolicy::Pass,
+            3,
+            Some(&resources),
+        );
+        let converter = row_converter(&[DataType::Int64]).unwrap();
+        for b in &batches {
+            set.observe(&converter, b, &[0]).unwrap();
+        }
+        assert!(set.dense.is_none(), "the pool refused the bitmaps");
+        assert!(
+            set.runs
+                .iter()
+                .any(|run| matches!(run, Run::Spilled { .. }))
+        );
+        let spilled = set.conclude(&converter).unwrap();
+        let in_memory = verdict(&batches, &[0], NullPolicy::Pass, None, 1);
+        assert_eq!(spilled, in_memory);
+        assert_eq!(spilled.failed, 12 * 200, "a hundred ids twice per batch");
+        assert_eq!(
+            resources.pool.reserved(),
+            0,
+            "the reservations are released"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!   quarantined;
 //! - a `fail` check that does not pass stops the run before anything is committed.
 
+mod dense;
 pub(crate) mod distinct;
 pub mod drift;
 pub mod keys;
@@ -1575,17 +1576,38 @@ impl ExactValues {
 
 /// Appends the order-preserving keys of `values`' non-NULL, non-NaN values to `keys`.
 fn push_keys(keys: &mut Vec<u64>, values: &arrow::array::Float64Array) {
-    let valid = |v: &f64| !v.is_nan();
-    match values.nulls() {
-        None => keys.extend(
-            values
-                .values()
-                .iter()
-                .filter(|v| valid(v))
-                .map(|&v| radix::f64_key(v)),
-        ),
-        Some(_) => keys.extend(values.iter().flatten().filter(valid).map(radix::f64_key)),
+    let slice = values.values();
+    let nulls = values.nulls().filter(|nulls| nulls.null_count() > 0);
+    // Or-ing every test (rather than stopping at the first NaN) keeps the scan vectorized.
+    let any_nan = || slice.iter().fold(false, |any, v| any | v.is_nan());
+    if nulls.is_none() && !any_nan() {
+        keys.extend(slice.iter().map(|&v| radix::f64_key(v)));
+        return;
     }
+    // Every value's key is written at the next free slot, which advances only past a value
+    // kept: no branch per value, as NULLs and NaNs fall anywhere.
+    let start = keys.len();
+    keys.resize(start + slice.len(), 0);
+    let out = &mut keys[start..];
+    let mut kept = 0;
+    let mut write = |value: f64, valid: bool| {
+        // `kept` never passes the value's index, so the slot is in bounds.
+        out[kept] = radix::f64_key(value);
+        kept += usize::from(valid & !value.is_nan());
+    };
+    match nulls {
+        None => slice.iter().for_each(|&v| write(v, true)),
+        Some(nulls) => {
+            let words = nulls.inner().bit_chunks().iter_padded();
+            for (chunk, mut valid) in slice.chunks(64).zip(words) {
+                for &value in chunk {
+                    write(value, valid & 1 == 1);
+                    valid >>= 1;
+                }
+            }
+        }
+    }
+    keys.truncate(start + kept);
 }
 
 /// The buffers a batch of quantile values is sorted in.
@@ -1901,6 +1923,35 @@ mod tests {
 
     /// Numpy's quantiles are in the drift golden file (tests/fixtures/dq/drift_golden.py).
     use crate::dq::drift::tests::{GOLDEN, floats};
+
+    #[test]
+    fn quantile_keys_skip_nulls_and_nans_at_any_offset() {
+        let values: Vec<Option<f64>> = (0..300)
+            .map(|i| match i % 7 {
+                0 => None,
+                3 if i % 2 == 0 => Some(f64::NAN),
+                _ => Some(i as f64 - 150.5),
+            })
+            .collect();
+        let array = Float64Array::from(values.clone());
+        for (offset, length) in [(0, 300), (5, 200), (64, 130), (1, 0)] {
+            let slice = array.slice(offset, length);
+            let expected: Vec<u64> = values[offset..offset + length]
+                .iter()
+                .flatten()
+                .filter(|v| !v.is_nan())
+                .map(|&v| radix::f64_key(v))
+                .collect();
+            let mut keys = vec![7];
+            push_keys(&mut keys, &slice);
+            assert_eq!(keys[0], 7, "appended after what was there");
+            assert_eq!(keys[1..], expected, "offset {offset}, length {length}");
+        }
+        let no_nulls = Float64Array::from(vec![1.0, f64::NAN, -2.0]);
+        let mut keys = Vec::new();
+        push_keys(&mut keys, &no_nulls);
+        assert_eq!(keys, vec![radix::f64_key(1.0), radix::f64_key(-2.0)]);
+    }
 
     /// A sketch over `values` fed to three partitions in batches of 3, with a NULL and a NaN
     /// in every batch (both ignored), merged in partition order `order`.
