@@ -349,14 +349,6 @@ pub async fn run_job_with(
             product_version: ledger.versions.get(&result.dataset).copied(),
         })
         .collect();
-    let checks_recorded = record_results(
-        &loaded.warehouse,
-        &run_id,
-        loaded.job.name(),
-        &recorded_checks,
-        ended_at,
-    )
-    .await;
     let record = RunRecord {
         run_id: run_id.clone(),
         job: loaded.job.name().to_string(),
@@ -368,17 +360,39 @@ pub async fn run_job_with(
         inputs: ledger.inputs.clone(),
         error,
     };
-    let lineage_recorded = match &outcome {
-        Ok(products) => {
-            let published: Vec<PublishedLineage<'_>> = products
-                .iter()
-                .map(|p| PublishedLineage {
-                    product: &p.name,
-                    table: &p.table,
-                    version: p.version,
-                    lineage: &p.lineage,
-                })
-                .collect();
+    let published: Vec<PublishedLineage<'_>> = match &outcome {
+        Ok(products) => products
+            .iter()
+            .map(|p| PublishedLineage {
+                product: &p.name,
+                table: &p.table,
+                version: p.version,
+                lineage: &p.lineage,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let event = match &outcome {
+        Ok(products) => complete_event(loaded, &run, &ledger, products, ended_at),
+        Err(error @ EngineError::Cancelled { .. }) => run.abort(ended_at, &error.to_string()),
+        Err(error) => run.fail(ended_at, &error.to_string()),
+    };
+    emit(&events, &event).await;
+    // The run's record, its check results and its lineage go to three tables of their own:
+    // committed side by side, each an atomic commit of its own.
+    let (run_recorded, checks_recorded, lineage_recorded) = tokio::join!(
+        record_run(&loaded.warehouse, &record),
+        record_results(
+            &loaded.warehouse,
+            &run_id,
+            loaded.job.name(),
+            &recorded_checks,
+            ended_at,
+        ),
+        async {
+            if outcome.is_err() {
+                return Ok(());
+            }
             record_lineage(
                 &loaded.warehouse,
                 &run_id,
@@ -387,19 +401,9 @@ pub async fn run_job_with(
                 ended_at,
             )
             .await
-        }
-        Err(_) => Ok(()),
-    };
-    let event = match &outcome {
-        Ok(products) => complete_event(loaded, &run, &ledger, products, ended_at),
-        Err(error @ EngineError::Cancelled { .. }) => run.abort(ended_at, &error.to_string()),
-        Err(error) => run.fail(ended_at, &error.to_string()),
-    };
-    emit(&events, &event).await;
-    let recorded = record_run(&loaded.warehouse, &record)
-        .await
-        .and(checks_recorded)
-        .and(lineage_recorded);
+        },
+    );
+    let recorded = run_recorded.and(checks_recorded).and(lineage_recorded);
     match outcome {
         Ok(products) => Ok(RunSummary {
             run_id,

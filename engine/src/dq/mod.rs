@@ -1574,8 +1574,9 @@ impl ExactValues {
     }
 }
 
-/// Appends the order-preserving keys of `values`' non-NULL, non-NaN values to `keys`.
-fn push_keys(keys: &mut Vec<u64>, values: &arrow::array::Float64Array) {
+/// Appends the order-preserving keys of `values`' non-NULL, non-NaN values to `keys`, using
+/// `scratch` (kept between batches) when some values are left out.
+fn push_keys(keys: &mut Vec<u64>, scratch: &mut Vec<u64>, values: &arrow::array::Float64Array) {
     let slice = values.values();
     let nulls = values.nulls().filter(|nulls| nulls.null_count() > 0);
     // Or-ing every test (rather than stopping at the first NaN) keeps the scan vectorized.
@@ -1584,11 +1585,14 @@ fn push_keys(keys: &mut Vec<u64>, values: &arrow::array::Float64Array) {
         keys.extend(slice.iter().map(|&v| radix::f64_key(v)));
         return;
     }
-    // Every value's key is written at the next free slot, which advances only past a value
-    // kept: no branch per value, as NULLs and NaNs fall anywhere.
-    let start = keys.len();
-    keys.resize(start + slice.len(), 0);
-    let out = &mut keys[start..];
+    // Every value's key is written at the next free slot of `scratch`, which advances only
+    // past a value kept: no branch per value, as NULLs and NaNs fall anywhere. The slots are
+    // written in a buffer that stays in cache (zeroed once, not per batch); the kept keys are
+    // then copied out in one go.
+    if scratch.len() < slice.len() {
+        scratch.resize(slice.len(), 0);
+    }
+    let out = &mut scratch[..];
     let mut kept = 0;
     let mut write = |value: f64, valid: bool| {
         // `kept` never passes the value's index, so the slot is in bounds.
@@ -1607,7 +1611,7 @@ fn push_keys(keys: &mut Vec<u64>, values: &arrow::array::Float64Array) {
             }
         }
     }
-    keys.truncate(start + kept);
+    keys.extend_from_slice(&scratch[..kept]);
 }
 
 /// The buffers a batch of quantile values is sorted in.
@@ -1674,7 +1678,7 @@ impl QuantileSketch {
             Some(exact) => {
                 let keys = exact.current_run();
                 let capacity = keys.capacity();
-                push_keys(keys, values);
+                push_keys(keys, &mut self.sorting.scratch, values);
                 let grown = (keys.capacity() - capacity) * size_of::<u64>();
                 if exact.memory.try_grow(grown).is_err() {
                     self.give_up_exact();
@@ -1682,7 +1686,7 @@ impl QuantileSketch {
             }
             None => {
                 self.sorting.keys.clear();
-                push_keys(&mut self.sorting.keys, values);
+                push_keys(&mut self.sorting.keys, &mut self.sorting.scratch, values);
                 self.digest_sorting_keys();
             }
         }
@@ -1943,13 +1947,13 @@ mod tests {
                 .map(|&v| radix::f64_key(v))
                 .collect();
             let mut keys = vec![7];
-            push_keys(&mut keys, &slice);
+            push_keys(&mut keys, &mut vec![1; 3], &slice);
             assert_eq!(keys[0], 7, "appended after what was there");
             assert_eq!(keys[1..], expected, "offset {offset}, length {length}");
         }
         let no_nulls = Float64Array::from(vec![1.0, f64::NAN, -2.0]);
         let mut keys = Vec::new();
-        push_keys(&mut keys, &no_nulls);
+        push_keys(&mut keys, &mut Vec::new(), &no_nulls);
         assert_eq!(keys, vec![radix::f64_key(1.0), radix::f64_key(-2.0)]);
     }
 

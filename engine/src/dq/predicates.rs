@@ -14,6 +14,11 @@
 //!
 //! Both are plain [`PhysicalExpr`]s without a protobuf form, so the cluster, which ships its
 //! plans to executors, keeps DataFusion's own evaluation.
+//!
+//! The rewritten projection runs as a [`CheckProjectionExec`]: the same expressions evaluated
+//! the same way, without the per-batch accounting of `ProjectionExec` (a timer per expression,
+//! and the output batch's memory counted buffer by buffer through a hash set: with a column
+//! per check, that costs as much as a few checks).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -21,13 +26,17 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, CaseExpr, Column};
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
 
 use crate::dq::distinct::memoize;
 use crate::dq::ranges::fuse_ranges;
@@ -62,7 +71,119 @@ pub(crate) fn rewrite_check_projection(
         return Ok(plan);
     }
     let rewritten = ProjectionExec::try_new(exprs, Arc::clone(projection.input()))?;
-    Ok(Arc::new(rewritten))
+    Ok(Arc::new(CheckProjectionExec::new(&rewritten)))
+}
+
+/// The check projection of an embedded run: a `ProjectionExec`'s expressions and properties,
+/// evaluated batch by batch with only the output rows and the compute time recorded.
+#[derive(Debug)]
+pub(crate) struct CheckProjectionExec {
+    exprs: Vec<ProjectionExpr>,
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl CheckProjectionExec {
+    fn new(projection: &ProjectionExec) -> CheckProjectionExec {
+        CheckProjectionExec {
+            exprs: projection.expr().to_vec(),
+            input: Arc::clone(projection.input()),
+            properties: Arc::clone(projection.properties()),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for CheckProjectionExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "CheckProjectionExec: expr=[")?;
+        for (index, projected) in self.exprs.iter().enumerate() {
+            let separator = if index == 0 { "" } else { ", " };
+            write!(f, "{separator}{} as {}", projected.expr, projected.alias)?;
+        }
+        write!(f, "]")
+    }
+}
+
+impl ExecutionPlan for CheckProjectionExec {
+    fn name(&self) -> &str {
+        "CheckProjectionExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for projected in &self.exprs {
+            if f(&projected.expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (Some(input), true) = (children.pop(), children.is_empty()) else {
+            return Err(DataFusionError::Internal(
+                "CheckProjectionExec needs exactly one input".to_string(),
+            ));
+        };
+        // Through DataFusion's projection, so that the properties follow the new input.
+        let projection = ProjectionExec::try_new(self.exprs.clone(), input)?;
+        Ok(Arc::new(CheckProjectionExec::new(&projection)))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let schema = self.schema();
+        let exprs: Vec<Arc<dyn PhysicalExpr>> =
+            self.exprs.iter().map(|p| Arc::clone(&p.expr)).collect();
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let compute = MetricBuilder::new(&self.metrics).elapsed_compute(partition);
+        let output = Arc::clone(&schema);
+        let projected = input.map(move |batch| {
+            let batch = batch?;
+            let _timer = compute.timer();
+            let rows = batch.num_rows();
+            let columns = exprs
+                .iter()
+                .map(|expr| expr.evaluate(&batch)?.into_array(rows))
+                .collect::<Result<Vec<_>>>()?;
+            output_rows.add(rows);
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            Ok(RecordBatch::try_new_with_options(
+                Arc::clone(&output),
+                columns,
+                &options,
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, projected)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
 }
 
 /// One check column's expression: comparisons with literals fused, then narrowed when it
