@@ -802,22 +802,19 @@ async fn prepare_checks(
         .checks
         .iter()
         .any(|c| matches!(c.evaluation, Evaluation::Anomaly { .. }));
-    let history = if needs_history {
-        observed_history(
-            &loaded.warehouse,
-            loaded.job.name(),
-            &checked.dataset,
-            config,
-        )
-        .await?
-    } else {
-        BTreeMap::new()
+    let dataset = checked.dataset.clone();
+    let history = async {
+        if needs_history {
+            observed_history(&loaded.warehouse, loaded.job.name(), &dataset, config).await
+        } else {
+            Ok(BTreeMap::new())
+        }
     };
     let run = DatasetCheckRun::prepare(
         ctx,
         checked,
         ProductHistory { existing },
-        &history,
+        history,
         run_id,
         started_at,
     )

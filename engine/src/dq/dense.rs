@@ -15,7 +15,7 @@
 //! - Two partitions' bitmaps merge word by word: an id seen once on each side is a duplicate
 //!   of two rows.
 //! - When the ids turn out sparse (the bitmaps would take more memory than a key buffer), the
-//!   caller turns the bitmaps into a sorted run of keys ([`DenseKeys::into_sorted_ids`]) and
+//!   caller turns the bitmaps into a sorted run of keys ([`DenseKeys::into_sorted_keys`]) and
 //!   goes on with the general key set; the rows already counted carry over exactly.
 
 use std::collections::BTreeMap;
@@ -299,15 +299,15 @@ impl DenseKeys {
         smallest
     }
 
-    /// Every id ascending, as many times as it will be counted by a key merge, and the rows
-    /// failing beyond those: the key set this becomes when the ids are too sparse for bitmaps.
+    /// Every id ascending, as `key(id)`, as many times as a key merge will count it, and the
+    /// rows failing beyond those: the key set this becomes when the ids are too sparse for
+    /// bitmaps.
     ///
     /// An id seen once appears once. A repeated id appears as many times as its rows when it
     /// is kept for samples (so samples stay exact), twice otherwise; the rows those copies
     /// leave out are returned, to be added to the failing rows.
-    pub fn into_sorted_ids(self) -> (Vec<i64>, u64) {
-        let mut ids =
-            Vec::with_capacity(self.rows.min(self.allocated as u64 * (1 << PAGE_BITS)) as usize);
+    pub fn into_sorted_keys<K: Copy>(self, key: impl Fn(i64) -> K) -> (Vec<K>, u64) {
+        let mut keys = Vec::with_capacity(usize::try_from(self.rows).unwrap_or(0));
         let mut counted = 0u64;
         for (index, page) in self.pages.iter().enumerate() {
             let Some(page) = page else { continue };
@@ -325,11 +325,11 @@ impl DenseKeys {
                         counted += copies;
                         copies
                     };
-                    ids.extend(std::iter::repeat_n(id, copies as usize));
+                    keys.extend(std::iter::repeat_n(key(id), copies as usize));
                 }
             }
         }
-        (ids, self.failed - counted)
+        (keys, self.failed - counted)
     }
 }
 
@@ -532,7 +532,7 @@ mod tests {
         let set = dense(&[&ids[..1000], &ids[1000..]], limit);
         let failed = set.failed();
         let kept: Vec<(i64, u64)> = set.smallest_repeats().collect();
-        let (sorted, beyond) = set.into_sorted_ids();
+        let (sorted, beyond) = set.into_sorted_keys(|id| id);
         assert!(sorted.is_sorted());
         // Counting the sorted ids as a key merge does, plus the rows beyond, gives the same.
         let (from_sorted, smallest) = oracle(&sorted, limit);

@@ -156,7 +156,7 @@ pub struct KeySet {
     /// keys (then `pending` and `runs` hold them).
     dense: Option<DenseKeys>,
     /// Failing rows that the keys do not show: the rows beyond two of a duplicated id when
-    /// its bitmaps became keys (see [`DenseKeys::into_sorted_ids`]).
+    /// its bitmaps became keys (see [`DenseKeys::into_sorted_keys`]).
     uncounted_failures: u64,
     /// Keys of the current partition, not sorted yet.
     pending: KeyBuffer,
@@ -382,12 +382,11 @@ impl KeySet {
             return;
         };
         let held = dense.memory();
-        let (ids, uncounted) = dense.into_sorted_ids();
-        self.uncounted_failures += uncounted;
         // A dense key set has one integer column: its row format is fixed-width.
         let value_bytes = self.fixed_width.unwrap_or(1) - 1;
-        self.pending
-            .extend_fixed(ids.into_iter().map(|id| integer_row_key(id, value_bytes)));
+        let (keys, uncounted) = dense.into_sorted_keys(|id| integer_row_key(id, value_bytes));
+        self.uncounted_failures += uncounted;
+        self.pending.extend_fixed(keys.into_iter());
         if let Some(reservation) = self.memory.first() {
             reservation.shrink(held.min(reservation.size()));
         }

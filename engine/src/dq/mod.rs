@@ -204,22 +204,30 @@ pub struct ProductHistory<'a> {
 }
 
 impl DatasetCheckRun {
-    /// Measures drift references and loads anomaly history (`history` holds the previous
-    /// observed values per check name, oldest first).
+    /// Measures drift references and loads anomaly history (`history`, a future of the
+    /// previous observed values per check name, oldest first), side by side: the references
+    /// are queries of their own, the history a read of the results table.
     pub async fn prepare(
         ctx: &SessionContext,
         checked: CheckedDataset,
         product: ProductHistory<'_>,
-        history: &std::collections::BTreeMap<String, Vec<f64>>,
+        history: impl Future<Output = Result<std::collections::BTreeMap<String, Vec<f64>>>>,
         run_id: &str,
         run_started: DateTime<Utc>,
     ) -> Result<DatasetCheckRun> {
-        let mut baselines = Vec::with_capacity(checked.checks.len());
-        let mut histories = Vec::with_capacity(checked.checks.len());
-        for check in &checked.checks {
-            histories.push(history.get(&check.name).cloned().unwrap_or_default());
-            baselines.push(measure_baseline(ctx, &checked.dataset, check, product).await?);
-        }
+        let references = futures::future::try_join_all(
+            checked
+                .checks
+                .iter()
+                .map(|check| measure_baseline(ctx, &checked.dataset, check, product)),
+        );
+        let (baselines, history) = tokio::join!(references, history);
+        let (baselines, history) = (baselines?, history?);
+        let histories: Vec<Vec<f64>> = checked
+            .checks
+            .iter()
+            .map(|check| history.get(&check.name).cloned().unwrap_or_default())
+            .collect();
         let program = Arc::new(CheckProgram {
             dataset: checked.dataset.clone(),
             run_id: run_id.to_string(),
