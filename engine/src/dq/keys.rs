@@ -154,7 +154,7 @@ pub struct KeySet {
     nulls: NullPolicy,
     /// The ids of a one-integer-column key while they are dense; `None` once they are kept as
     /// keys (then `pending` and `runs` hold them).
-    dense: Option<DenseKeys>,
+    dense: Option<Box<DenseKeys>>,
     /// Failing rows that the keys do not show: the rows beyond two of a duplicated id when
     /// its bitmaps became keys (see [`DenseKeys::into_sorted_keys`]).
     uncounted_failures: u64,
@@ -259,7 +259,7 @@ impl KeySet {
         KeySet {
             fixed_width,
             nulls,
-            dense: dense.then(|| DenseKeys::new(samples)),
+            dense: dense.then(|| Box::new(DenseKeys::new(samples))),
             uncounted_failures: 0,
             pending: KeyBuffer::Empty,
             runs: Vec::new(),
@@ -470,10 +470,10 @@ impl KeySet {
     /// when the partitions' ids together are too sparse for bitmaps, or one partition's alone.
     pub fn absorb(&mut self, mut other: KeySet) {
         let merged = match (self.dense.as_mut(), other.dense.take()) {
-            (Some(mine), Some(theirs)) => match mine.absorb(theirs) {
+            (Some(mine), Some(theirs)) => match mine.absorb(*theirs) {
                 Ok(()) => true,
                 Err(theirs) => {
-                    other.dense = Some(*theirs);
+                    other.dense = Some(theirs);
                     false
                 }
             },
