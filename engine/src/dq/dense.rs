@@ -188,11 +188,6 @@ impl DenseKeys {
             .and_then(Option::as_deref)
     }
 
-    /// The bits of page number `page`, word `word`: (seen, repeated).
-    fn word(&self, page: i64, word: usize) -> [u64; 2] {
-        self.page(page).map_or([0, 0], |p| p[word])
-    }
-
     /// Rows of `id` on this side, when known: its count when sampled, 1 when seen once, 0 when
     /// not seen; `None` for a repeated id not kept (then it cannot be among the smallest).
     fn rows_of(&self, id: i64, bits: [u64; 2]) -> Option<u64> {
@@ -269,11 +264,13 @@ impl DenseKeys {
         let last = (self.first_page + self.pages.len() as i64)
             .max(other.first_page + other.pages.len() as i64);
         for page in first..last {
-            if self.page(page).is_none() && other.page(page).is_none() {
+            let (my_page, their_page) = (self.page(page), other.page(page));
+            if my_page.is_none() && their_page.is_none() {
                 continue;
             }
+            let bits = |page: Option<&Page>, word: usize| page.map_or([0, 0], |p| p[word]);
             for word in 0..PAGE_WORDS {
-                let (mine, theirs) = (self.word(page, word), other.word(page, word));
+                let (mine, theirs) = (bits(my_page, word), bits(their_page, word));
                 let mut repeated = mine[1] | theirs[1] | (mine[0] & theirs[0]);
                 while repeated != 0 {
                     let id = (page << PAGE_BITS)

@@ -1052,12 +1052,17 @@ mod tests {
         verdict(&mixed, &[0], NullPolicy::Pass, None, 2);
     }
 
-    #[test]
-    fn dense_ids_spill_as_keys_when_the_pool_refuses_their_pages() {
-        let resources = KeyResources {
+    /// A 64 KiB memory pool and a disk manager: keys beyond a few thousand spill.
+    fn small_pool() -> KeyResources {
+        KeyResources {
             pool: Arc::new(GreedyMemoryPool::new(64 * 1024)),
             disk: Arc::new(DiskManagerBuilder::default().build().unwrap()),
-        };
+        }
+    }
+
+    #[test]
+    fn dense_ids_spill_as_keys_when_the_pool_refuses_their_pages() {
+        let resources = small_pool();
         // Ids a page apart: each batch takes new pages, beyond the pool after a few.
         let batches: Vec<RecordBatch> = (0..12)
             .map(|b| {
@@ -1120,10 +1125,7 @@ mod tests {
 
     #[test]
     fn keys_spill_when_the_memory_pool_refuses_and_still_find_every_duplicate() {
-        let resources = KeyResources {
-            pool: Arc::new(GreedyMemoryPool::new(64 * 1024)),
-            disk: Arc::new(DiskManagerBuilder::default().build().unwrap()),
-        };
+        let resources = small_pool();
         // 20,000 ids, every id divisible by 7 twice: more than the pool holds.
         let batches: Vec<RecordBatch> = (0..20)
             .map(|b| {
