@@ -212,16 +212,16 @@ pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<Su
         }
     };
     let ratios = vec![
-        Ratio {
-            name: "cluster / embedded (sum of query medians)".to_string(),
-            value: ratio(cluster_total, embedded_total),
-            target_at_most: Some(1.5),
-        },
-        Ratio {
-            name: "example job: cluster / embedded (medians)".to_string(),
-            value: ratio(example[1].median_seconds, example[0].median_seconds),
-            target_at_most: Some(1.5),
-        },
+        Ratio::new(
+            "cluster / embedded (sum of query medians)".to_string(),
+            ratio(cluster_total, embedded_total),
+            Some(1.5),
+        ),
+        Ratio::new(
+            "example job: cluster / embedded (medians)".to_string(),
+            ratio(example[1].median_seconds, example[0].median_seconds),
+            Some(1.5),
+        ),
     ];
     measurements.extend(example);
     let mut setup = BTreeMap::new();

@@ -329,7 +329,7 @@ pub fn run(lakeforge: &Lakeforge, options: &DqOptions) -> anyhow::Result<SuiteRe
          stddev 2, min 1, max 1, quantile 2, freshness 1, schema 1, drift 1, anomaly 1",
     ));
     setup.insert("rounds".to_string(), Value::from(format!(
-        "{} warm-up + {} timed, cases alternated within each round, each after an untimed read of the dataset's files (so every case starts with them in the page cache); wall time of `lakeforge run`",
+        "{} warm-up + {} timed, cases alternated within each round, each after an untimed read of the dataset's files (so every case starts with them in the page cache); wall time of `lakeforge run`; ratios are given of the medians and per round (a round's two runs share the machine's phase), the target judged on the median of the rounds' ratios",
         options.warmup, options.runs
     )));
     setup.insert(

@@ -284,26 +284,26 @@ pub fn run(lakeforge: &Lakeforge, options: &ScoringOptions) -> anyhow::Result<Su
             format!("{library}: library rows/s per core ({cores} threads)"),
             per_core(peer_all, cores),
         );
-        ratios.push(Ratio {
-            name: format!("{library}: lakeforge per-core speed / library's (1 core)"),
-            value: peer_one / scoring_one.max(1e-9),
-            target_at_most: None,
-        });
-        ratios.push(Ratio {
-            name: format!("{library}: lakeforge speed / library's ({all})"),
-            value: peer_all / scoring_all.max(1e-9),
-            target_at_most: None,
-        });
+        ratios.push(Ratio::new(
+            format!("{library}: lakeforge per-core speed / library's (1 core)"),
+            peer_one / scoring_one.max(1e-9),
+            None,
+        ));
+        ratios.push(Ratio::new(
+            format!("{library}: lakeforge speed / library's ({all})"),
+            peer_all / scoring_all.max(1e-9),
+            None,
+        ));
         if spark.is_some() {
             let spark_job = seconds_of(&format!("spark pandas_udf {library}, {cores} cores"))?;
             let ours = seconds_of(&format!("lakeforge {library}, all cores"))?;
-            ratios.push(Ratio {
-                name: format!(
+            ratios.push(Ratio::new(
+                format!(
                     "{library}: lakeforge job speed / Spark pandas UDF job's ({all}, whole jobs)"
                 ),
-                value: spark_job / ours.max(1e-9),
-                target_at_most: None,
-            });
+                spark_job / ours.max(1e-9),
+                None,
+            ));
         }
     }
     let mut setup = BTreeMap::new();

@@ -340,11 +340,11 @@ fn totals_and_ratios(queries: &[(String, String)], measurements: &[Measurement])
             }
         }
         if theirs > 0.0 {
-            ratios.push(Ratio {
-                name: format!("lakeforge / {engine} (sum of query medians)"),
-                value: ours / theirs,
-                target_at_most: None,
-            });
+            ratios.push(Ratio::new(
+                format!("lakeforge / {engine} (sum of query medians)"),
+                ours / theirs,
+                None,
+            ));
         }
     }
     ratios
