@@ -220,8 +220,20 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
     Ok(restored.version().unwrap_or_default())
 }
 
-/// Appends `batch` to Lakeforge's own table at `url` (runs, check results), creating it on
-/// first use. `context` says what is being recorded, for the error.
+/// How many commits Lakeforge's own tables take between two maintenances (see
+/// [`append_batch`]).
+pub const MAINTENANCE_INTERVAL: u64 = 50;
+
+/// Appends `batch` to Lakeforge's own table at `url` (runs, check results, lineage, the model
+/// registry, triggers), creating it on first use. `context` says what is being recorded, for
+/// the error.
+///
+/// These tables take one small commit per event, so every [`MAINTENANCE_INTERVAL`] versions
+/// their small files are compacted and a checkpoint is written: reading them (the anomaly
+/// checks' history, `lakeforge dq`, `lakeforge runs`) then costs a checkpoint, fewer than
+/// [`MAINTENANCE_INTERVAL`] commits and a few files, however many runs they record, rather
+/// than one commit and one file per run. Maintenance is best effort: the batch is committed
+/// whether it succeeds or not.
 pub async fn append_batch(
     url: &Url,
     batch: arrow::array::RecordBatch,
@@ -237,13 +249,30 @@ pub async fn append_batch(
             .await
             .map_err(|e| EngineError::delta(context, e))?;
     }
-    table
+    let table = table
         .write(vec![batch])
         .with_save_mode(deltalake::protocol::SaveMode::Append)
         .with_table_name(table_name)
         .await
         .map_err(|e| EngineError::delta(context, e))?;
+    if table
+        .version()
+        .is_some_and(|version| (version + 1) % MAINTENANCE_INTERVAL == 0)
+        && let Err(error) = maintain(table).await
+    {
+        tracing::warn!(table = %display_location(url), %error, "could not compact the table");
+    }
     Ok(())
+}
+
+/// Compacts the small files of Lakeforge's own table `table` and writes a checkpoint of the
+/// compacted version.
+async fn maintain(table: DeltaTable) -> std::result::Result<(), DeltaTableError> {
+    let (compacted, _metrics) = table
+        .optimize()
+        .with_type(deltalake::operations::optimize::OptimizeType::Compact)
+        .await?;
+    deltalake::checkpoints::create_checkpoint(&compacted, None).await
 }
 
 /// Runs `sql` over the latest version of Lakeforge's own table at `url`, registered as `name`.
@@ -269,4 +298,65 @@ pub async fn query_table(
         .collect()
         .await
         .map_err(|e| EngineError::datafusion(context, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn own_tables_are_compacted_and_checkpointed_as_they_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = Url::from_directory_path(dir.path()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let appends = 2 * MAINTENANCE_INTERVAL + 3;
+        for n in 0..appends {
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(vec![n as i64]))],
+            )
+            .unwrap();
+            append_batch(&url, batch, "numbers", "recording a number")
+                .await
+                .unwrap();
+        }
+        let table = open_table(&url, None).await.unwrap();
+        // Appends, then a compaction at every MAINTENANCE_INTERVAL-th version.
+        assert_eq!(table.version(), Some(appends + 1));
+        let files = table.get_file_uris().unwrap().count();
+        assert!(
+            files <= 5,
+            "{files} files: compacted twice, with 4 appends since"
+        );
+        let checkpoint = dir.path().join("_delta_log").join(format!(
+            "{:020}.checkpoint.parquet",
+            2 * MAINTENANCE_INTERVAL
+        ));
+        assert!(checkpoint.exists(), "no checkpoint at the last compaction");
+        // Nothing was lost or repeated.
+        let batches = query_table(
+            &url,
+            "numbers",
+            "SELECT count(*) AS rows, count(DISTINCT n) AS distinct_numbers, sum(n) AS total \
+             FROM numbers",
+            &crate::config::EngineConfig::default(),
+            "reading the numbers",
+        )
+        .await
+        .unwrap();
+        let value = |column: usize| {
+            batches[0]
+                .column(column)
+                .as_primitive::<Int64Type>()
+                .value(0)
+        };
+        let expected_total = (0..appends as i64).sum::<i64>();
+        assert_eq!(
+            (value(0), value(1), value(2)),
+            (appends as i64, appends as i64, expected_total)
+        );
+    }
 }

@@ -80,11 +80,13 @@ struct SortBuffers {
 
 /// Distinct keys and how many times each was seen: an open-addressing table with linear
 /// probing, doubled whenever it is half full.
+///
+/// Keys are [`radix::f64_key`]s of values that are not NaN, and those are never 0 (the key of
+/// one NaN bit pattern), so a slot holding key 0 is empty.
 #[derive(Debug, Clone)]
 struct KeyCounts {
-    /// Each slot's key; a slot is empty while its count is 0.
-    keys: Vec<u64>,
-    counts: Vec<u64>,
+    /// Each slot's key and count.
+    slots: Vec<(u64, u64)>,
     /// `64 - log2(slots)`: a key's home slot is the top bits of its Fibonacci hash.
     shift: u32,
     distinct: usize,
@@ -93,6 +95,9 @@ struct KeyCounts {
     total: u64,
 }
 
+/// The key of an empty [`KeyCounts`] slot.
+const EMPTY: u64 = 0;
+
 impl KeyCounts {
     fn new(max_distinct: usize) -> KeyCounts {
         KeyCounts::with_slots(MIN_COUNT_SLOTS, max_distinct)
@@ -100,8 +105,7 @@ impl KeyCounts {
 
     fn with_slots(slots: usize, max_distinct: usize) -> KeyCounts {
         KeyCounts {
-            keys: vec![0; slots],
-            counts: vec![0; slots],
+            slots: vec![(EMPTY, 0); slots],
             shift: 64 - slots.trailing_zeros(),
             distinct: 0,
             max_distinct,
@@ -111,50 +115,58 @@ impl KeyCounts {
 
     /// The table's memory.
     fn bytes(&self) -> usize {
-        self.keys.len() * 2 * size_of::<u64>()
+        self.slots.len() * size_of::<(u64, u64)>()
     }
 
-    /// Adds `count` occurrences of `key`; `false` (and nothing added) when `key` would be one
-    /// distinct key too many.
+    /// Adds `count` occurrences of `key` (not [`EMPTY`]); `false` (and nothing added) when
+    /// `key` would be one distinct key too many.
     #[inline]
     fn add(&mut self, key: u64, count: u64) -> bool {
+        debug_assert_ne!(key, EMPTY, "0 is not the key of a number");
         // The table has a power-of-two number of slots and is never full, so the probe ends.
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut slot = self.home(key);
         loop {
-            if self.counts[slot] == 0 {
-                if self.distinct == self.max_distinct {
-                    return false;
-                }
-                self.keys[slot] = key;
-                self.counts[slot] = count;
-                self.distinct += 1;
+            let (held, held_count) = &mut self.slots[slot];
+            if *held == key {
+                *held_count += count;
                 self.total += count;
-                if self.distinct * 2 > self.keys.len() {
-                    self.grow();
-                }
                 return true;
             }
-            if self.keys[slot] == key {
-                self.counts[slot] += count;
-                self.total += count;
-                return true;
+            if *held == EMPTY {
+                return self.insert(slot, key, count);
             }
             slot = (slot + 1) & mask;
         }
+    }
+
+    /// Puts a new key in empty slot `slot`, unless it is a distinct key too many.
+    #[cold]
+    #[inline(never)]
+    fn insert(&mut self, slot: usize, key: u64, count: u64) -> bool {
+        if self.distinct == self.max_distinct {
+            return false;
+        }
+        self.slots[slot] = (key, count);
+        self.distinct += 1;
+        self.total += count;
+        if self.distinct * 2 > self.slots.len() {
+            self.grow();
+        }
+        true
     }
 
     /// Whether `key` has been counted.
     fn contains(&self, key: u64) -> bool {
-        let mask = self.keys.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut slot = self.home(key);
-        while self.counts[slot] > 0 {
-            if self.keys[slot] == key {
-                return true;
+        loop {
+            match self.slots[slot].0 {
+                held if held == key => return true,
+                EMPTY => return false,
+                _ => slot = (slot + 1) & mask,
             }
-            slot = (slot + 1) & mask;
         }
-        false
     }
 
     /// The slot a key's probe starts at.
@@ -166,13 +178,16 @@ impl KeyCounts {
     /// Counts `keys` in order until one is a distinct value too many; returns how many were
     /// counted.
     fn count_all(&mut self, keys: &[u64]) -> usize {
-        keys.iter()
-            .position(|&key| !self.add(key, 1))
-            .unwrap_or(keys.len())
+        for (index, &key) in keys.iter().enumerate() {
+            if !self.add(key, 1) {
+                return index;
+            }
+        }
+        keys.len()
     }
 
     fn grow(&mut self) {
-        let mut grown = KeyCounts::with_slots(self.keys.len() * 2, self.max_distinct);
+        let mut grown = KeyCounts::with_slots(self.slots.len() * 2, self.max_distinct);
         for (key, count) in self.entries() {
             grown.add(key, count);
         }
@@ -181,11 +196,7 @@ impl KeyCounts {
 
     /// Each distinct key with its count, in no particular order.
     fn entries(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.keys
-            .iter()
-            .zip(&self.counts)
-            .filter(|(_, count)| **count > 0)
-            .map(|(&key, &count)| (key, count))
+        self.slots.iter().filter(|(key, _)| *key != EMPTY).copied()
     }
 
     /// The entries in key order.
@@ -918,10 +929,10 @@ mod tests {
         assert_eq!(counts.select_with_next(7), None);
         // The table doubles as it fills and refuses a distinct key too many.
         let mut counts = KeyCounts::new(1000);
-        assert_eq!(counts.count_all(&(0..1500u64).collect::<Vec<_>>()), 1000);
+        assert_eq!(counts.count_all(&(1..=1500u64).collect::<Vec<_>>()), 1000);
         assert_eq!((counts.distinct, counts.total), (1000, 1000));
-        assert!(counts.add(999, 4) && !counts.add(1000, 1));
-        assert!(counts.contains(0) && counts.contains(999) && !counts.contains(1000));
+        assert!(counts.add(1000, 4) && !counts.add(1001, 1));
+        assert!(counts.contains(1) && counts.contains(1000) && !counts.contains(1001));
     }
 
     #[test]
