@@ -798,16 +798,25 @@ async fn prepare_checks(
     run_id: &str,
     started_at: DateTime<Utc>,
 ) -> Result<Arc<DatasetCheckRun>> {
-    let needs_history = checked
+    let anomaly_checks: Vec<String> = checked
         .checks
         .iter()
-        .any(|c| matches!(c.evaluation, Evaluation::Anomaly { .. }));
+        .filter(|c| matches!(c.evaluation, Evaluation::Anomaly { .. }))
+        .map(|c| c.name.clone())
+        .collect();
     let dataset = checked.dataset.clone();
     let history = async {
-        if needs_history {
-            observed_history(&loaded.warehouse, loaded.job.name(), &dataset, config).await
-        } else {
+        if anomaly_checks.is_empty() {
             Ok(BTreeMap::new())
+        } else {
+            observed_history(
+                &loaded.warehouse,
+                loaded.job.name(),
+                &dataset,
+                &anomaly_checks,
+                config,
+            )
+            .await
         }
     };
     let run = DatasetCheckRun::prepare(

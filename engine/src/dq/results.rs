@@ -139,17 +139,18 @@ pub async fn record_results(
     append_batch(&url, batch, "lakeforge_dq_results", &context()).await
 }
 
-/// The observed values of a job's checks on `dataset`, per check name, oldest first (results
-/// without an observed value are skipped).
+/// The observed values of a job's checks named `checks` on `dataset`, per check name, oldest
+/// first (results without an observed value are skipped).
 pub async fn observed_history(
     warehouse: &Url,
     job: &str,
     dataset: &str,
+    checks: &[String],
     config: &EngineConfig,
 ) -> Result<BTreeMap<String, Vec<f64>>> {
     let url = results_table_url(warehouse)?;
     let mut history: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    if !is_delta_table(&url).await {
+    if checks.is_empty() || !is_delta_table(&url).await {
         return Ok(history);
     }
     let batches = query_table(
@@ -157,9 +158,14 @@ pub async fn observed_history(
         "dq_results",
         &format!(
             "SELECT \"check\", observed FROM dq_results WHERE job = {} AND dataset = {} \
-             AND observed IS NOT NULL ORDER BY recorded_at, \"check\"",
+             AND \"check\" IN ({}) AND observed IS NOT NULL ORDER BY recorded_at, \"check\"",
             sql_string(job),
-            sql_string(dataset)
+            sql_string(dataset),
+            checks
+                .iter()
+                .map(|check| sql_string(check))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         config,
         "cannot read the check results",
