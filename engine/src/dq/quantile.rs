@@ -285,14 +285,11 @@ impl ExactValues {
                 }
             }
         } else if let KeptValues::Runs(runs) = &mut self.form {
-            let room = runs.last().map_or(0, |run| run.capacity() - run.len());
-            if room < values.len() {
-                runs.push(Vec::with_capacity(next_run_capacity(runs, values.len())));
-            }
-            // There is a last run with room for every value: it had, or it was just started.
-            if let Some(run) = runs.last_mut() {
-                push_keys(run, &mut sorting.scratch, values);
-            }
+            push_keys(
+                run_with_room(runs, values.len()),
+                &mut sorting.scratch,
+                values,
+            );
         }
         self.reserve_change(before)
     }
@@ -386,14 +383,18 @@ fn next_run_capacity(runs: &[Vec<u64>], needed: usize) -> usize {
 
 /// Appends `keys` to the last run, starting one when it lacks room.
 fn push_to_runs(runs: &mut Vec<Vec<u64>>, keys: &[u64]) {
-    let room = runs.last().map_or(0, |run| run.capacity() - run.len());
-    if room < keys.len() {
-        runs.push(Vec::with_capacity(next_run_capacity(runs, keys.len())));
+    run_with_room(runs, keys.len()).extend_from_slice(keys);
+}
+
+/// The last run when it has room for `needed` more keys, else a new one that has.
+fn run_with_room(runs: &mut Vec<Vec<u64>>, needed: usize) -> &mut Vec<u64> {
+    match runs.last() {
+        Some(run) if run.capacity() - run.len() >= needed => {}
+        _ => runs.push(Vec::with_capacity(next_run_capacity(runs, needed))),
     }
-    // There is a last run with room for every key: it had, or it was just started.
-    if let Some(run) = runs.last_mut() {
-        run.extend_from_slice(keys);
-    }
+    let last = runs.len() - 1;
+    // `runs` is not empty: it had a last run with room, or one was just pushed.
+    &mut runs[last]
 }
 
 /// Appends the order-preserving keys of `values`' non-NULL, non-NaN values to `keys`, using
