@@ -260,7 +260,7 @@ pub async fn append_batch(
         .is_some_and(|version| (version + 1) % MAINTENANCE_INTERVAL == 0)
         && let Err(error) = maintain(table).await
     {
-        tracing::warn!(table = %display_location(url), %error, "could not compact the table");
+        tracing::warn!(table = %display_location(url), %error, "could not compact or checkpoint the table");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! their memory reserved from the session's pool:
 //! - while the column has held at most [`MAX_COUNTED`] distinct values (ages, scores, counts,
 //!   whole milliseconds), each distinct value with its count: a small table, however many rows;
-//! - beyond that, every value, 8 bytes each, in runs that are allocated once and never moved.
+//! - beyond that, every value, 8 bytes each, in runs allocated once and never reallocated.
 //!   The table's values become the first run.
 //!
 //! When the pool refuses the memory, or where states travel (a cluster's partitions), the
