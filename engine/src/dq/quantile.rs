@@ -237,17 +237,9 @@ impl KeyCounts {
         for (key, count) in self.entries() {
             let mut left = usize::try_from(count).unwrap_or(usize::MAX);
             while left > 0 {
-                let room = runs.last().map_or(0, |run| run.capacity() - run.len());
-                if room == 0 {
-                    let capacity = usize::try_from(self.total).unwrap_or(usize::MAX);
-                    runs.push(Vec::with_capacity(capacity.clamp(1, MAX_RUN_KEYS)));
-                }
-                // There is a last run with room: it had some, or one was just started.
-                if let Some(run) = runs.last_mut() {
-                    let taken = left.min(run.capacity() - run.len());
-                    run.extend(std::iter::repeat_n(key, taken));
-                    left -= taken;
-                }
+                let taken = left.min(MAX_RUN_KEYS);
+                run_with_room(runs, taken).extend(std::iter::repeat_n(key, taken));
+                left -= taken;
             }
         }
     }
@@ -279,10 +271,9 @@ impl ExactValues {
             push_keys(&mut sorting.keys, &mut sorting.scratch, values);
             let counted = counts.count_all(&sorting.keys);
             if counted < sorting.keys.len() {
-                self.form = KeptValues::Runs(counts.expand());
-                if let KeptValues::Runs(runs) = &mut self.form {
-                    push_to_runs(runs, &sorting.keys[counted..]);
-                }
+                let mut runs = counts.expand();
+                push_to_runs(&mut runs, &sorting.keys[counted..]);
+                self.form = KeptValues::Runs(runs);
             }
         } else if let KeptValues::Runs(runs) = &mut self.form {
             push_keys(
