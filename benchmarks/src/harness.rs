@@ -45,7 +45,7 @@ impl Lakeforge {
                 "build",
                 "--locked",
                 "-p",
-                "lakeforge-engine",
+                "lakeforge-cli",
                 "--bin",
                 "lakeforge",
             ]);
@@ -67,7 +67,7 @@ impl Lakeforge {
         let binary = dir.join(format!("lakeforge{}", std::env::consts::EXE_SUFFIX));
         if !binary.is_file() {
             bail!(
-                "{} does not exist: build it with `cargo build --release -p lakeforge-engine`, \
+                "{} does not exist: build it with `cargo build --release -p lakeforge-cli`, \
                  or pass --lakeforge PATH",
                 binary.display()
             );

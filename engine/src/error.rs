@@ -96,6 +96,19 @@ pub enum EngineError {
         results: Vec<crate::dq::CheckResult>,
     },
 
+    /// A product's files could not be written because the filesystem is full; the files
+    /// already written were removed and nothing was published.
+    #[error(
+        "product '{product}': the disk is full: no space left to write {location}; nothing was \
+         published (the files written so far were removed)"
+    )]
+    DiskFull {
+        /// The product (or checked dataset) being written.
+        product: String,
+        /// Where its files were going.
+        location: String,
+    },
+
     /// The run was cancelled before its commits (timeout, shutdown); nothing was committed.
     #[error("cancelled: {reason}")]
     Cancelled {

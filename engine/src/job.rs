@@ -30,7 +30,7 @@ use crate::lineage::openlineage::{
     self, DEFAULT_NAMESPACE, EventSink, PublishedProduct, ReadSource, RunDescription,
 };
 use crate::lineage::{ProductLineage, PublishedLineage, lineage_options, record_lineage};
-use crate::location::{display_location, join_folder, resolve_location, resolve_table_location};
+use crate::location::{display_location, join_folder, resolve_table_location};
 use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
 use crate::models::{JobModels, ModelUse};
 use crate::publish::{
@@ -1026,22 +1026,4 @@ pub async fn validate_job(loaded: &LoadedJob, config: &EngineConfig) -> Result<J
         products: reports,
         check_passes,
     })
-}
-
-/// Resolves a table argument of the CLI (a path relative to the working directory, or a URL).
-pub fn table_argument(text: &str) -> Result<Url> {
-    let cwd = std::env::current_dir().map_err(|source| EngineError::Io {
-        context: "cannot read the working directory".to_string(),
-        source,
-    })?;
-    resolve_table_location(&cwd, text)
-}
-
-/// Resolves a location argument that may be a file or a folder.
-pub fn location_argument(text: &str) -> Result<Url> {
-    let cwd = std::env::current_dir().map_err(|source| EngineError::Io {
-        context: "cannot read the working directory".to_string(),
-        source,
-    })?;
-    resolve_location(&cwd, text)
 }

@@ -154,8 +154,9 @@ pub async fn prepare_product(
     let plan = cast_to_delta_types(&product, plan, columns)?;
     let schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
     let existing = open_existing(&target.url).await?;
-    if let Some(table) = &existing {
-        check_against_table(&target, &schema, table)?;
+    match &existing {
+        Some(table) => check_against_table(&target, &schema, table)?,
+        None => ensure_no_foreign_files(&target).await?,
     }
     Ok(PreparedProduct {
         target,
@@ -165,6 +166,41 @@ pub async fn prepare_product(
         checks: None,
         quarantine: None,
     })
+}
+
+/// Refuses to create a table where files already are: a folder that holds someone else's
+/// files, turned into a Delta table, would have them deleted by a later VACUUM (they are not
+/// in the log). An empty or missing folder is fine.
+async fn ensure_no_foreign_files(target: &ProductTarget) -> Result<()> {
+    let location = display_location(&target.url);
+    let table = deltalake::DeltaTableBuilder::from_url(target.url.clone())
+        .and_then(|b| b.build())
+        .map_err(|e| EngineError::delta(format!("cannot open {location}"), e))?;
+    let store = table.object_store();
+    let first = match store.list(None).try_next().await {
+        Ok(first) => first,
+        // Nothing there at all (a local folder that does not exist yet lists as an error on
+        // some stores): nothing to protect.
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(error) => {
+            return Err(EngineError::product(
+                &target.name,
+                format!("cannot list {location}: {error}"),
+            ));
+        }
+    };
+    match first {
+        None => Ok(()),
+        Some(object) => Err(EngineError::product(
+            &target.name,
+            format!(
+                "{location} is not a Delta table but already holds files (e.g. {}); Lakeforge \
+                 will not create a table among them, since a later VACUUM would delete them: \
+                 choose another path or move the files away",
+                object.location
+            ),
+        )),
+    }
 }
 
 /// The schema the first `columns` columns of `plan` are written with: Delta types, nullable.
@@ -451,6 +487,13 @@ async fn stream_to_tables(
             delete_files(&quarantine.target.url, &quarantined).await;
         }
         return Err(match failure {
+            Some(message) if !cancelled && is_disk_full(&message) => EngineError::DiskFull {
+                product: dataset.to_string(),
+                location: target
+                    .map(|t| &t.url)
+                    .or(quarantine.map(|q| &q.target.url))
+                    .map_or_else(String::new, display_location),
+            },
             Some(message) if !cancelled => EngineError::product(dataset, message),
             _ => cancel.error(),
         });
@@ -460,6 +503,14 @@ async fn stream_to_tables(
         quarantined: StagedFiles::new(quarantined, quarantined_rows),
         checks: check_states,
     })
+}
+
+/// Whether a writer's error is the filesystem running out of space. The Parquet and Delta
+/// writers hand their I/O errors on as text (the `std::io::Error` is gone by then), so the
+/// operating system's wording and code are what is left to recognise (ENOSPC is 28 on Linux
+/// and macOS).
+fn is_disk_full(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("(os error 28)")
 }
 
 /// A writer of Parquet files into the table at `table_url` (files roll over at

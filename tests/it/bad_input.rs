@@ -202,3 +202,117 @@ fn missing_job_file_and_bad_arguments() {
     let err = project.fails(&["runs", "wh"]);
     assert!(err.contains("no job has run"), "{err}");
 }
+
+/// A product whose rows do not fit the filesystem: one error line saying the disk is full and
+/// where, no panic or warning from the writers, no file left behind. The warehouse is a small
+/// tmpfs mounted in a private mount namespace (`unshare -m`), so nothing outside the test sees
+/// it and it disappears with the process; where namespaces or mounts are not allowed (not
+/// root), the test says so and stops.
+#[test]
+fn a_full_disk_is_one_clear_error_and_leaves_no_files() {
+    let allowed = std::process::Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=1M tmpfs /mnt && umount /mnt",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !allowed {
+        eprintln!("skipped: this machine cannot mount a small tmpfs (unshare -m / mount)");
+        return;
+    }
+    let project = Project::new();
+    // md5 strings barely compress: about 25 MB of Parquet for a 3 MiB filesystem.
+    project.write(
+        "job.toml",
+        r#"
+[job]
+name = "fill"
+warehouse = "wh"
+
+[[products]]
+name = "big"
+sql = "SELECT value AS id, md5(CAST(value AS VARCHAR)) AS h, md5(CAST(value + 1 AS VARCHAR)) AS h2 FROM generate_series(1, 400000)"
+"#,
+    );
+    std::fs::create_dir_all(project.join("wh")).unwrap();
+    let script = r#"mount -t tmpfs -o size=3M tmpfs wh || exit 90
+"$0" run job.toml 2>stderr.txt; echo "exit=$?"
+echo "files=$(find wh/big -type f 2>/dev/null | wc -l)"
+cat stderr.txt >&2"#;
+    let output = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", script, env!("CARGO_BIN_EXE_lakeforge")])
+        .current_dir(project.path())
+        .env("LAKEFORGE_TARGET_PARTITIONS", "2")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(stdout.contains("exit=1"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("files=0"), "files left behind:\n{stdout}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic was printed:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "more than the error line:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with("error:")
+            && stderr.contains("product 'big'")
+            && stderr.contains("the disk is full")
+            && stderr.contains("wh/big"),
+        "{stderr}"
+    );
+}
+
+/// A product path that already holds files that are not a Delta table is refused (a later
+/// VACUUM would delete them); the files stay as they were. An empty folder is fine.
+#[test]
+fn a_product_folder_holding_other_files_is_refused() {
+    let project = Project::new();
+    project.write("job.toml", COUNTRY_JOB);
+    project.write("wh/customers_by_country/notes.txt", "someone else's file");
+    let err = project.fails(&["run", "job.toml"]);
+    assert!(
+        err.contains("product 'customers_by_country'")
+            && err.contains("not a Delta table but already holds files")
+            && err.contains("notes.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("wh/customers_by_country/notes.txt")).unwrap(),
+        "someone else's file"
+    );
+    assert!(!project.join("wh/customers_by_country/_delta_log").exists());
+    let err = project.fails(&["validate", "job.toml"]);
+    assert!(err.contains("already holds files"), "{err}");
+
+    std::fs::remove_file(project.join("wh/customers_by_country/notes.txt")).unwrap();
+    project.ok(&["run", "job.toml"]);
+}
+
+/// `worker --bind` takes an IP address (the ports have their own flags); HOST:PORT is refused
+/// naming the flag and the expected form, before anything starts.
+#[test]
+fn worker_bind_must_be_an_ip_address() {
+    let project = Project::new();
+    let err = project.fails(&[
+        "worker",
+        "--coordinator",
+        "127.0.0.1:1",
+        "--bind",
+        "127.0.0.1:50051",
+    ]);
+    assert!(
+        err.contains("--bind '127.0.0.1:50051'")
+            && err.contains("IP address")
+            && err.contains("--flight-port"),
+        "{err}"
+    );
+}

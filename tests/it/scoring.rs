@@ -9,7 +9,7 @@ use crate::support::Project;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/models")
+        .join("../../tests/fixtures/models")
         .join(name)
 }
 

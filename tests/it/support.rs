@@ -27,7 +27,7 @@ impl Project {
 
     /// Copies the churn example's job, SQL and model into `folder` of the project.
     pub fn copy_example(&self, folder: &str) {
-        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/churn");
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/churn");
         for file in ["job.toml", "purchase_gaps.sql", "models/churn_xgb.json"] {
             let text = fs::read_to_string(format!("{example}/{file}")).unwrap();
             self.write(&format!("{folder}/{file}"), &text);

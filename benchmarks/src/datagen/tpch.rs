@@ -19,7 +19,7 @@ use tpchgen_arrow::{
     SupplierArrow,
 };
 
-use super::{DatagenError, generate_cached};
+use lakeforge_datagen::{DatagenError, generate_cached};
 
 /// The eight TPC-H tables.
 pub const TPCH_TABLES: [&str; 8] = [

@@ -260,7 +260,7 @@ fn describe_edge(edge: &LineageEdge) -> String {
 }
 
 /// Output formats of the lineage commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineageFormat {
     /// An indented tree (upstream) or a list of hops (impact).
     Text,

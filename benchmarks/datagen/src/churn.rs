@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::datagen::{
+use crate::{
     COUNTRIES, DatagenError, chunk_rng, customer_id, generate_cached, pick, write_parquet_rows,
 };
 

@@ -1,4 +1,8 @@
-//! Deterministic sample-data generators.
+//! Lakeforge's deterministic sample-data generators: the churn example's customers and events
+//! (`lakeforge example`) and the benchmarks' feature table. A small crate of its own so the
+//! product binary can generate the example's data without linking the benchmark harness (the
+//! TPC-H generator stays in `lakeforge-benchmarks`).
+//!
 //!
 //! Every generator writes into a temporary sibling folder and renames it into place at the end
 //! (so an interrupted run never leaves a half dataset a later run would reuse), and records its
@@ -8,7 +12,6 @@
 
 pub mod churn;
 pub mod features;
-pub mod tpch;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -59,19 +62,22 @@ pub enum DatagenError {
 }
 
 impl DatagenError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
         DatagenError::Io {
             path: path.to_path_buf(),
             source,
         }
     }
-    pub(crate) fn arrow(path: &Path, source: arrow::error::ArrowError) -> Self {
+    /// Arrow refused a batch for `path`.
+    pub fn arrow(path: &Path, source: arrow::error::ArrowError) -> Self {
         DatagenError::Arrow {
             path: path.to_path_buf(),
             source,
         }
     }
-    pub(crate) fn parquet(path: &Path, source: parquet::errors::ParquetError) -> Self {
+    /// The Parquet writer failed on `path`.
+    pub fn parquet(path: &Path, source: parquet::errors::ParquetError) -> Self {
         DatagenError::Parquet {
             path: path.to_path_buf(),
             source,
@@ -84,7 +90,7 @@ const MANIFEST: &str = "_datagen.json";
 
 /// Generates a dataset under `root` with `write` unless the folder's manifest says it already
 /// holds the data of an equal `config`. Returns whether data was generated.
-pub(crate) fn generate_cached<C>(
+pub fn generate_cached<C>(
     root: &Path,
     config: &C,
     write: impl FnOnce(&Path) -> Result<(), DatagenError>,
