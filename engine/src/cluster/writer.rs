@@ -1,6 +1,6 @@
 //! The distributed Delta writer: a logical node the client puts on top of a dataset's plan, and
 //! the execution plan it becomes on the coordinator, which runs each output partition through
-//! the same sinks as an embedded run ([`PartitionSinks`]) on whichever worker computes it: the
+//! the same sinks as an embedded run (`PartitionSinks`) on whichever worker computes it: the
 //! dataset's checks evaluated batch by batch, valid rows written as Parquet files into the
 //! product's table, quarantined rows into the quarantine table.
 //!

@@ -12,7 +12,7 @@
 //! - The buffer's memory is reserved from the session's memory pool. When the pool refuses
 //!   more, the buffer is sorted and written to a spill file of the session's disk manager, and
 //!   the merge reads it back: memory stays bounded, as for DataFusion's own spilling operators.
-//! - A key of one `BIGINT` or `INT` column starts as bitmaps of the ids seen ([`DenseKeys`]):
+//! - A key of one `BIGINT` or `INT` column starts as bitmaps of the ids seen (`DenseKeys`):
 //!   while the ids are dense (surrogate keys), that is a bit test per row and a fraction of
 //!   the keys' memory. When they prove sparse, the bitmaps become a sorted run of keys and the
 //!   set goes on as above.

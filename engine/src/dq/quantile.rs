@@ -4,7 +4,7 @@
 //! ranks, as numpy's default, DuckDB's `quantile_cont` and DataFusion's `percentile_cont` do,
 //! and it does not depend on how rows were partitioned. The values are held in one of two forms,
 //! their memory reserved from the session's pool:
-//! - while the column has held at most [`MAX_COUNTED`] distinct values (ages, scores, counts,
+//! - while the column has held at most `MAX_COUNTED` distinct values (ages, scores, counts,
 //!   whole milliseconds), each distinct value with its count: a small table, however many rows;
 //! - beyond that, every value, 8 bytes each, in runs allocated once and never reallocated.
 //!   The table's values become the first run.
