@@ -75,7 +75,7 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     assert_eq!(input["version"], 0);
     assert_eq!(
         input["transformations"],
-        serde_json::json!(["DIRECT AGGREGATION"])
+        serde_json::json!([{"type": "DIRECT", "subtype": "AGGREGATION", "masking": false, "inferred": false}])
     );
     let upstream = &input["upstream"];
     assert_eq!(upstream["job"], "profiles_job");
@@ -92,13 +92,13 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     );
     assert_eq!(
         raw["transformations"],
-        serde_json::json!(["DIRECT TRANSFORMATION"])
+        serde_json::json!([{"type": "DIRECT", "subtype": "TRANSFORMATION", "masking": false, "inferred": false}])
     );
     // A's WHERE clause is a dataset-wide dependency of A's product.
     assert_eq!(upstream["dataset"][0]["field"], "age");
     assert_eq!(
         upstream["dataset"][0]["transformations"],
-        serde_json::json!(["INDIRECT FILTER"])
+        serde_json::json!([{"type": "INDIRECT", "subtype": "FILTER", "masking": false, "inferred": false}])
     );
     // B's GROUP BY is one of B's.
     assert!(
@@ -106,7 +106,9 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["field"] == "country" && d["transformations"][0] == "INDIRECT GROUP_BY"),
+            .any(|d| d["field"] == "country"
+                && d["transformations"][0]["type"] == "INDIRECT"
+                && d["transformations"][0]["subtype"] == "GROUP_BY"),
         "{tree}"
     );
 
@@ -134,11 +136,11 @@ fn lineage_follows_products_across_jobs_and_impact_reaches_downstream_jobs() {
     assert_eq!(age_months["depth"], 1);
     assert_eq!(
         age_months["path"][0]["transformations"],
-        serde_json::json!(["DIRECT TRANSFORMATION"])
+        serde_json::json!([{"type": "DIRECT", "subtype": "TRANSFORMATION", "masking": false, "inferred": false}])
     );
     assert_eq!(
         hit(hits, "profiles", "*").unwrap()["path"][0]["transformations"][0],
-        "INDIRECT FILTER"
+        serde_json::json!({"type": "INDIRECT", "subtype": "FILTER", "masking": false, "inferred": false})
     );
     let mean = hit(hits, "by_country", "mean_age_months").expect("by_country.mean_age_months");
     assert_eq!(mean["depth"], 2);

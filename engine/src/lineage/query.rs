@@ -64,8 +64,8 @@ pub struct UpstreamInput {
     pub version: Option<u64>,
     /// The input column (or the model reference).
     pub field: String,
-    /// `DIRECT IDENTITY`, `INDIRECT FILTER`, ... with `(masking)` when masked.
-    pub transformations: Vec<String>,
+    /// How the output depends on it (`DIRECT IDENTITY`, `INDIRECT FILTER`, ...).
+    pub transformations: Vec<Transformation>,
     /// The input product's own lineage of this column.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Box<UpstreamTable>>,
@@ -248,15 +248,60 @@ async fn follow_product(
     Ok(Some(Box::new(described)))
 }
 
-fn describe_edge(edge: &LineageEdge) -> String {
-    let mut text = edge.subtype.to_string();
-    if edge.masking {
-        text.push_str(" (masking)");
+/// One way an output column depends on an input column, structured as OpenLineage has it
+/// (`type`, `subtype`, `masking`) for `--format json`; displayed as `DIRECT IDENTITY`, with
+/// `(masking)` / `(inferred)` when they hold, in the text, DOT and Mermaid forms.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Transformation {
+    /// `DIRECT` (the value is computed from the input) or `INDIRECT` (influenced by it).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The OpenLineage subtype: `IDENTITY`, `TRANSFORMATION`, `AGGREGATION`, `FILTER`, ...
+    pub subtype: String,
+    /// Whether the transformation hides the input's values (hashes, counts, masking
+    /// functions).
+    pub masking: bool,
+    /// Whether the dependency was inferred rather than read off the plan (e.g. through a
+    /// function Lakeforge does not know).
+    pub inferred: bool,
+}
+
+impl Transformation {
+    /// Whether the output's value is computed from the input.
+    pub fn is_direct(&self) -> bool {
+        self.kind == "DIRECT"
     }
-    if edge.inferred {
-        text.push_str(" (inferred)");
+}
+
+impl std::fmt::Display for Transformation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.subtype)?;
+        if self.masking {
+            f.write_str(" (masking)")?;
+        }
+        if self.inferred {
+            f.write_str(" (inferred)")?;
+        }
+        Ok(())
     }
-    text
+}
+
+/// `DIRECT IDENTITY, INDIRECT FILTER`.
+fn joined(transformations: &[Transformation]) -> String {
+    transformations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_edge(edge: &LineageEdge) -> Transformation {
+    Transformation {
+        kind: edge.subtype.kind().to_string(),
+        subtype: edge.subtype.as_str().to_string(),
+        masking: edge.masking,
+        inferred: edge.inferred,
+    }
 }
 
 /// Output formats of the lineage commands.
@@ -359,7 +404,7 @@ fn upstream_text(tree: &UpstreamTable, indent: &str, text: &mut String) {
                 input.name,
                 input.field,
                 location,
-                input.transformations.join(", ")
+                joined(&input.transformations)
             );
             if let Some(upstream) = &input.upstream {
                 let nested = format!("{child_indent}{}", if last_input { "    " } else { "│   " });
@@ -435,11 +480,8 @@ fn upstream_graph(tree: &UpstreamTable, graph: &mut Graph) {
                 .clone()
                 .unwrap_or_else(|| format!("model:{}", input.name));
             let from = graph.node(&dataset, &input.field);
-            let direct = input
-                .transformations
-                .iter()
-                .any(|t| t.starts_with("DIRECT"));
-            graph.edge(from, to.clone(), &input.transformations.join(", "), direct);
+            let direct = input.transformations.iter().any(Transformation::is_direct);
+            graph.edge(from, to.clone(), &joined(&input.transformations), direct);
             if let Some(upstream) = &input.upstream {
                 upstream_graph(upstream, graph);
             }
@@ -482,7 +524,7 @@ pub struct ImpactHop {
     /// The product column (`*` for the whole dataset).
     pub to_column: String,
     /// How, e.g. `DIRECT IDENTITY`.
-    pub transformations: Vec<String>,
+    pub transformations: Vec<Transformation>,
 }
 
 /// One row of the lineage table, as impact analysis reads it.
@@ -497,6 +539,8 @@ struct EdgeRow {
     input_field: String,
     kind: String,
     subtype: String,
+    masking: bool,
+    inferred: bool,
 }
 
 /// Every product column in `warehouse` that depends on `column` of `dataset` (a location or
@@ -523,7 +567,7 @@ pub async fn impact(
         &url,
         "lineage",
         "SELECT l.job, l.product, l.product_table, l.product_version, l.output_column, \
-         l.input_dataset, l.input_field, l.type, l.subtype \
+         l.input_dataset, l.input_field, l.type, l.subtype, l.masking, l.inferred \
          FROM lineage AS l JOIN \
            (SELECT product_table, max(product_version) AS latest FROM lineage \
             GROUP BY product_table) AS newest \
@@ -542,7 +586,8 @@ pub async fn impact(
             continue;
         }
         // (table, column) reached from this node, with the transformations of the hop.
-        let mut reached: BTreeMap<(String, String), (Vec<String>, &EdgeRow)> = BTreeMap::new();
+        let mut reached: BTreeMap<(String, String), (Vec<Transformation>, &EdgeRow)> =
+            BTreeMap::new();
         for row in &rows {
             let field_matches = match &from_column {
                 None => true,
@@ -558,7 +603,12 @@ pub async fn impact(
             let entry = reached
                 .entry((row.table.clone(), to_column))
                 .or_insert_with(|| (Vec::new(), row));
-            let transformation = format!("{} {}", row.kind, row.subtype);
+            let transformation = Transformation {
+                kind: row.kind.clone(),
+                subtype: row.subtype.clone(),
+                masking: row.masking,
+                inferred: row.inferred,
+            };
             if !entry.0.contains(&transformation) {
                 entry.0.push(transformation);
             }
@@ -610,6 +660,14 @@ fn edge_rows(batches: &[RecordBatch]) -> Vec<EdgeRow> {
             let strings = strings.get(index)?.as_ref()?.as_string_opt::<i32>()?;
             (!strings.is_null(row)).then(|| strings.value(row).to_string())
         };
+        // NULL (a row written before the column existed) reads as false.
+        let flag = |index: usize, row: usize| -> bool {
+            batch
+                .columns()
+                .get(index)
+                .and_then(|c| c.as_boolean_opt())
+                .is_some_and(|c| c.is_valid(row) && c.value(row))
+        };
         let versions = batch.column(3).as_primitive_opt::<Int64Type>();
         for row in 0..batch.num_rows() {
             let version = versions
@@ -626,6 +684,8 @@ fn edge_rows(batches: &[RecordBatch]) -> Vec<EdgeRow> {
                 input_field: text(6, row).unwrap_or_default(),
                 kind: text(7, row).unwrap_or_default(),
                 subtype: text(8, row).unwrap_or_default(),
+                masking: flag(9, row),
+                inferred: flag(10, row),
             });
         }
     }
@@ -647,7 +707,7 @@ pub fn render_impact(hits: &[ImpactHit], format: LineageFormat) -> Result<String
                             "{}.{} -[{}]-> {}.{}",
                             short(&hop.from_dataset),
                             hop.from_field,
-                            hop.transformations.join(", "),
+                            joined(&hop.transformations),
                             short(&hop.to_table),
                             hop.to_column
                         )
@@ -672,8 +732,8 @@ pub fn render_impact(hits: &[ImpactHit], format: LineageFormat) -> Result<String
             for hop in hits.iter().flat_map(|h| &h.path) {
                 let from = graph.node(&hop.from_dataset, &hop.from_field);
                 let to = graph.node(&hop.to_table, &hop.to_column);
-                let direct = hop.transformations.iter().any(|t| t.starts_with("DIRECT"));
-                graph.edge(from, to, &hop.transformations.join(", "), direct);
+                let direct = hop.transformations.iter().any(Transformation::is_direct);
+                graph.edge(from, to, &joined(&hop.transformations), direct);
             }
             Ok(graph.render(format))
         }
