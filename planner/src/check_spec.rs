@@ -365,197 +365,19 @@ impl CheckSpec {
     pub fn validate(&self) -> Result<(), PlannerError> {
         let kind = self.effective_kind()?;
         let name = self.effective_name()?;
-        let invalid = |message: String| PlannerError::InvalidCheck {
-            check: name.clone(),
-            dataset: self.on.clone(),
-            message,
+        let check = CheckValidation {
+            spec: self,
+            kind,
+            name,
         };
-        let allowed: &[&str] = match kind {
-            CheckKind::Expect => &["expect"],
-            CheckKind::NotNull => &["column", "columns"],
-            CheckKind::Unique => &["column", "columns"],
-            CheckKind::InSet => &["column", "values"],
-            CheckKind::Between => &["column", "min", "max"],
-            CheckKind::Regex => &["column", "pattern"],
-            CheckKind::Referential => &["column", "reference", "reference_column"],
-            CheckKind::RowCount => &["min", "max"],
-            CheckKind::Freshness => &["column", "max_age"],
-            CheckKind::Schema => &["columns", "types"],
-            CheckKind::Mean | CheckKind::Stddev | CheckKind::Min | CheckKind::Max => {
-                &["column", "min", "max"]
-            }
-            CheckKind::Quantile => &["column", "min", "max", "quantile"],
-            CheckKind::Drift => &[
-                "column",
-                "reference",
-                "reference_column",
-                "reference_version",
-                "method",
-                "threshold",
-                "bins",
-            ],
-            CheckKind::Anomaly => &["column", "metric", "max_change", "window", "min_history"],
-        };
-        let given = self.given_kind_keys();
-        if let Some(key) = given.iter().find(|k| !allowed.contains(k)) {
-            return Err(invalid(format!(
-                "`{key}` does not apply to a `{kind}` check (it takes: {})",
-                allowed.join(", ")
-            )));
-        }
-        let require = |present: bool, key: &str| {
-            if present {
-                Ok(())
-            } else {
-                Err(invalid(format!("a `{kind}` check needs `{key}`")))
-            }
-        };
-        if !kind.is_row_level() {
-            if matches!(self.action, CheckAction::Drop | CheckAction::Quarantine) {
-                return Err(invalid(format!(
-                    "action `{}` applies to row-level checks only; a `{kind}` check can \
-                     `warn` or `fail`",
-                    self.action
-                )));
-            }
-            for (key, present) in [
-                ("mostly", self.mostly.is_some()),
-                ("nulls", self.nulls.is_some()),
-                ("samples", self.samples.is_some()),
-            ] {
-                if present {
-                    return Err(invalid(format!(
-                        "`{key}` applies to row-level checks only, not to `{kind}`"
-                    )));
-                }
-            }
-        }
-        if let Some(mostly) = self.mostly
-            && !(0.0..=1.0).contains(&mostly)
-        {
-            return Err(invalid(format!(
-                "`mostly` must be within [0, 1], got {mostly}"
-            )));
-        }
-        match kind {
-            CheckKind::Expect => {}
-            CheckKind::NotNull | CheckKind::Unique => {
-                require(self.column.is_some() || !self.columns.is_empty(), "columns")?;
-            }
-            CheckKind::InSet => {
-                require(self.column.is_some(), "column")?;
-                require(!self.values.is_empty(), "values")?;
-            }
-            CheckKind::Between => {
-                require(self.column.is_some(), "column")?;
-                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
-            }
-            CheckKind::Regex => {
-                require(self.column.is_some(), "column")?;
-                require(self.pattern.is_some(), "pattern")?;
-            }
-            CheckKind::Referential => {
-                require(self.column.is_some(), "column")?;
-                require(self.reference.is_some(), "reference")?;
-            }
-            CheckKind::RowCount => {
-                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
-                for bound in [&self.min, &self.max].into_iter().flatten() {
-                    if bound.as_integer().is_none_or(|n| n < 0) {
-                        return Err(invalid(format!(
-                            "`min` and `max` of a row_count are non-negative integers, got {bound}"
-                        )));
-                    }
-                }
-            }
-            CheckKind::Freshness => {
-                require(self.column.is_some(), "column")?;
-                require(self.max_age.is_some(), "max_age")?;
-                if let Some(age) = &self.max_age {
-                    parse_duration(age).map_err(|e| invalid(format!("`max_age`: {e}")))?;
-                }
-            }
-            CheckKind::Schema => {
-                require(
-                    !self.columns.is_empty() || !self.types.is_empty(),
-                    "columns` or `types",
-                )?;
-            }
-            CheckKind::Mean
-            | CheckKind::Stddev
-            | CheckKind::Min
-            | CheckKind::Max
-            | CheckKind::Quantile => {
-                require(self.column.is_some(), "column")?;
-                require(self.min.is_some() || self.max.is_some(), "min` or `max")?;
-                for bound in [&self.min, &self.max].into_iter().flatten() {
-                    if toml_number(bound).is_none() {
-                        return Err(invalid(format!(
-                            "`min` and `max` of a `{kind}` check are numbers, got {bound}"
-                        )));
-                    }
-                }
-                if kind == CheckKind::Quantile {
-                    require(self.quantile.is_some(), "quantile")?;
-                    if let Some(q) = self.quantile
-                        && !(0.0..=1.0).contains(&q)
-                    {
-                        return Err(invalid(format!(
-                            "`quantile` must be within [0, 1], got {q}"
-                        )));
-                    }
-                }
-            }
-            CheckKind::Drift => {
-                require(self.column.is_some(), "column")?;
-                if self.reference_version.is_some()
-                    && self.reference.as_deref().is_some_and(|r| r != "previous")
-                {
-                    return Err(invalid(
-                        "`reference_version` pins a version of the checked product; it cannot \
-                         be combined with another `reference`"
-                            .to_string(),
-                    ));
-                }
-                if let Some(bins) = self.bins
-                    && !(2..=1000).contains(&bins)
-                {
-                    return Err(invalid(format!(
-                        "`bins` must be within 2..=1000, got {bins}"
-                    )));
-                }
-                if let Some(threshold) = self.threshold
-                    && !(threshold.is_finite() && threshold > 0.0)
-                {
-                    return Err(invalid(format!(
-                        "`threshold` must be a positive number, got {threshold}"
-                    )));
-                }
-            }
-            CheckKind::Anomaly => {
-                let metric = self
-                    .metric
-                    .ok_or_else(|| invalid("an `anomaly` check needs `metric`".to_string()))?;
-                if metric != AnomalyMetric::RowCount {
-                    require(self.column.is_some(), "column")?;
-                } else if self.column.is_some() {
-                    return Err(invalid("metric `row_count` takes no `column`".to_string()));
-                }
-                if self.max_change.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-                    return Err(invalid(
-                        "`max_change` must be a positive number".to_string(),
-                    ));
-                }
-                if self.window == Some(0) {
-                    return Err(invalid("`window` must be at least 1".to_string()));
-                }
-            }
-        }
+        check.keys_apply()?;
+        check.row_level_options()?;
+        check.kind_rules()?;
         if matches!(kind, CheckKind::NotNull | CheckKind::Unique)
             && self.column.is_some()
             && !self.columns.is_empty()
         {
-            return Err(invalid("give `column` or `columns`, not both".to_string()));
+            return Err(check.invalid("give `column` or `columns`, not both".to_string()));
         }
         Ok(())
     }
@@ -587,6 +409,252 @@ impl CheckSpec {
         .into_iter()
         .filter_map(|(key, present)| present.then_some(key))
         .collect()
+    }
+}
+
+/// The kind-specific keys a kind takes.
+fn allowed_keys(kind: CheckKind) -> &'static [&'static str] {
+    match kind {
+        CheckKind::Expect => &["expect"],
+        CheckKind::NotNull => &["column", "columns"],
+        CheckKind::Unique => &["column", "columns"],
+        CheckKind::InSet => &["column", "values"],
+        CheckKind::Between => &["column", "min", "max"],
+        CheckKind::Regex => &["column", "pattern"],
+        CheckKind::Referential => &["column", "reference", "reference_column"],
+        CheckKind::RowCount => &["min", "max"],
+        CheckKind::Freshness => &["column", "max_age"],
+        CheckKind::Schema => &["columns", "types"],
+        CheckKind::Mean | CheckKind::Stddev | CheckKind::Min | CheckKind::Max => {
+            &["column", "min", "max"]
+        }
+        CheckKind::Quantile => &["column", "min", "max", "quantile"],
+        CheckKind::Drift => &[
+            "column",
+            "reference",
+            "reference_column",
+            "reference_version",
+            "method",
+            "threshold",
+            "bins",
+        ],
+        CheckKind::Anomaly => &["column", "metric", "max_change", "window", "min_history"],
+    }
+}
+
+/// A check being validated, with its effective kind and name, so the per-kind rules share
+/// one way of naming the check in their errors.
+struct CheckValidation<'a> {
+    spec: &'a CheckSpec,
+    kind: CheckKind,
+    name: String,
+}
+
+impl CheckValidation<'_> {
+    /// An error naming the check and its dataset.
+    fn invalid(&self, message: String) -> PlannerError {
+        PlannerError::InvalidCheck {
+            check: self.name.clone(),
+            dataset: self.spec.on.clone(),
+            message,
+        }
+    }
+
+    /// An error unless `present`: the kind needs `key`.
+    fn require(&self, present: bool, key: &str) -> Result<(), PlannerError> {
+        if present {
+            Ok(())
+        } else {
+            Err(self.invalid(format!("a `{}` check needs `{key}`", self.kind)))
+        }
+    }
+
+    /// Refuses kind-specific keys that do not apply to the kind.
+    fn keys_apply(&self) -> Result<(), PlannerError> {
+        let kind = self.kind;
+        let allowed = allowed_keys(kind);
+        let given = self.spec.given_kind_keys();
+        if let Some(key) = given.iter().find(|k| !allowed.contains(k)) {
+            return Err(self.invalid(format!(
+                "`{key}` does not apply to a `{kind}` check (it takes: {})",
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses row-level options (dropping or quarantining rows, `mostly`, `nulls`,
+    /// `samples`) on a dataset-level kind, and a `mostly` outside [0, 1].
+    fn row_level_options(&self) -> Result<(), PlannerError> {
+        let (spec, kind) = (self.spec, self.kind);
+        if !kind.is_row_level() {
+            if matches!(spec.action, CheckAction::Drop | CheckAction::Quarantine) {
+                return Err(self.invalid(format!(
+                    "action `{}` applies to row-level checks only; a `{kind}` check can \
+                     `warn` or `fail`",
+                    spec.action
+                )));
+            }
+            for (key, present) in [
+                ("mostly", spec.mostly.is_some()),
+                ("nulls", spec.nulls.is_some()),
+                ("samples", spec.samples.is_some()),
+            ] {
+                if present {
+                    return Err(self.invalid(format!(
+                        "`{key}` applies to row-level checks only, not to `{kind}`"
+                    )));
+                }
+            }
+        }
+        if let Some(mostly) = spec.mostly
+            && !(0.0..=1.0).contains(&mostly)
+        {
+            return Err(self.invalid(format!("`mostly` must be within [0, 1], got {mostly}")));
+        }
+        Ok(())
+    }
+
+    /// The keys the kind requires, and the ranges of their values.
+    fn kind_rules(&self) -> Result<(), PlannerError> {
+        let spec = self.spec;
+        match self.kind {
+            CheckKind::Expect => {}
+            CheckKind::NotNull | CheckKind::Unique => {
+                self.require(spec.column.is_some() || !spec.columns.is_empty(), "columns")?;
+            }
+            CheckKind::InSet => {
+                self.require(spec.column.is_some(), "column")?;
+                self.require(!spec.values.is_empty(), "values")?;
+            }
+            CheckKind::Between => {
+                self.require(spec.column.is_some(), "column")?;
+                self.require(spec.min.is_some() || spec.max.is_some(), "min` or `max")?;
+            }
+            CheckKind::Regex => {
+                self.require(spec.column.is_some(), "column")?;
+                self.require(spec.pattern.is_some(), "pattern")?;
+            }
+            CheckKind::Referential => {
+                self.require(spec.column.is_some(), "column")?;
+                self.require(spec.reference.is_some(), "reference")?;
+            }
+            CheckKind::RowCount => self.row_count_rules()?,
+            CheckKind::Freshness => self.freshness_rules()?,
+            CheckKind::Schema => {
+                self.require(
+                    !spec.columns.is_empty() || !spec.types.is_empty(),
+                    "columns` or `types",
+                )?;
+            }
+            CheckKind::Mean
+            | CheckKind::Stddev
+            | CheckKind::Min
+            | CheckKind::Max
+            | CheckKind::Quantile => self.statistic_rules()?,
+            CheckKind::Drift => self.drift_rules()?,
+            CheckKind::Anomaly => self.anomaly_rules()?,
+        }
+        Ok(())
+    }
+
+    /// `row_count`: a bound, each a non-negative integer.
+    fn row_count_rules(&self) -> Result<(), PlannerError> {
+        let spec = self.spec;
+        self.require(spec.min.is_some() || spec.max.is_some(), "min` or `max")?;
+        for bound in [&spec.min, &spec.max].into_iter().flatten() {
+            if bound.as_integer().is_none_or(|n| n < 0) {
+                return Err(self.invalid(format!(
+                    "`min` and `max` of a row_count are non-negative integers, got {bound}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `freshness`: a column and a `max_age` that parses as a duration.
+    fn freshness_rules(&self) -> Result<(), PlannerError> {
+        let spec = self.spec;
+        self.require(spec.column.is_some(), "column")?;
+        self.require(spec.max_age.is_some(), "max_age")?;
+        if let Some(age) = &spec.max_age {
+            parse_duration(age).map_err(|e| self.invalid(format!("`max_age`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// `mean`, `stddev`, `min`, `max`, `quantile`: a column and numeric bounds; a
+    /// `quantile` within [0, 1].
+    fn statistic_rules(&self) -> Result<(), PlannerError> {
+        let (spec, kind) = (self.spec, self.kind);
+        self.require(spec.column.is_some(), "column")?;
+        self.require(spec.min.is_some() || spec.max.is_some(), "min` or `max")?;
+        for bound in [&spec.min, &spec.max].into_iter().flatten() {
+            if toml_number(bound).is_none() {
+                return Err(self.invalid(format!(
+                    "`min` and `max` of a `{kind}` check are numbers, got {bound}"
+                )));
+            }
+        }
+        if kind == CheckKind::Quantile {
+            self.require(spec.quantile.is_some(), "quantile")?;
+            if let Some(q) = spec.quantile
+                && !(0.0..=1.0).contains(&q)
+            {
+                return Err(self.invalid(format!("`quantile` must be within [0, 1], got {q}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// `drift`: a column; a pinned version only of the checked product; bins and threshold
+    /// in range.
+    fn drift_rules(&self) -> Result<(), PlannerError> {
+        let spec = self.spec;
+        self.require(spec.column.is_some(), "column")?;
+        if spec.reference_version.is_some()
+            && spec.reference.as_deref().is_some_and(|r| r != "previous")
+        {
+            return Err(self.invalid(
+                "`reference_version` pins a version of the checked product; it cannot \
+                 be combined with another `reference`"
+                    .to_string(),
+            ));
+        }
+        if let Some(bins) = spec.bins
+            && !(2..=1000).contains(&bins)
+        {
+            return Err(self.invalid(format!("`bins` must be within 2..=1000, got {bins}")));
+        }
+        if let Some(threshold) = spec.threshold
+            && !(threshold.is_finite() && threshold > 0.0)
+        {
+            return Err(self.invalid(format!(
+                "`threshold` must be a positive number, got {threshold}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// `anomaly`: a metric, a column exactly when the metric reads one, and a positive
+    /// `max_change` and `window`.
+    fn anomaly_rules(&self) -> Result<(), PlannerError> {
+        let spec = self.spec;
+        let metric = spec
+            .metric
+            .ok_or_else(|| self.invalid("an `anomaly` check needs `metric`".to_string()))?;
+        if metric != AnomalyMetric::RowCount {
+            self.require(spec.column.is_some(), "column")?;
+        } else if spec.column.is_some() {
+            return Err(self.invalid("metric `row_count` takes no `column`".to_string()));
+        }
+        if spec.max_change.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+            return Err(self.invalid("`max_change` must be a positive number".to_string()));
+        }
+        if spec.window == Some(0) {
+            return Err(self.invalid("`window` must be at least 1".to_string()));
+        }
+        Ok(())
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, ScalarValue};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
@@ -273,419 +273,123 @@ pub async fn compile_checks(
 ) -> Result<CheckedDataset, PlannerError> {
     let schema = plan.schema().clone();
     let dataset_columns = schema.fields().len();
-    let column_index = |name: &str| schema.fields().iter().position(|f| f.name() == name);
+    let key_columns = key_column_indices(dataset, &schema, key)?;
+    let mut compilation = CheckCompilation {
+        ctx,
+        dataset,
+        schema,
+        dataset_columns,
+        dataset_plan: plan.clone(),
+        key_columns,
+        placement,
+        frame: DataFrame::new(ctx.state(), plan),
+        extra: Vec::new(),
+    };
+    let mut compiled = Vec::with_capacity(checks.len());
+    for (ordinal, spec) in checks.iter().enumerate() {
+        compiled.push(compilation.compile_check(ordinal, spec).await?);
+    }
+    compilation.finish(dataset_kind, compiled)
+}
+
+/// The indices of the dataset's key columns, in `key` order.
+fn key_column_indices(
+    dataset: &str,
+    schema: &DFSchema,
+    key: &[String],
+) -> Result<Vec<usize>, PlannerError> {
     let mut key_columns = Vec::with_capacity(key.len());
     for name in key {
-        let index = column_index(name).ok_or_else(|| {
+        let index = column_position(schema, name).ok_or_else(|| {
             PlannerError::InvalidSpec(format!(
                 "key column '{name}' of '{dataset}' is not one of its columns ({})",
-                column_list(&schema)
+                column_list(schema)
             ))
         })?;
         key_columns.push(index);
     }
+    Ok(key_columns)
+}
 
-    let dataset_plan = plan.clone();
-    let mut frame = DataFrame::new(ctx.state(), plan);
-    // Check columns, in the order they are appended after the dataset's columns.
-    let mut extra: Vec<Expr> = Vec::new();
-    let mut compiled = Vec::with_capacity(checks.len());
-    for (ordinal, spec) in checks.iter().enumerate() {
+/// The index of the first column of `schema` named `name`, whatever its qualifier.
+fn column_position(schema: &DFSchema, name: &str) -> Option<usize> {
+    schema.fields().iter().position(|f| f.name() == name)
+}
+
+/// The state of compiling one dataset's checks, shared by the per-kind compilers so each
+/// takes the check alone rather than the dataset's plan, schema, keys and placement.
+struct CheckCompilation<'a> {
+    ctx: &'a SessionContext,
+    /// The dataset's name, for errors.
+    dataset: &'a str,
+    /// The dataset plan's schema, which checks name their columns in.
+    schema: DFSchemaRef,
+    /// How many columns the dataset has (the check columns follow them).
+    dataset_columns: usize,
+    /// The dataset's plan as given, without the joins checks add (what a grouped `unique`
+    /// re-reads).
+    dataset_plan: LogicalPlan,
+    /// Indices of the dataset's key columns.
+    key_columns: Vec<usize>,
+    placement: CheckPlacement,
+    /// The dataset with the joins of the checks compiled so far.
+    frame: DataFrame,
+    /// Check columns, in the order they are appended after the dataset's columns.
+    extra: Vec<Expr>,
+}
+
+/// The check being compiled, as its per-kind compiler sees it.
+struct CheckTarget<'s> {
+    spec: &'s CheckSpec,
+    /// Its effective name, for errors.
+    name: String,
+    kind: CheckKind,
+    /// Its position among the dataset's checks, which names its helper columns and joins.
+    ordinal: usize,
+}
+
+/// A compiled check's description (for reports) and how it is evaluated.
+type KindCompiled = (String, Evaluation);
+
+impl CheckCompilation<'_> {
+    /// Compiles one check, appending the column and join it needs.
+    async fn compile_check(
+        &mut self,
+        ordinal: usize,
+        spec: &CheckSpec,
+    ) -> Result<CompiledCheck, PlannerError> {
         let name = spec.effective_name()?;
         let kind = spec.effective_kind()?;
-        let invalid = |message: String| PlannerError::InvalidCheck {
-            check: name.clone(),
-            dataset: dataset.to_string(),
-            message,
+        let check = CheckTarget {
+            spec,
+            name,
+            kind,
+            ordinal,
         };
-        let field_of = |column: &str| -> Result<(usize, DataType), PlannerError> {
-            let index = column_index(column).ok_or_else(|| {
-                invalid(format!(
-                    "column '{column}' does not exist (columns: {})",
-                    column_list(&schema)
-                ))
-            })?;
-            Ok((index, schema.field(index).data_type().clone()))
-        };
-        let next_column = dataset_columns + extra.len();
-        let alias = format!("{CHECK_COLUMN_PREFIX}{ordinal}");
-        let mut description = String::new();
-
-        // A `unique` check that keeps every row, in a run whose partitions end here, is
-        // evaluated from keys collected in the pass, when its sample columns (the dataset's key
-        // columns and its own) are its own columns, so the collected keys can show the failing
-        // rows.
-        let unique_keys = if kind == CheckKind::Unique
-            && placement == CheckPlacement::InProcess
-            && matches!(spec.action, CheckAction::Warn | CheckAction::Fail)
-        {
-            let mut columns = Vec::new();
-            for column in spec.column.iter().chain(&spec.columns) {
-                columns.push(field_of(column)?.0);
-            }
-            columns.sort_unstable();
-            columns.dedup();
-            let mut samples = union_columns(&key_columns, &columns);
-            samples.sort_unstable();
-            (samples == columns).then_some(columns)
-        } else {
-            None
-        };
-        let evaluation = match kind {
-            CheckKind::Referential => {
-                let column = spec.column.as_deref().unwrap_or_default();
-                let (index, data_type) = field_of(column)?;
-                let reference = spec.reference.as_deref().unwrap_or_default();
-                let reference_column = spec.reference_column.as_deref().unwrap_or(column);
-                let reference_alias = format!("__lakeforge_reference_{ordinal}");
-                let reference_frame = ctx
-                    .table(reference)
-                    .await
-                    .and_then(|t| {
-                        t.select(vec![
-                            cast(col(ident(reference_column)), data_type.clone())
-                                .alias(&reference_alias),
-                        ])
-                    })
-                    .and_then(|t| t.distinct())
-                    .and_then(|t| t.alias(&reference_alias))
-                    .map_err(|e| {
-                        invalid(format!(
-                            "cannot read {reference}.{reference_column}: {}",
-                            e.strip_backtrace()
-                        ))
-                    })?;
-                let (qualifier, field) = schema.qualified_field(index);
-                let dataset_column = col(Column::from((qualifier, field)));
-                let reference_value = col(Column::new(
-                    Some(reference_alias.as_str()),
-                    &reference_alias,
-                ));
-                // The reference's distinct values are the join's left (build) side, so the
-                // dataset streams through as the probe side.
-                frame = reference_frame
-                    .join_on(
-                        frame,
-                        JoinType::Right,
-                        [reference_value.clone().eq(dataset_column.clone())],
-                    )
-                    .map_err(|e| invalid(e.strip_backtrace()))?;
-                description = format!("{column} IN (SELECT {reference_column} FROM {reference})");
-                extra.push(
-                    when(dataset_column.is_null(), lit(ScalarValue::Boolean(None)))
-                        .otherwise(reference_value.is_not_null())
-                        .map_err(|e| invalid(e.strip_backtrace()))?
-                        .alias(&alias),
-                );
-                let sample_columns = union_columns(&key_columns, &[index]);
-                Evaluation::Row {
-                    predicate: next_column,
-                    sample_columns,
-                }
-            }
-            CheckKind::Unique if unique_keys.is_some() => {
-                description = unique_description(spec);
-                Evaluation::UniqueKeys {
-                    columns: unique_keys.unwrap_or_default(),
-                }
-            }
-            CheckKind::Unique if cheap_to_recompute(&dataset_plan) => {
-                // A grouped aggregate over the key columns alone (the dataset is a plain scan,
-                // so this re-reads only those columns) finds the duplicated keys; the dataset
-                // then probes that small set. Cheaper than the window below, which sorts every
-                // column of the dataset by the key.
-                let columns: Vec<&String> = spec.column.iter().chain(&spec.columns).collect();
-                let mut indices = Vec::with_capacity(columns.len());
-                for column in &columns {
-                    indices.push(field_of(column)?.0);
-                }
-                let duplicates_alias = format!("__lakeforge_duplicates_{ordinal}");
-                let flag = format!("{duplicates_alias}_flag");
-                let key_names: Vec<String> = (0..indices.len())
-                    .map(|i| format!("{duplicates_alias}_key{i}"))
-                    .collect();
-                let dataset_keys: Vec<Expr> = indices
-                    .iter()
-                    .map(|&i| col(Column::from(schema.qualified_field(i))))
-                    .collect();
-                let duplicates = DataFrame::new(ctx.state(), without_sorts(dataset_plan.clone()))
-                    .aggregate(
-                        dataset_keys
-                            .iter()
-                            .zip(&key_names)
-                            .map(|(key, name)| key.clone().alias(name))
-                            .collect(),
-                        vec![count(lit(1)).alias(&flag)],
-                    )
-                    .and_then(|t| t.filter(col(Column::from_name(&flag)).gt(lit(1_i64))))
-                    .and_then(|t| {
-                        t.select(
-                            key_names
-                                .iter()
-                                .map(|name| col(Column::from_name(name)))
-                                .chain([lit(true).alias(&flag)])
-                                .collect::<Vec<_>>(),
-                        )
-                    })
-                    .and_then(|t| t.alias(&duplicates_alias))
-                    .map_err(|e| invalid(e.strip_backtrace()))?;
-                let qualified =
-                    |name: &str| col(Column::new(Some(duplicates_alias.as_str()), name));
-                let on: Vec<Expr> = dataset_keys
-                    .iter()
-                    .zip(&key_names)
-                    .map(|(key, name)| qualified(name).eq(key.clone()))
-                    .collect();
-                // The duplicates are the join's left (build) side, so the dataset streams
-                // through as the probe side instead of being collected into a hash table.
-                frame = duplicates
-                    .join_on(frame, JoinType::Right, on)
-                    .map_err(|e| invalid(e.strip_backtrace()))?;
-                let any_null_key = dataset_keys
-                    .iter()
-                    .map(|key| key.clone().is_null())
-                    .reduce(Expr::or)
-                    .unwrap_or_else(|| lit(false));
-                description = unique_description(spec);
-                extra.push(
-                    when(any_null_key, lit(ScalarValue::Boolean(None)))
-                        .otherwise(qualified(&flag).is_null())
-                        .map_err(|e| invalid(e.strip_backtrace()))?
-                        .alias(&alias),
-                );
-                indices.sort_unstable();
-                Evaluation::Row {
-                    predicate: next_column,
-                    sample_columns: union_columns(&key_columns, &indices),
-                }
-            }
-            kind if kind.is_row_level() => {
-                let sql = row_predicate_sql(spec, kind).map_err(&invalid)?;
-                let expr = ctx
-                    .parse_sql_expr(&sql, &schema)
-                    .map_err(|e| invalid(format!("{} (in `{sql}`)", e.strip_backtrace())))?;
-                check_row_predicate(&expr, &schema)
-                    .map_err(|m| invalid(format!("{m} (in `{sql}`)")))?;
-                let mut referenced = Vec::new();
-                for column in expr.column_refs() {
-                    if let Some(index) = column_index(&column.name) {
-                        referenced.push(index);
-                    }
-                }
-                referenced.sort_unstable();
-                description = if kind == CheckKind::Unique {
-                    unique_description(spec)
-                } else {
-                    sql
-                };
-                extra.push(expr.alias(&alias));
-                Evaluation::Row {
-                    predicate: next_column,
-                    sample_columns: union_columns(&key_columns, &referenced),
-                }
-            }
-            CheckKind::RowCount => {
-                let bound = |v: &Option<toml::Value>| {
-                    v.as_ref()
-                        .and_then(toml::Value::as_integer)
-                        .and_then(|n| u64::try_from(n).ok())
-                };
-                let (min, max) = (bound(&spec.min), bound(&spec.max));
-                description = bounds_text("count(*)", min.map(|v| v as f64), max.map(|v| v as f64));
-                Evaluation::RowCount { min, max }
-            }
+        let (description, evaluation) = match kind {
+            CheckKind::Referential => self.compile_referential(&check).await?,
+            CheckKind::Unique => self.compile_unique(&check)?,
+            kind if kind.is_row_level() => self.compile_row_predicate(&check)?,
+            CheckKind::RowCount => compile_row_count(spec),
             CheckKind::Mean
             | CheckKind::Stddev
             | CheckKind::Min
             | CheckKind::Max
-            | CheckKind::Quantile => {
-                let column = spec.column.as_deref().unwrap_or_default();
-                let (index, data_type) = field_of(column)?;
-                if !data_type.is_numeric() {
-                    return Err(invalid(format!(
-                        "column '{column}' is {data_type}; a `{kind}` check needs a numeric column"
-                    )));
-                }
-                let statistic = match kind {
-                    CheckKind::Mean => Statistic::Mean,
-                    CheckKind::Stddev => Statistic::Stddev,
-                    CheckKind::Min => Statistic::Min,
-                    CheckKind::Max => Statistic::Max,
-                    _ => Statistic::Quantile(spec.quantile.unwrap_or(0.5)),
-                };
-                let (min, max) = (
-                    spec.min.as_ref().and_then(toml_number),
-                    spec.max.as_ref().and_then(toml_number),
-                );
-                let function = match statistic {
-                    Statistic::Quantile(q) => format!("quantile({column}, {q})"),
-                    _ => format!("{kind}({column})"),
-                };
-                description = bounds_text(&function, min, max);
-                extra.push(float_input(&schema, index).alias(&alias));
-                Evaluation::Statistic {
-                    statistic,
-                    input: next_column,
-                    min,
-                    max,
-                }
-            }
-            CheckKind::Freshness => {
-                let column = spec.column.as_deref().unwrap_or_default();
-                let (index, data_type) = field_of(column)?;
-                let max_age_text = spec.max_age.as_deref().unwrap_or_default();
-                let max_age = parse_duration(max_age_text).map_err(&invalid)?;
-                let (qualifier, field) = schema.qualified_field(index);
-                let value = col(Column::from((qualifier, field)));
-                let micros = match &data_type {
-                    DataType::Timestamp(_, Some(_)) => cast(
-                        cast(
-                            value,
-                            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                        ),
-                        DataType::Int64,
-                    ),
-                    DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64 => cast(
-                        cast(value, DataType::Timestamp(TimeUnit::Microsecond, None)),
-                        DataType::Int64,
-                    ),
-                    other => {
-                        return Err(invalid(format!(
-                            "column '{column}' is {other}; freshness needs a timestamp or date"
-                        )));
-                    }
-                };
-                description = format!("now() - max({column}) <= {max_age_text}");
-                extra.push(micros.alias(&alias));
-                Evaluation::Freshness {
-                    input: next_column,
-                    max_age,
-                }
-            }
-            CheckKind::Schema => {
-                let mut problems = Vec::new();
-                let mut required: Vec<(String, Option<String>)> =
-                    spec.columns.iter().map(|c| (c.clone(), None)).collect();
-                required.extend(spec.types.iter().map(|(c, t)| (c.clone(), Some(t.clone()))));
-                for (column, expected) in &required {
-                    match column_index(column) {
-                        None => problems.push(format!("column '{column}' is missing")),
-                        Some(index) => {
-                            let actual = schema.field(index).data_type();
-                            if let Some(expected) = expected
-                                && !type_matches(expected, actual)
-                            {
-                                problems.push(format!(
-                                    "column '{column}' is {actual}, expected {expected}"
-                                ));
-                            }
-                        }
-                    }
-                }
-                description = required
-                    .iter()
-                    .map(|(c, t)| match t {
-                        Some(t) => format!("{c} {t}"),
-                        None => c.clone(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                Evaluation::Schema { problems }
-            }
-            CheckKind::Drift => {
-                let column = spec.column.as_deref().unwrap_or_default();
-                let (index, data_type) = field_of(column)?;
-                let categorical = !data_type.is_numeric();
-                if categorical && let Some(method) = spec.method.filter(|m| m.is_numeric_only()) {
-                    return Err(invalid(format!(
-                        "method `{}` needs a numeric column; '{column}' is {data_type} (use psi, \
-                         jensen_shannon or chi_squared)",
-                        method.as_str()
-                    )));
-                }
-                if !categorical && spec.method == Some(DriftMethod::ChiSquared) {
-                    return Err(invalid(format!(
-                        "method `chi_squared` applies to categorical columns; '{column}' is \
-                         {data_type} (use psi, ks, jensen_shannon or wasserstein)"
-                    )));
-                }
-                let input = if categorical {
-                    let (qualifier, field) = schema.qualified_field(index);
-                    cast(col(Column::from((qualifier, field))), DataType::Utf8)
-                } else {
-                    float_input(&schema, index)
-                };
-                let reference = match (spec.reference.as_deref(), spec.reference_version) {
-                    (_, Some(version)) => DriftReference::Version(version),
-                    (None | Some("previous"), None) => DriftReference::PreviousVersion,
-                    (Some(other), None) => DriftReference::Dataset(other.to_string()),
-                };
-                description = format!(
-                    "distribution of {column} vs {}",
-                    match &reference {
-                        DriftReference::PreviousVersion => "the previous version".to_string(),
-                        DriftReference::Version(v) => format!("version {v}"),
-                        DriftReference::Dataset(d) => d.clone(),
-                    }
-                );
-                extra.push(input.alias(&alias));
-                Evaluation::Drift {
-                    column: column.to_string(),
-                    reference_column: spec
-                        .reference_column
-                        .clone()
-                        .unwrap_or_else(|| column.to_string()),
-                    input: next_column,
-                    categorical,
-                    method: spec.method,
-                    threshold: spec.threshold,
-                    bins: spec.bins.unwrap_or(DEFAULT_DRIFT_BINS),
-                    reference,
-                }
-            }
-            CheckKind::Anomaly => {
-                let metric = spec.metric.unwrap_or(AnomalyMetric::RowCount);
-                let input = match (metric, spec.column.as_deref()) {
-                    (AnomalyMetric::RowCount, _) | (_, None) => None,
-                    (AnomalyMetric::NullFraction, Some(column)) => Some(field_of(column)?.0),
-                    (_, Some(column)) => {
-                        let (index, data_type) = field_of(column)?;
-                        if !data_type.is_numeric() {
-                            return Err(invalid(format!(
-                                "column '{column}' is {data_type}; metric `{}` needs a numeric \
-                                 column",
-                                metric.as_str()
-                            )));
-                        }
-                        extra.push(float_input(&schema, index).alias(&alias));
-                        Some(next_column)
-                    }
-                };
-                let max_change = spec.max_change.unwrap_or(0.5);
-                description = format!(
-                    "{}{} within ±{}% of its recent mean",
-                    metric.as_str(),
-                    spec.column
-                        .as_deref()
-                        .map(|c| format!("({c})"))
-                        .unwrap_or_default(),
-                    max_change * 100.0
-                );
-                Evaluation::Anomaly {
-                    metric,
-                    input,
-                    max_change,
-                    window: spec.window.unwrap_or(5),
-                    min_history: spec.min_history.unwrap_or(3),
-                }
-            }
+            | CheckKind::Quantile => self.compile_statistic(&check)?,
+            CheckKind::Freshness => self.compile_freshness(&check)?,
+            CheckKind::Schema => self.compile_schema(spec),
+            CheckKind::Drift => self.compile_drift(&check)?,
+            CheckKind::Anomaly => self.compile_anomaly(&check)?,
             // Every row-level kind is handled above.
-            _ => Evaluation::Schema {
-                problems: Vec::new(),
-            },
+            _ => (
+                String::new(),
+                Evaluation::Schema {
+                    problems: Vec::new(),
+                },
+            ),
         };
-        compiled.push(CompiledCheck {
-            name,
+        Ok(CompiledCheck {
+            name: check.name,
             kind,
             action: spec.action,
             mostly: spec.effective_mostly(),
@@ -693,63 +397,568 @@ pub async fn compile_checks(
             samples: spec.samples.unwrap_or(DEFAULT_SAMPLES),
             description,
             evaluation,
-        });
+        })
     }
 
-    if compiled.iter().any(|c| c.action == CheckAction::Quarantine)
-        && let Some(clash) = QUARANTINE_COLUMNS
-            .iter()
-            .find(|name| column_index(name).is_some())
-    {
-        return Err(PlannerError::InvalidSpec(format!(
-            "'{dataset}' has a column named '{clash}', which its quarantine table uses for \
-             itself; rename the column to quarantine rows"
-        )));
-    }
-
-    let mut projection = dataset_column_exprs(&schema, dataset_columns);
-    projection.extend(extra);
-    let checked = frame
-        .select(projection)
-        .map_err(|e| {
-            PlannerError::InvalidSpec(format!(
-                "cannot combine the checks of '{dataset}': {}",
-                e.strip_backtrace()
-            ))
-        })?
-        .into_unoptimized_plan();
-    // Type errors (e.g. comparing a number with text) surface in the analyzer; run it now so
-    // they are reported before any data is read, naming the check when one alone is at fault.
-    analyze(ctx, &checked).map_err(|message| {
-        let culprit = compiled.iter().find(|c| {
-            matches!(&c.evaluation, Evaluation::Row { predicate, .. } if {
-                let single = checked.schema().qualified_field(*predicate);
-                let expr = col(Column::from(single));
-                DataFrame::new(ctx.state(), checked.clone())
-                    .select(vec![expr])
-                    .ok()
-                    .is_some_and(|f| analyze(ctx, f.logical_plan()).is_err())
-            })
-        });
-        match culprit {
-            Some(check) => PlannerError::InvalidCheck {
-                check: check.name.clone(),
-                dataset: dataset.to_string(),
-                message: format!("{message} (in `{}`)", check.description),
-            },
-            None => PlannerError::InvalidSpec(format!(
-                "the checks of '{dataset}' do not plan: {message}"
-            )),
+    /// An error naming `check` on this dataset.
+    fn invalid(&self, check: &CheckTarget<'_>, message: String) -> PlannerError {
+        PlannerError::InvalidCheck {
+            check: check.name.clone(),
+            dataset: self.dataset.to_string(),
+            message,
         }
-    })?;
-    Ok(CheckedDataset {
-        dataset: dataset.to_string(),
-        dataset_kind,
-        plan: checked,
-        dataset_columns,
-        checks: compiled,
-        key_columns,
-    })
+    }
+
+    /// The index and type of the dataset's column `column`, which `check` reads.
+    fn field_of(
+        &self,
+        check: &CheckTarget<'_>,
+        column: &str,
+    ) -> Result<(usize, DataType), PlannerError> {
+        let index = column_position(&self.schema, column).ok_or_else(|| {
+            self.invalid(
+                check,
+                format!(
+                    "column '{column}' does not exist (columns: {})",
+                    column_list(&self.schema)
+                ),
+            )
+        })?;
+        Ok((index, self.schema.field(index).data_type().clone()))
+    }
+
+    /// Appends `expr` as `check`'s column; returns its index in the checked plan.
+    fn append(&mut self, check: &CheckTarget<'_>, expr: Expr) -> usize {
+        let index = self.dataset_columns + self.extra.len();
+        self.extra
+            .push(expr.alias(format!("{CHECK_COLUMN_PREFIX}{}", check.ordinal)));
+        index
+    }
+
+    /// Right-joins `build` with the dataset on `on`: `build` is the join's left (build) side,
+    /// so the dataset streams through as the probe side instead of being collected into a
+    /// hash table.
+    fn probe_with(
+        &mut self,
+        check: &CheckTarget<'_>,
+        build: DataFrame,
+        on: Vec<Expr>,
+    ) -> Result<(), PlannerError> {
+        // `join_on` takes the dataset's frame by value; the clone is replaced right after.
+        self.frame = build
+            .join_on(self.frame.clone(), JoinType::Right, on)
+            .map_err(|e| self.invalid(check, e.strip_backtrace()))?;
+        Ok(())
+    }
+
+    /// `referential`: a join with the reference's distinct values; a row passes when its
+    /// value has a match (NULL values are skipped).
+    async fn compile_referential(
+        &mut self,
+        check: &CheckTarget<'_>,
+    ) -> Result<KindCompiled, PlannerError> {
+        let spec = check.spec;
+        let column = spec.column.as_deref().unwrap_or_default();
+        let (index, data_type) = self.field_of(check, column)?;
+        let reference = spec.reference.as_deref().unwrap_or_default();
+        let reference_column = spec.reference_column.as_deref().unwrap_or(column);
+        let reference_alias = format!("__lakeforge_reference_{}", check.ordinal);
+        let reference_frame = self
+            .ctx
+            .table(reference)
+            .await
+            .and_then(|t| {
+                t.select(vec![
+                    cast(col(ident(reference_column)), data_type.clone()).alias(&reference_alias),
+                ])
+            })
+            .and_then(|t| t.distinct())
+            .and_then(|t| t.alias(&reference_alias))
+            .map_err(|e| {
+                self.invalid(
+                    check,
+                    format!(
+                        "cannot read {reference}.{reference_column}: {}",
+                        e.strip_backtrace()
+                    ),
+                )
+            })?;
+        let (qualifier, field) = self.schema.qualified_field(index);
+        let dataset_column = col(Column::from((qualifier, field)));
+        let reference_value = col(Column::new(
+            Some(reference_alias.as_str()),
+            &reference_alias,
+        ));
+        self.probe_with(
+            check,
+            reference_frame,
+            vec![reference_value.clone().eq(dataset_column.clone())],
+        )?;
+        let description = format!("{column} IN (SELECT {reference_column} FROM {reference})");
+        let passes = when(dataset_column.is_null(), lit(ScalarValue::Boolean(None)))
+            .otherwise(reference_value.is_not_null())
+            .map_err(|e| self.invalid(check, e.strip_backtrace()))?;
+        let predicate = self.append(check, passes);
+        let sample_columns = union_columns(&self.key_columns, &[index]);
+        Ok((
+            description,
+            Evaluation::Row {
+                predicate,
+                sample_columns,
+            },
+        ))
+    }
+
+    /// `unique`: from keys collected in the pass where it can be, else by probing a grouped
+    /// aggregate of the keys where the dataset is cheap to read again, else by a window.
+    fn compile_unique(&mut self, check: &CheckTarget<'_>) -> Result<KindCompiled, PlannerError> {
+        if let Some(columns) = self.unique_keys(check)? {
+            return Ok((
+                unique_description(check.spec),
+                Evaluation::UniqueKeys { columns },
+            ));
+        }
+        if cheap_to_recompute(&self.dataset_plan) {
+            return self.compile_unique_aggregate(check);
+        }
+        self.compile_row_predicate(check)
+    }
+
+    /// The key columns (ascending) a `unique` check is evaluated from in the pass, or `None`
+    /// when it cannot be.
+    ///
+    /// A `unique` check that keeps every row, in a run whose partitions end here, is
+    /// evaluated from keys collected in the pass, when its sample columns (the dataset's key
+    /// columns and its own) are its own columns, so the collected keys can show the failing
+    /// rows.
+    fn unique_keys(&self, check: &CheckTarget<'_>) -> Result<Option<Vec<usize>>, PlannerError> {
+        let spec = check.spec;
+        if self.placement != CheckPlacement::InProcess
+            || !matches!(spec.action, CheckAction::Warn | CheckAction::Fail)
+        {
+            return Ok(None);
+        }
+        let mut columns = Vec::new();
+        for column in spec.column.iter().chain(&spec.columns) {
+            columns.push(self.field_of(check, column)?.0);
+        }
+        columns.sort_unstable();
+        columns.dedup();
+        let mut samples = union_columns(&self.key_columns, &columns);
+        samples.sort_unstable();
+        Ok((samples == columns).then_some(columns))
+    }
+
+    /// `unique` on a dataset that is cheap to read again: a grouped aggregate over the key
+    /// columns alone (the dataset is a plain scan, so this re-reads only those columns) finds
+    /// the duplicated keys; the dataset then probes that small set. Cheaper than the window
+    /// of [`Self::compile_row_predicate`], which sorts every column of the dataset by the key.
+    fn compile_unique_aggregate(
+        &mut self,
+        check: &CheckTarget<'_>,
+    ) -> Result<KindCompiled, PlannerError> {
+        let spec = check.spec;
+        let columns: Vec<&String> = spec.column.iter().chain(&spec.columns).collect();
+        let mut indices = Vec::with_capacity(columns.len());
+        for column in &columns {
+            indices.push(self.field_of(check, column)?.0);
+        }
+        let duplicates_alias = format!("__lakeforge_duplicates_{}", check.ordinal);
+        let flag = format!("{duplicates_alias}_flag");
+        let key_names: Vec<String> = (0..indices.len())
+            .map(|i| format!("{duplicates_alias}_key{i}"))
+            .collect();
+        let dataset_keys: Vec<Expr> = indices
+            .iter()
+            .map(|&i| col(Column::from(self.schema.qualified_field(i))))
+            .collect();
+        let duplicates = DataFrame::new(self.ctx.state(), without_sorts(self.dataset_plan.clone()))
+            .aggregate(
+                dataset_keys
+                    .iter()
+                    .zip(&key_names)
+                    .map(|(key, name)| key.clone().alias(name))
+                    .collect(),
+                vec![count(lit(1)).alias(&flag)],
+            )
+            .and_then(|t| t.filter(col(Column::from_name(&flag)).gt(lit(1_i64))))
+            .and_then(|t| {
+                t.select(
+                    key_names
+                        .iter()
+                        .map(|name| col(Column::from_name(name)))
+                        .chain([lit(true).alias(&flag)])
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .and_then(|t| t.alias(&duplicates_alias))
+            .map_err(|e| self.invalid(check, e.strip_backtrace()))?;
+        let qualified = |name: &str| col(Column::new(Some(duplicates_alias.as_str()), name));
+        let on: Vec<Expr> = dataset_keys
+            .iter()
+            .zip(&key_names)
+            .map(|(key, name)| qualified(name).eq(key.clone()))
+            .collect();
+        self.probe_with(check, duplicates, on)?;
+        let any_null_key = dataset_keys
+            .iter()
+            .map(|key| key.clone().is_null())
+            .reduce(Expr::or)
+            .unwrap_or_else(|| lit(false));
+        let description = unique_description(spec);
+        let passes = when(any_null_key, lit(ScalarValue::Boolean(None)))
+            .otherwise(qualified(&flag).is_null())
+            .map_err(|e| self.invalid(check, e.strip_backtrace()))?;
+        let predicate = self.append(check, passes);
+        indices.sort_unstable();
+        Ok((
+            description,
+            Evaluation::Row {
+                predicate,
+                sample_columns: union_columns(&self.key_columns, &indices),
+            },
+        ))
+    }
+
+    /// A row-level check evaluated as a SQL predicate per row (for `unique`, a window).
+    fn compile_row_predicate(
+        &mut self,
+        check: &CheckTarget<'_>,
+    ) -> Result<KindCompiled, PlannerError> {
+        let (spec, kind) = (check.spec, check.kind);
+        let sql = row_predicate_sql(spec, kind).map_err(|m| self.invalid(check, m))?;
+        let expr = self
+            .ctx
+            .parse_sql_expr(&sql, &self.schema)
+            .map_err(|e| self.invalid(check, format!("{} (in `{sql}`)", e.strip_backtrace())))?;
+        check_row_predicate(&expr, &self.schema)
+            .map_err(|m| self.invalid(check, format!("{m} (in `{sql}`)")))?;
+        let mut referenced = Vec::new();
+        for column in expr.column_refs() {
+            if let Some(index) = column_position(&self.schema, &column.name) {
+                referenced.push(index);
+            }
+        }
+        referenced.sort_unstable();
+        let description = if kind == CheckKind::Unique {
+            unique_description(spec)
+        } else {
+            sql
+        };
+        let predicate = self.append(check, expr);
+        Ok((
+            description,
+            Evaluation::Row {
+                predicate,
+                sample_columns: union_columns(&self.key_columns, &referenced),
+            },
+        ))
+    }
+
+    /// `mean`, `stddev`, `min`, `max`, `quantile`: a bounded statistic of a numeric column,
+    /// aggregated from its `Float64` helper column.
+    fn compile_statistic(&mut self, check: &CheckTarget<'_>) -> Result<KindCompiled, PlannerError> {
+        let (spec, kind) = (check.spec, check.kind);
+        let column = spec.column.as_deref().unwrap_or_default();
+        let (index, data_type) = self.field_of(check, column)?;
+        if !data_type.is_numeric() {
+            return Err(self.invalid(
+                check,
+                format!(
+                    "column '{column}' is {data_type}; a `{kind}` check needs a numeric column"
+                ),
+            ));
+        }
+        let statistic = match kind {
+            CheckKind::Mean => Statistic::Mean,
+            CheckKind::Stddev => Statistic::Stddev,
+            CheckKind::Min => Statistic::Min,
+            CheckKind::Max => Statistic::Max,
+            _ => Statistic::Quantile(spec.quantile.unwrap_or(0.5)),
+        };
+        let (min, max) = (
+            spec.min.as_ref().and_then(toml_number),
+            spec.max.as_ref().and_then(toml_number),
+        );
+        let function = match statistic {
+            Statistic::Quantile(q) => format!("quantile({column}, {q})"),
+            _ => format!("{kind}({column})"),
+        };
+        let description = bounds_text(&function, min, max);
+        let input = self.append(check, float_input(&self.schema, index));
+        Ok((
+            description,
+            Evaluation::Statistic {
+                statistic,
+                input,
+                min,
+                max,
+            },
+        ))
+    }
+
+    /// `freshness`: the newest value of a timestamp or date column, as epoch microseconds.
+    fn compile_freshness(&mut self, check: &CheckTarget<'_>) -> Result<KindCompiled, PlannerError> {
+        let spec = check.spec;
+        let column = spec.column.as_deref().unwrap_or_default();
+        let (index, data_type) = self.field_of(check, column)?;
+        let max_age_text = spec.max_age.as_deref().unwrap_or_default();
+        let max_age = parse_duration(max_age_text).map_err(|m| self.invalid(check, m))?;
+        let (qualifier, field) = self.schema.qualified_field(index);
+        let value = col(Column::from((qualifier, field)));
+        let micros = match &data_type {
+            DataType::Timestamp(_, Some(_)) => cast(
+                cast(
+                    value,
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                ),
+                DataType::Int64,
+            ),
+            DataType::Timestamp(_, None) | DataType::Date32 | DataType::Date64 => cast(
+                cast(value, DataType::Timestamp(TimeUnit::Microsecond, None)),
+                DataType::Int64,
+            ),
+            other => {
+                return Err(self.invalid(
+                    check,
+                    format!("column '{column}' is {other}; freshness needs a timestamp or date"),
+                ));
+            }
+        };
+        let description = format!("now() - max({column}) <= {max_age_text}");
+        let input = self.append(check, micros);
+        Ok((description, Evaluation::Freshness { input, max_age }))
+    }
+
+    /// `schema`: the required columns and types, compared with the dataset's when planning.
+    fn compile_schema(&self, spec: &CheckSpec) -> KindCompiled {
+        let mut problems = Vec::new();
+        let mut required: Vec<(String, Option<String>)> =
+            spec.columns.iter().map(|c| (c.clone(), None)).collect();
+        required.extend(spec.types.iter().map(|(c, t)| (c.clone(), Some(t.clone()))));
+        for (column, expected) in &required {
+            match column_position(&self.schema, column) {
+                None => problems.push(format!("column '{column}' is missing")),
+                Some(index) => {
+                    let actual = self.schema.field(index).data_type();
+                    if let Some(expected) = expected
+                        && !type_matches(expected, actual)
+                    {
+                        problems.push(format!(
+                            "column '{column}' is {actual}, expected {expected}"
+                        ));
+                    }
+                }
+            }
+        }
+        let description = required
+            .iter()
+            .map(|(c, t)| match t {
+                Some(t) => format!("{c} {t}"),
+                None => c.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        (description, Evaluation::Schema { problems })
+    }
+
+    /// `drift`: the column's values (as `Float64`, or as text when categorical), compared
+    /// with the reference's distribution after the pass.
+    fn compile_drift(&mut self, check: &CheckTarget<'_>) -> Result<KindCompiled, PlannerError> {
+        let spec = check.spec;
+        let column = spec.column.as_deref().unwrap_or_default();
+        let (index, data_type) = self.field_of(check, column)?;
+        let categorical = !data_type.is_numeric();
+        if categorical && let Some(method) = spec.method.filter(|m| m.is_numeric_only()) {
+            return Err(self.invalid(
+                check,
+                format!(
+                    "method `{}` needs a numeric column; '{column}' is {data_type} (use psi, \
+                     jensen_shannon or chi_squared)",
+                    method.as_str()
+                ),
+            ));
+        }
+        if !categorical && spec.method == Some(DriftMethod::ChiSquared) {
+            return Err(self.invalid(
+                check,
+                format!(
+                    "method `chi_squared` applies to categorical columns; '{column}' is \
+                     {data_type} (use psi, ks, jensen_shannon or wasserstein)"
+                ),
+            ));
+        }
+        let input = if categorical {
+            let (qualifier, field) = self.schema.qualified_field(index);
+            cast(col(Column::from((qualifier, field))), DataType::Utf8)
+        } else {
+            float_input(&self.schema, index)
+        };
+        let reference = match (spec.reference.as_deref(), spec.reference_version) {
+            (_, Some(version)) => DriftReference::Version(version),
+            (None | Some("previous"), None) => DriftReference::PreviousVersion,
+            (Some(other), None) => DriftReference::Dataset(other.to_string()),
+        };
+        let description = format!(
+            "distribution of {column} vs {}",
+            match &reference {
+                DriftReference::PreviousVersion => "the previous version".to_string(),
+                DriftReference::Version(v) => format!("version {v}"),
+                DriftReference::Dataset(d) => d.clone(),
+            }
+        );
+        let input = self.append(check, input);
+        Ok((
+            description,
+            Evaluation::Drift {
+                column: column.to_string(),
+                reference_column: spec
+                    .reference_column
+                    .clone()
+                    .unwrap_or_else(|| column.to_string()),
+                input,
+                categorical,
+                method: spec.method,
+                threshold: spec.threshold,
+                bins: spec.bins.unwrap_or(DEFAULT_DRIFT_BINS),
+                reference,
+            },
+        ))
+    }
+
+    /// `anomaly`: a metric (with a `Float64` helper column for the numeric ones) compared
+    /// with the check's own history after the pass.
+    fn compile_anomaly(&mut self, check: &CheckTarget<'_>) -> Result<KindCompiled, PlannerError> {
+        let spec = check.spec;
+        let metric = spec.metric.unwrap_or(AnomalyMetric::RowCount);
+        let input = match (metric, spec.column.as_deref()) {
+            (AnomalyMetric::RowCount, _) | (_, None) => None,
+            (AnomalyMetric::NullFraction, Some(column)) => Some(self.field_of(check, column)?.0),
+            (_, Some(column)) => {
+                let (index, data_type) = self.field_of(check, column)?;
+                if !data_type.is_numeric() {
+                    return Err(self.invalid(
+                        check,
+                        format!(
+                            "column '{column}' is {data_type}; metric `{}` needs a numeric \
+                             column",
+                            metric.as_str()
+                        ),
+                    ));
+                }
+                Some(self.append(check, float_input(&self.schema, index)))
+            }
+        };
+        let max_change = spec.max_change.unwrap_or(0.5);
+        let description = format!(
+            "{}{} within ±{}% of its recent mean",
+            metric.as_str(),
+            spec.column
+                .as_deref()
+                .map(|c| format!("({c})"))
+                .unwrap_or_default(),
+            max_change * 100.0
+        );
+        Ok((
+            description,
+            Evaluation::Anomaly {
+                metric,
+                input,
+                max_change,
+                window: spec.window.unwrap_or(5),
+                min_history: spec.min_history.unwrap_or(3),
+            },
+        ))
+    }
+
+    /// Appends the check columns to the dataset's and runs the analyzer over the result, so
+    /// the checks' type errors are reported before any data is read.
+    fn finish(
+        self,
+        dataset_kind: DatasetKind,
+        compiled: Vec<CompiledCheck>,
+    ) -> Result<CheckedDataset, PlannerError> {
+        let (ctx, dataset) = (self.ctx, self.dataset);
+        if compiled.iter().any(|c| c.action == CheckAction::Quarantine)
+            && let Some(clash) = QUARANTINE_COLUMNS
+                .iter()
+                .find(|name| column_position(&self.schema, name).is_some())
+        {
+            return Err(PlannerError::InvalidSpec(format!(
+                "'{dataset}' has a column named '{clash}', which its quarantine table uses for \
+                 itself; rename the column to quarantine rows"
+            )));
+        }
+
+        let mut projection = dataset_column_exprs(&self.schema, self.dataset_columns);
+        projection.extend(self.extra);
+        let checked = self
+            .frame
+            .select(projection)
+            .map_err(|e| {
+                PlannerError::InvalidSpec(format!(
+                    "cannot combine the checks of '{dataset}': {}",
+                    e.strip_backtrace()
+                ))
+            })?
+            .into_unoptimized_plan();
+        // Type errors (e.g. comparing a number with text) surface in the analyzer; run it now
+        // so they are reported before any data is read, naming the check when one alone is at
+        // fault.
+        analyze(ctx, &checked)
+            .map_err(|message| analysis_error(ctx, dataset, &checked, &compiled, message))?;
+        Ok(CheckedDataset {
+            dataset: dataset.to_string(),
+            dataset_kind,
+            plan: checked,
+            dataset_columns: self.dataset_columns,
+            checks: compiled,
+            key_columns: self.key_columns,
+        })
+    }
+}
+
+/// `row_count`: the number of rows within integer bounds.
+fn compile_row_count(spec: &CheckSpec) -> KindCompiled {
+    let bound = |v: &Option<toml::Value>| {
+        v.as_ref()
+            .and_then(toml::Value::as_integer)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    let (min, max) = (bound(&spec.min), bound(&spec.max));
+    let description = bounds_text("count(*)", min.map(|v| v as f64), max.map(|v| v as f64));
+    (description, Evaluation::RowCount { min, max })
+}
+
+/// The error for a checked plan the analyzer refuses with `message`: naming the check whose
+/// predicate alone fails to analyze, else the dataset's checks as a whole.
+fn analysis_error(
+    ctx: &SessionContext,
+    dataset: &str,
+    checked: &LogicalPlan,
+    compiled: &[CompiledCheck],
+    message: String,
+) -> PlannerError {
+    let culprit = compiled.iter().find(|c| {
+        matches!(&c.evaluation, Evaluation::Row { predicate, .. } if {
+            let single = checked.schema().qualified_field(*predicate);
+            let expr = col(Column::from(single));
+            DataFrame::new(ctx.state(), checked.clone())
+                .select(vec![expr])
+                .ok()
+                .is_some_and(|f| analyze(ctx, f.logical_plan()).is_err())
+        })
+    });
+    match culprit {
+        Some(check) => PlannerError::InvalidCheck {
+            check: check.name.clone(),
+            dataset: dataset.to_string(),
+            message: format!("{message} (in `{}`)", check.description),
+        },
+        None => {
+            PlannerError::InvalidSpec(format!("the checks of '{dataset}' do not plan: {message}"))
+        }
+    }
 }
 
 /// The description of a `unique` check.

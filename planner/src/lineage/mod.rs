@@ -55,8 +55,8 @@ use datafusion::logical_expr::utils::{
     conjunction, disjunction, grouping_set_to_exprlist, split_conjunction,
 };
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Distinct, Expr, JoinType, LogicalPlan, Operator, RecursiveQuery,
-    Subquery, TableScan, WindowFunctionDefinition,
+    Aggregate, BinaryExpr, Distinct, DistinctOn, Expr, JoinType, LogicalPlan, Operator,
+    RecursiveQuery, Subquery, TableScan, Unnest, Values, WindowFunctionDefinition,
 };
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
@@ -558,6 +558,55 @@ impl Scope {
     }
 }
 
+/// A `UNION`: each column depends on what the same column of every input reads.
+fn union_lineage(node: &LogicalPlan, children: Vec<NodeLineage>) -> NodeLineage {
+    let width = node.schema().fields().len();
+    let mut columns = vec![Vec::new(); width];
+    let mut correlated = Vec::new();
+    for child in children {
+        for (all, column) in columns.iter_mut().zip(child.columns) {
+            all.extend(column.iter().cloned());
+        }
+        correlated.extend(child.correlated);
+    }
+    NodeLineage {
+        columns: columns.into_iter().map(normalize).collect(),
+        correlated,
+    }
+}
+
+/// An `UNNEST`: unnested columns are transformations of their input column; the others pass
+/// through.
+fn unnest_lineage(unnest: &Unnest, scope: &Scope, correlated: Vec<Edge>) -> NodeLineage {
+    let unnested: BTreeSet<usize> = unnest
+        .list_type_columns
+        .iter()
+        .map(|(index, _)| *index)
+        .chain(unnest.struct_type_columns.iter().copied())
+        .collect();
+    let columns = unnest
+        .dependency_indices
+        .iter()
+        .map(|&index| {
+            let column = scope.columns.get(index).cloned().unwrap_or_default();
+            if !unnested.contains(&index) {
+                return column;
+            }
+            let (qualifier, field) = scope.schema.qualified_field(index);
+            let usage = Use::identity().then(
+                Subtype::Transformation,
+                false,
+                &Expr::Column(Column::from((qualifier, field))),
+            );
+            normalize(column.iter().map(|e| usage.apply(e)).collect())
+        })
+        .collect();
+    NodeLineage {
+        columns,
+        correlated,
+    }
+}
+
 /// The state of one extraction.
 struct Walk<'o> {
     options: &'o LineageOptions,
@@ -672,100 +721,24 @@ impl Walk<'_> {
                 }
             }
             LogicalPlan::Join(join) => self.join(join, children)?,
-            LogicalPlan::Union(_) => {
-                let width = node.schema().fields().len();
-                let mut columns = vec![Vec::new(); width];
-                let mut correlated = Vec::new();
-                for child in children {
-                    for (all, column) in columns.iter_mut().zip(child.columns) {
-                        all.extend(column.iter().cloned());
-                    }
-                    correlated.extend(child.correlated);
-                }
-                NodeLineage {
-                    columns: columns.into_iter().map(normalize).collect(),
-                    correlated,
-                }
-            }
+            LogicalPlan::Union(_) => union_lineage(node, children),
             LogicalPlan::TableScan(scan) => self.table_scan(scan)?,
             LogicalPlan::EmptyRelation(_) => NodeLineage {
                 columns: vec![ColumnEdges::from([]); node.schema().fields().len()],
                 correlated: Vec::new(),
             },
-            LogicalPlan::Values(values) => {
-                let scope = Scope::new(Arc::new(DFSchema::empty()), Vec::new());
-                let mut columns = vec![Vec::new(); node.schema().fields().len()];
-                for row in &values.values {
-                    for (all, expr) in columns.iter_mut().zip(row) {
-                        all.extend(self.output_column(expr, &scope)?.iter().cloned());
-                    }
-                }
-                NodeLineage {
-                    columns: columns.into_iter().map(normalize).collect(),
-                    correlated: Vec::new(),
-                }
-            }
+            LogicalPlan::Values(values) => self.values(node, values)?,
             LogicalPlan::Distinct(Distinct::All(_)) => {
                 let (scope, correlated) = self.single_input(node, children);
-                for (index, column) in scope.columns.iter().enumerate() {
-                    let name = scope.schema.field(index).name();
-                    let usage = Use::indirect(Subtype::GroupBy, format!("DISTINCT {name}"));
-                    self.dataset.extend(column.iter().map(|e| usage.apply(e)));
-                }
-                NodeLineage {
-                    columns: scope.columns,
-                    correlated,
-                }
+                self.distinct_all(scope, correlated)
             }
             LogicalPlan::Distinct(Distinct::On(on)) => {
                 let (scope, correlated) = self.single_input(node, children);
-                for expr in &on.on_expr {
-                    let usage = Use::indirect(Subtype::GroupBy, format!("DISTINCT ON {expr}"));
-                    self.dataset_edges(expr, &scope, &usage)?;
-                }
-                for key in on.sort_expr.iter().flatten() {
-                    let usage = Use::indirect(Subtype::Sort, format!("ORDER BY {key}"));
-                    self.dataset_edges(&key.expr, &scope, &usage)?;
-                }
-                let columns = on
-                    .select_expr
-                    .iter()
-                    .map(|e| self.output_column(e, &scope))
-                    .collect::<DfResult<_>>()?;
-                NodeLineage {
-                    columns,
-                    correlated,
-                }
+                self.distinct_on(on, &scope, correlated)?
             }
             LogicalPlan::Unnest(unnest) => {
                 let (scope, correlated) = self.single_input(node, children);
-                let unnested: BTreeSet<usize> = unnest
-                    .list_type_columns
-                    .iter()
-                    .map(|(index, _)| *index)
-                    .chain(unnest.struct_type_columns.iter().copied())
-                    .collect();
-                let columns = unnest
-                    .dependency_indices
-                    .iter()
-                    .map(|&index| {
-                        let column = scope.columns.get(index).cloned().unwrap_or_default();
-                        if !unnested.contains(&index) {
-                            return column;
-                        }
-                        let (qualifier, field) = scope.schema.qualified_field(index);
-                        let usage = Use::identity().then(
-                            Subtype::Transformation,
-                            false,
-                            &Expr::Column(Column::from((qualifier, field))),
-                        );
-                        normalize(column.iter().map(|e| usage.apply(e)).collect())
-                    })
-                    .collect();
-                NodeLineage {
-                    columns,
-                    correlated,
-                }
+                unnest_lineage(unnest, &scope, correlated)
             }
             LogicalPlan::Subquery(_)
             | LogicalPlan::SubqueryAlias(_)
@@ -791,6 +764,62 @@ impl Walk<'_> {
                 node.schema().fields().len()
             )))
         }
+    }
+
+    /// A `VALUES` list: each column depends on what its expressions in every row read.
+    fn values(&mut self, node: &LogicalPlan, values: &Values) -> DfResult<NodeLineage> {
+        let scope = Scope::new(Arc::new(DFSchema::empty()), Vec::new());
+        let mut columns = vec![Vec::new(); node.schema().fields().len()];
+        for row in &values.values {
+            for (all, expr) in columns.iter_mut().zip(row) {
+                all.extend(self.output_column(expr, &scope)?.iter().cloned());
+            }
+        }
+        Ok(NodeLineage {
+            columns: columns.into_iter().map(normalize).collect(),
+            correlated: Vec::new(),
+        })
+    }
+
+    /// `DISTINCT`: every input column is a dataset-wide GROUP BY dependency; the columns pass
+    /// through.
+    fn distinct_all(&mut self, scope: Scope, correlated: Vec<Edge>) -> NodeLineage {
+        for (index, column) in scope.columns.iter().enumerate() {
+            let name = scope.schema.field(index).name();
+            let usage = Use::indirect(Subtype::GroupBy, format!("DISTINCT {name}"));
+            self.dataset.extend(column.iter().map(|e| usage.apply(e)));
+        }
+        NodeLineage {
+            columns: scope.columns,
+            correlated,
+        }
+    }
+
+    /// `DISTINCT ON`: its keys (GROUP BY) and sort keys (ORDER BY) are dataset-wide
+    /// dependencies; the columns are its select expressions.
+    fn distinct_on(
+        &mut self,
+        on: &DistinctOn,
+        scope: &Scope,
+        correlated: Vec<Edge>,
+    ) -> DfResult<NodeLineage> {
+        for expr in &on.on_expr {
+            let usage = Use::indirect(Subtype::GroupBy, format!("DISTINCT ON {expr}"));
+            self.dataset_edges(expr, scope, &usage)?;
+        }
+        for key in on.sort_expr.iter().flatten() {
+            let usage = Use::indirect(Subtype::Sort, format!("ORDER BY {key}"));
+            self.dataset_edges(&key.expr, scope, &usage)?;
+        }
+        let columns = on
+            .select_expr
+            .iter()
+            .map(|e| self.output_column(e, scope))
+            .collect::<DfResult<_>>()?;
+        Ok(NodeLineage {
+            columns,
+            correlated,
+        })
     }
 
     /// The scope of a node's only input.
