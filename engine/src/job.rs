@@ -32,11 +32,11 @@ use crate::lineage::openlineage::{
 use crate::lineage::{ProductLineage, PublishedLineage, lineage_options, record_lineage};
 use crate::location::{display_location, join_folder, resolve_table_location};
 use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
-use crate::models::{JobModels, ModelUse};
+use crate::models::JobModels;
 use crate::publish::{
-    CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedProduct, check_input,
-    commit_product, commit_quarantine, delta_compatible_schema, discard_input, discard_staged,
-    prepare_product, prepare_quarantine, stage_product,
+    CheckedInput, PreparedProduct, ProductTarget, QuarantineTarget, StagedFiles, StagedProduct,
+    check_input, commit_product, commit_quarantine, delta_compatible_schema, discard_quarantine,
+    discard_staged, prepare_product, prepare_quarantine, stage_product,
 };
 use crate::registry::Registry;
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
@@ -316,16 +316,16 @@ pub async fn run_job_with(
     };
     emit(&events, &run.start(started_at)).await;
     let mut ledger = RunLedger::default();
-    let outcome = execute_run(
+    let context = RunContext {
         loaded,
         config,
         observer,
-        &run_id,
+        run_id: &run_id,
         started_at,
-        &mut ledger,
         cancel,
-    )
-    .await;
+        backend: RunBackend::of(config),
+    };
+    let outcome = execute_run(&context, &mut ledger).await;
     let ended_at = Utc::now();
     let (status, products, error) = match &outcome {
         Ok(products) => (
@@ -425,213 +425,295 @@ pub async fn run_job_with(
     }
 }
 
-async fn execute_run(
-    loaded: &LoadedJob,
-    config: &EngineConfig,
-    observer: &dyn RunObserver,
-    run_id: &str,
+/// What every phase of a run needs to know about it.
+struct RunContext<'a> {
+    loaded: &'a LoadedJob,
+    config: &'a EngineConfig,
+    observer: &'a dyn RunObserver,
+    run_id: &'a str,
     started_at: DateTime<Utc>,
+    cancel: &'a RunCancellation,
+    /// Embedded or on a cluster: decided once, from the configuration, when the run starts.
+    backend: RunBackend,
+}
+
+/// Where a run's work executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunBackend {
+    /// In this process.
+    Embedded,
+    /// On the cluster of `EngineConfig::cluster`.
+    Cluster,
+}
+
+impl RunBackend {
+    fn of(config: &EngineConfig) -> RunBackend {
+        match config.cluster {
+            Some(_) => RunBackend::Cluster,
+            None => RunBackend::Embedded,
+        }
+    }
+
+    /// Where the planner may put check state: per process (keys, exact quantiles) only when
+    /// everything runs in one.
+    fn placement(self) -> CheckPlacement {
+        match self {
+            RunBackend::Embedded => CheckPlacement::InProcess,
+            RunBackend::Cluster => CheckPlacement::Distributed,
+        }
+    }
+}
+
+/// Every file a run has written and not yet committed. When a run fails, [`Staging::discard`]
+/// removes all of them, whichever phase failed: the one place a failed run's files are
+/// cleaned up. Commits are counted as they land, so nothing committed is ever deleted.
+#[derive(Default)]
+struct Staging {
+    /// Checked sources and steps (their quarantined rows).
+    inputs: Vec<CheckedInput>,
+    /// Products written, in spec order, with the time each took.
+    products: Vec<(StagedProduct, Duration)>,
+    /// How many of `products` are committed (their files belong to the table now).
+    committed_products: usize,
+    /// How many quarantine tables are committed, in [`Staging::quarantines`] order.
+    committed_quarantines: usize,
+}
+
+impl Staging {
+    /// The quarantined rows of the inputs, then of the committed products, in commit order.
+    fn quarantines(&self) -> impl Iterator<Item = &(QuarantineTarget, StagedFiles)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| i.quarantine.as_ref())
+            .chain(
+                self.products[..self.committed_products]
+                    .iter()
+                    .filter_map(|(p, _)| p.quarantine.as_ref()),
+            )
+    }
+
+    /// Deletes every uncommitted file (best effort; a file that cannot be deleted is logged
+    /// and never referenced by a Delta log).
+    async fn discard(&self) {
+        for (quarantine, files) in self.quarantines().skip(self.committed_quarantines) {
+            discard_quarantine(quarantine, files).await;
+        }
+        // An uncommitted product's own quarantined rows go with it.
+        for (product, _) in &self.products[self.committed_products..] {
+            discard_staged(product).await;
+        }
+    }
+}
+
+/// Plans, checks, stages and commits the run; on failure every file it wrote and did not
+/// commit is removed.
+async fn execute_run(run: &RunContext<'_>, ledger: &mut RunLedger) -> Result<Vec<ProductOutcome>> {
+    let mut staging = Staging::default();
+    let outcome = run_phases(run, ledger, &mut staging).await;
+    if outcome.is_err() {
+        staging.discard().await;
+    }
+    outcome
+}
+
+async fn run_phases(
+    run: &RunContext<'_>,
     ledger: &mut RunLedger,
-    cancel: &RunCancellation,
+    staging: &mut Staging,
 ) -> Result<Vec<ProductOutcome>> {
-    observer.on_event(RunEvent::Planning);
+    let (cancel, config, loaded) = (run.cancel, run.config, run.loaded);
+    run.observer.on_event(RunEvent::Planning);
     let models = cancel.guard(job_models(loaded, config)).await?;
-    let ctx = match &config.cluster {
-        Some(address) => {
+    let ctx = match (run.backend, &config.cluster) {
+        (RunBackend::Cluster, Some(address)) => {
             cancel
                 .guard(cluster::connect_session(address, config, models.clone()))
                 .await?
         }
-        None => new_session_with_models(config, models.clone())?,
-    };
-    let placement = match config.cluster {
-        Some(_) => CheckPlacement::Distributed,
-        None => CheckPlacement::InProcess,
+        _ => new_session_with_models(config, models.clone())?,
     };
     let (plan, identities) = cancel
-        .guard(plan_loaded_job(&ctx, loaded, placement))
+        .guard(plan_loaded_job(&ctx, loaded, run.backend.placement()))
         .await?;
     ledger.inputs = identities;
     ledger.source_schemas = source_schemas(&ctx, loaded).await;
     let lineages = product_lineages(loaded, &plan, &ledger.inputs, models.as_ref())?;
 
-    // Checks on sources and steps: one pass over each checked input.
-    let mut inputs: Vec<CheckedInput> = Vec::new();
-    let discard_inputs = |inputs: Vec<CheckedInput>| async move {
-        for input in &inputs {
-            discard_input(input).await;
-        }
-    };
-    for checked in &plan.checked_inputs {
-        observer.on_event(RunEvent::Checking {
-            dataset: checked.dataset.clone(),
-        });
-        let checked_input = async {
-            let checks = cancel
-                .guard(prepare_checks(
-                    &ctx,
-                    loaded,
-                    config,
-                    checked.clone(),
-                    None,
-                    run_id,
-                    started_at,
-                ))
-                .await?;
-            let quarantine = quarantine_for(loaded, &checks).await?;
-            if config.cluster.is_some() {
-                cluster::check_input_on_cluster(&ctx, checks, quarantine, cancel).await
-            } else {
-                check_input(&ctx, checks, quarantine, cancel).await
-            }
-        }
-        .await;
-        match checked_input {
-            Ok(input) => {
-                ledger.checks.extend(input.results.iter().cloned());
-                inputs.push(input);
-            }
-            Err(error) => {
-                discard_inputs(inputs).await;
-                return Err(error);
-            }
-        }
-    }
+    check_inputs(run, &ctx, &plan, ledger, staging).await?;
     if let Some(error) = blocking_checks(&ledger.checks) {
-        discard_inputs(inputs).await;
         return Err(error);
     }
-
-    let prepared = match cancel
+    let prepared = cancel
         .guard(prepare_run_products(
-            &ctx, loaded, config, &plan, run_id, started_at,
+            &ctx,
+            loaded,
+            config,
+            &plan,
+            run.run_id,
+            run.started_at,
         ))
-        .await
-    {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            discard_inputs(inputs).await;
-            return Err(error);
-        }
-    };
+        .await?;
+    stage_products(run, &ctx, prepared, ledger, staging).await?;
+    // The last point where the run may be cancelled: from here on, every commit is made.
+    if let Some(error) = blocking_checks(&ledger.checks).or_else(|| cancel.check().err()) {
+        return Err(error);
+    }
+    commit_all(run, ledger, staging, lineages).await
+}
 
-    // Phase 1: compute every product and write its files, committing nothing.
-    let mut staged: Vec<(StagedProduct, Duration)> = Vec::with_capacity(prepared.len());
+/// Checks on sources and steps: one pass over each checked input, publishing nothing.
+async fn check_inputs(
+    run: &RunContext<'_>,
+    ctx: &SessionContext,
+    plan: &JobPlan,
+    ledger: &mut RunLedger,
+    staging: &mut Staging,
+) -> Result<()> {
+    for checked in &plan.checked_inputs {
+        run.observer.on_event(RunEvent::Checking {
+            dataset: checked.dataset.clone(),
+        });
+        let checks = run
+            .cancel
+            .guard(prepare_checks(
+                ctx,
+                run.loaded,
+                run.config,
+                checked.clone(),
+                None,
+                run.run_id,
+                run.started_at,
+            ))
+            .await?;
+        let quarantine = quarantine_for(run.loaded, &checks).await?;
+        let input = match run.backend {
+            RunBackend::Cluster => {
+                cluster::check_input_on_cluster(ctx, checks, quarantine, run.cancel).await?
+            }
+            RunBackend::Embedded => check_input(ctx, checks, quarantine, run.cancel).await?,
+        };
+        ledger.checks.extend(input.results.iter().cloned());
+        staging.inputs.push(input);
+    }
+    Ok(())
+}
+
+/// Phase 1: computes every product and writes its files, committing nothing.
+async fn stage_products(
+    run: &RunContext<'_>,
+    ctx: &SessionContext,
+    prepared: Vec<PreparedProduct>,
+    ledger: &mut RunLedger,
+    staging: &mut Staging,
+) -> Result<()> {
     for product in prepared {
         let rows = Arc::new(AtomicU64::new(0));
-        observer.on_event(RunEvent::Writing {
+        run.observer.on_event(RunEvent::Writing {
             product: product.target.name.clone(),
             rows: Arc::clone(&rows),
         });
         let clock = Instant::now();
-        let staged_product = if config.cluster.is_some() {
-            cluster::stage_on_cluster(&ctx, product, rows, cancel).await
-        } else {
-            stage_product(&ctx, product, rows, cancel).await
+        let done = match run.backend {
+            RunBackend::Cluster => {
+                cluster::stage_on_cluster(ctx, product, rows, run.cancel).await?
+            }
+            RunBackend::Embedded => stage_product(ctx, product, rows, run.cancel).await?,
         };
-        match staged_product {
-            Ok(done) => {
-                ledger.checks.extend(done.check_results.iter().cloned());
-                staged.push((done, clock.elapsed()));
-            }
-            Err(error) => {
-                for (done, _) in &staged {
-                    discard_staged(done).await;
-                }
-                discard_inputs(inputs).await;
-                return Err(error);
-            }
-        }
+        ledger.checks.extend(done.check_results.iter().cloned());
+        staging.products.push((done, clock.elapsed()));
     }
-    // The last point where the run may be cancelled: from here on, every commit is made.
-    if let Some(error) = blocking_checks(&ledger.checks).or_else(|| cancel.check().err()) {
-        for (done, _) in &staged {
-            discard_staged(done).await;
-        }
-        discard_inputs(inputs).await;
-        return Err(error);
-    }
+    Ok(())
+}
 
-    // Phase 2: one commit per product, then the quarantined rows.
-    observer.on_event(RunEvent::Committing);
-    let input_checks: Vec<CheckSummary> = inputs
-        .iter()
-        .flat_map(|i| i.results.iter().map(CheckSummary::from))
-        .collect();
-    let metadata_for = |product: Option<&str>,
-                        rows: u64,
-                        checks: Vec<CheckSummary>,
-                        models: Vec<ModelUse>,
-                        lineage: Option<ProductLineage>| CommitMetadata {
+/// The commit record of a run's products (`product` is `None` for a quarantine table).
+fn commit_metadata(
+    run: &RunContext<'_>,
+    inputs: &[InputIdentity],
+    product: Option<&str>,
+    rows: u64,
+    checks: Vec<CheckSummary>,
+    lineage: Option<ProductLineage>,
+) -> CommitMetadata {
+    let loaded = run.loaded;
+    CommitMetadata {
         operation: "run".to_string(),
-        run_id: run_id.to_string(),
+        run_id: run.run_id.to_string(),
         job: Some(loaded.job.name().to_string()),
         product: product.map(str::to_string),
         spec_hash: Some(loaded.job.spec_hash.clone()),
         vars: loaded.job.vars.clone(),
         engine_version: ENGINE_VERSION.to_string(),
         rows_written: Some(rows),
-        inputs: ledger.inputs.clone(),
+        inputs: inputs.to_vec(),
         restored_version: None,
         freshness_sla_seconds: product
             .and_then(|name| loaded.job.spec.products.iter().find(|p| p.name == name))
             .and_then(|spec| freshness_sla(spec).ok().flatten())
             .map(|sla| sla.as_secs()),
         checks,
-        models,
+        models: lineage
+            .as_ref()
+            .map(ProductLineage::models)
+            .unwrap_or_default(),
         lineage,
-    };
-    let mut outcomes = Vec::with_capacity(staged.len());
-    for (index, (product, duration)) in staged.iter().enumerate() {
+    }
+}
+
+/// Phase 2: one commit per product, then the quarantined rows.
+async fn commit_all(
+    run: &RunContext<'_>,
+    ledger: &mut RunLedger,
+    staging: &mut Staging,
+    lineages: Vec<ProductLineage>,
+) -> Result<Vec<ProductOutcome>> {
+    run.observer.on_event(RunEvent::Committing);
+    let input_checks: Vec<CheckSummary> = staging
+        .inputs
+        .iter()
+        .flat_map(|i| i.results.iter().map(CheckSummary::from))
+        .collect();
+    let mut outcomes = Vec::with_capacity(staging.products.len());
+    for (index, (product, duration)) in staging.products.iter().enumerate() {
         let target = &product.prepared.target;
         let mut checks = input_checks.clone();
         checks.extend(product.check_results.iter().map(CheckSummary::from));
         let lineage = lineages.get(index).cloned().unwrap_or_default();
-        let metadata = metadata_for(
+        let metadata = commit_metadata(
+            run,
+            &ledger.inputs,
             Some(&target.name),
             product.rows,
             checks,
-            lineage.models(),
             Some(lineage.clone()),
         );
-        match commit_product(product, &metadata).await {
-            Ok(version) => {
-                ledger.versions.insert(target.name.clone(), version);
-                outcomes.push(ProductOutcome {
-                    name: target.name.clone(),
-                    table: target.url.clone(),
-                    version,
-                    rows: product.rows,
-                    files: product.adds.len(),
-                    bytes: product.bytes,
-                    duration: *duration,
-                    quarantined: product.quarantine.as_ref().map_or(0, |(_, f)| f.rows),
-                    schema: product.prepared.schema.clone(),
-                    lineage,
-                })
-            }
-            Err(error) => {
-                for (rest, _) in &staged[index..] {
-                    discard_staged(rest).await;
-                }
-                discard_inputs(inputs).await;
-                return Err(partially_committed(&target.name, error, &outcomes));
-            }
-        }
+        let version = commit_product(product, &metadata)
+            .await
+            .map_err(|error| partially_committed(&target.name, error, &outcomes))?;
+        staging.committed_products = index + 1;
+        ledger.versions.insert(target.name.clone(), version);
+        outcomes.push(ProductOutcome {
+            name: target.name.clone(),
+            table: target.url.clone(),
+            version,
+            rows: product.rows,
+            files: product.adds.len(),
+            bytes: product.bytes,
+            duration: *duration,
+            quarantined: product.quarantine.as_ref().map_or(0, |(_, f)| f.rows),
+            schema: product.prepared.schema.clone(),
+            lineage,
+        });
     }
-    let quarantines = inputs
-        .iter()
-        .filter_map(|i| i.quarantine.as_ref())
-        .chain(staged.iter().filter_map(|(p, _)| p.quarantine.as_ref()));
-    for (quarantine, files) in quarantines {
-        let metadata = metadata_for(None, files.rows, Vec::new(), Vec::new(), None);
-        if let Err(error) = commit_quarantine(quarantine, files, &metadata).await {
-            return Err(partially_committed(
-                &quarantine.target.name,
-                error,
-                &outcomes,
-            ));
+    // Every product is committed: [`Staging::quarantines`] lists them all.
+    let quarantines = staging.quarantines().count();
+    for index in 0..quarantines {
+        if let Some((quarantine, files)) = staging.quarantines().nth(index) {
+            let metadata = commit_metadata(run, &ledger.inputs, None, files.rows, Vec::new(), None);
+            commit_quarantine(quarantine, files, &metadata)
+                .await
+                .map_err(|error| partially_committed(&quarantine.target.name, error, &outcomes))?;
         }
+        staging.committed_quarantines = index + 1;
     }
     Ok(outcomes)
 }

@@ -18,6 +18,7 @@ pub mod job;
 pub mod lineage;
 pub mod location;
 pub mod metadata;
+pub mod model_files;
 pub mod models;
 pub mod publish;
 pub mod registry;

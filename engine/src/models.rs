@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use lakeforge_planner::ResolvedJob;
 use lakeforge_udfs::models::{Model, ModelFormat};
 use lakeforge_udfs::scoring::{LoadedModel, ModelPin, ModelResolver, parse_model_cached};
-use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
+pub use crate::metadata::ModelUse;
+pub use crate::model_files::{ModelFile, read_model_file};
 use crate::registry::Registry;
 
 /// The models a job can score with: its inline `[models.NAME]`, then its warehouse's registry.
@@ -121,51 +122,6 @@ impl JobModels {
             location: artifact_location(&path),
         }))
     }
-}
-
-/// A model file read and parsed.
-pub struct ModelFile {
-    /// The file's bytes.
-    pub bytes: Vec<u8>,
-    /// Its format (given, or guessed from the file).
-    pub format: ModelFormat,
-    /// The parsed model (shared with every other load of the same bytes).
-    pub model: Arc<Model>,
-    /// `sha256:<hex>` of the bytes.
-    pub content_hash: String,
-}
-
-/// Reads and parses the file of model `name` at `path`, in `format` (a format name) or the one
-/// guessed from the file; every failure names the model and the file.
-pub fn read_model_file(name: &str, path: &Path, format: Option<&str>) -> Result<ModelFile> {
-    let failure = |message: String| EngineError::Model {
-        name: name.to_string(),
-        path: path.display().to_string(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| failure(format!("cannot read it: {e}")))?;
-    let format = match format {
-        Some(text) => ModelFormat::parse(text).ok_or_else(|| {
-            failure(format!(
-                "unknown format '{text}' (expected one of {})",
-                ModelFormat::NAMES.join(", ")
-            ))
-        })?,
-        None => ModelFormat::detect(path, &bytes).ok_or_else(|| {
-            failure(format!(
-                "cannot tell the model's format; give it as one of {}",
-                ModelFormat::NAMES.join(", ")
-            ))
-        })?,
-    };
-    let (model, content_hash) =
-        parse_model_cached(&bytes, format).map_err(|e| failure(e.to_string()))?;
-    Ok(ModelFile {
-        bytes,
-        format,
-        model,
-        content_hash,
-    })
 }
 
 impl ModelResolver for JobModels {
@@ -305,20 +261,4 @@ impl ModelResolver for PinnedModels {
     fn pins(&self) -> std::result::Result<Vec<ModelPin>, String> {
         Ok(self.pins.values().cloned().collect())
     }
-}
-
-/// A model that produced a product version, as recorded in its commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelUse {
-    /// How the SQL named it (`churn`, `churn@production`).
-    pub reference: String,
-    /// The model's name.
-    pub name: String,
-    /// Its registry version, when it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-    /// `sha256:<hex>` of the artifact.
-    pub content_hash: String,
-    /// The file format.
-    pub format: String,
 }

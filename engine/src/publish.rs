@@ -649,6 +649,11 @@ pub async fn discard_input(checked: &CheckedInput) {
     }
 }
 
+/// Deletes the uncommitted files of quarantined rows.
+pub async fn discard_quarantine(quarantine: &QuarantineTarget, files: &StagedFiles) {
+    delete_files(&quarantine.target.url, &files.adds).await;
+}
+
 async fn delete_files(table_url: &Url, adds: &[Add]) {
     if adds.is_empty() {
         return;

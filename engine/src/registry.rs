@@ -26,7 +26,7 @@ use crate::config::EngineConfig;
 use crate::delta::{append_batch, is_delta_table, query_table};
 use crate::error::{EngineError, Result};
 use crate::location::join_folder;
-use crate::models::{ModelFile, read_model_file};
+use crate::model_files::{ModelFile, read_model_file};
 
 /// The registry's versions table, relative to the warehouse.
 pub const MODELS_TABLE: &str = "_lakeforge/models";

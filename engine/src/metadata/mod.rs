@@ -3,9 +3,13 @@
 //! The record sits under the [`COMMIT_INFO_KEY`] key of the commit's `commitInfo` action, so any
 //! Delta reader sees it in the table history without knowing Lakeforge.
 
+pub mod lineage;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use lineage::ProductLineage;
 
 /// The `commitInfo` key holding [`CommitMetadata`].
 pub const COMMIT_INFO_KEY: &str = "lakeforge";
@@ -52,11 +56,11 @@ pub struct CommitMetadata {
     pub checks: Vec<CheckSummary>,
     /// The models that scored this version's rows (`predict` in its SQL or its steps').
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub models: Vec<crate::models::ModelUse>,
+    pub models: Vec<ModelUse>,
     /// Where every output column comes from (compact form; descriptions are in the
     /// warehouse's lineage table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lineage: Option<crate::lineage::ProductLineage>,
+    pub lineage: Option<ProductLineage>,
     /// The product's `freshness_sla` in seconds, so `lakeforge status` can judge staleness
     /// from the table alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,4 +157,20 @@ impl InputIdentity {
             InputIdentity::Delta { source, .. } | InputIdentity::Files { source, .. } => source,
         }
     }
+}
+
+/// A model that produced a product version, as recorded in its commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelUse {
+    /// How the SQL named it (`churn`, `churn@production`).
+    pub reference: String,
+    /// The model's name.
+    pub name: String,
+    /// Its registry version, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `sha256:<hex>` of the artifact.
+    pub content_hash: String,
+    /// The file format.
+    pub format: String,
 }
