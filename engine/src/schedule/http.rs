@@ -110,18 +110,27 @@ fn escape_label(value: &str) -> String {
 /// The metrics in Prometheus text format. Counters count since the daemon started.
 pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> String {
     let mut text = String::new();
-    let metrics = &snapshot.metrics;
-    let bool_value = |b: bool| if b { 1.0 } else { 0.0 };
+    scheduler_metrics(&mut text, snapshot);
+    job_metrics(&mut text, snapshot);
+    product_metrics(&mut text, snapshot, report);
+    text
+}
 
+fn bool_value(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+/// The daemon's own families and the run counters.
+fn scheduler_metrics(text: &mut String, snapshot: &SchedulerSnapshot) {
+    let metrics = &snapshot.metrics;
+
+    family(text, "lakeforge_scheduler_jobs", "gauge", "Jobs scheduled.").sample(
+        "",
+        &[],
+        snapshot.jobs.len() as f64,
+    );
     family(
-        &mut text,
-        "lakeforge_scheduler_jobs",
-        "gauge",
-        "Jobs scheduled.",
-    )
-    .sample("", &[], snapshot.jobs.len() as f64);
-    family(
-        &mut text,
+        text,
         "lakeforge_scheduler_file_errors",
         "gauge",
         "Job files that cannot be loaded.",
@@ -129,7 +138,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
     .sample("", &[], snapshot.file_errors.len() as f64);
 
     let mut runs = family(
-        &mut text,
+        text,
         "lakeforge_job_runs_total",
         "counter",
         "Finished run attempts by job and status.",
@@ -138,7 +147,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         runs.sample("", &[("job", job), ("status", status)], *count as f64);
     }
     let mut durations = family(
-        &mut text,
+        text,
         "lakeforge_job_run_duration_seconds",
         "summary",
         "Wall time of run attempts.",
@@ -148,7 +157,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         durations.sample("_count", &[("job", job)], *count as f64);
     }
     let mut exhausted = family(
-        &mut text,
+        text,
         "lakeforge_job_retries_exhausted_total",
         "counter",
         "Triggers whose every attempt failed.",
@@ -156,8 +165,12 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
     for (job, count) in &metrics.exhausted {
         exhausted.sample("", &[("job", job)], *count as f64);
     }
+}
+
+/// Each job's state: in flight, next occurrence, last outcome, spec errors.
+fn job_metrics(text: &mut String, snapshot: &SchedulerSnapshot) {
     let mut running = family(
-        &mut text,
+        text,
         "lakeforge_job_running",
         "gauge",
         "1 while the job has a run in flight.",
@@ -166,7 +179,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         running.sample("", &[("job", name)], bool_value(job.running.is_some()));
     }
     let mut next = family(
-        &mut text,
+        text,
         "lakeforge_job_next_run_timestamp_seconds",
         "gauge",
         "Unix time of the job's next cron occurrence.",
@@ -177,7 +190,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         }
     }
     let mut last = family(
-        &mut text,
+        text,
         "lakeforge_job_last_run_succeeded",
         "gauge",
         "1 when the job's last trigger succeeded, 0 when it failed.",
@@ -192,7 +205,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         }
     }
     let mut spec_errors = family(
-        &mut text,
+        text,
         "lakeforge_job_spec_error",
         "gauge",
         "1 when the job file was edited and no longer validates (the previous spec runs).",
@@ -200,8 +213,13 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
     for (name, job) in &snapshot.jobs {
         spec_errors.sample("", &[("job", name)], bool_value(job.spec_error.is_some()));
     }
+}
+
+/// Per product: rows written, failed checks, staleness against the freshness SLA.
+fn product_metrics(text: &mut String, snapshot: &SchedulerSnapshot, report: &StatusReport) {
+    let metrics = &snapshot.metrics;
     let mut rows = family(
-        &mut text,
+        text,
         "lakeforge_product_rows_written_total",
         "counter",
         "Rows written by successful runs, by product.",
@@ -210,7 +228,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         rows.sample("", &[("job", job), ("product", product)], *count as f64);
     }
     let mut failed_checks = family(
-        &mut text,
+        text,
         "lakeforge_dq_failed_checks_total",
         "counter",
         "Data-quality checks that did not pass, by job.",
@@ -219,7 +237,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         failed_checks.sample("", &[("job", job)], *count as f64);
     }
     let mut staleness = family(
-        &mut text,
+        text,
         "lakeforge_product_staleness_seconds",
         "gauge",
         "Seconds since the product's newest version was committed.",
@@ -234,7 +252,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         }
     }
     let mut sla = family(
-        &mut text,
+        text,
         "lakeforge_product_freshness_sla_seconds",
         "gauge",
         "The product's freshness SLA.",
@@ -249,7 +267,7 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
         }
     }
     let mut breached = family(
-        &mut text,
+        text,
         "lakeforge_product_sla_breached",
         "gauge",
         "1 when the product is older than its freshness SLA (or missing), 0 when fresh.",
@@ -267,7 +285,6 @@ pub fn render_metrics(snapshot: &SchedulerSnapshot, report: &StatusReport) -> St
             value,
         );
     }
-    text
 }
 
 #[cfg(test)]
