@@ -58,13 +58,15 @@ pub enum EngineError {
         location: String,
     },
 
-    /// DataFusion failed while doing what `context` says.
-    #[error("{context}: {message}")]
+    /// DataFusion failed while doing what `context` says (its message shown without a
+    /// backtrace; the error itself kept as the source).
+    #[error("{context}: {}", .source.strip_backtrace())]
     DataFusion {
         /// What was being done.
         context: String,
-        /// DataFusion's message, without backtrace.
-        message: String,
+        /// DataFusion's error.
+        #[source]
+        source: DataFusionError,
     },
 
     /// delta-rs failed while doing what `context` says.
@@ -116,6 +118,19 @@ pub enum EngineError {
         reason: String,
     },
 
+    /// A value stored in one of Lakeforge's own tables is missing or does not parse.
+    #[error("Lakeforge table {table}, row {row}, column '{column}': {message}")]
+    CorruptTable {
+        /// The table, e.g. `_lakeforge/models`.
+        table: String,
+        /// The row of the batch read.
+        row: usize,
+        /// The column.
+        column: String,
+        /// What is wrong with the value.
+        message: String,
+    },
+
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),
@@ -139,7 +154,7 @@ impl EngineError {
     pub fn datafusion(context: impl Into<String>, error: DataFusionError) -> Self {
         EngineError::DataFusion {
             context: context.into(),
-            message: error.strip_backtrace(),
+            source: error,
         }
     }
 
@@ -162,3 +177,27 @@ impl EngineError {
 
 /// The engine's result type.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn datafusion_errors_keep_their_cause() {
+        let error = EngineError::datafusion(
+            "cannot plan product 'p'",
+            DataFusionError::Plan("no column x".to_string()),
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot plan product 'p': Error during planning: no column x"
+        );
+        let source = error.source().map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("Error during planning: no column x")
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub mod runs;
 pub mod schedule;
 pub mod session;
 pub mod sources;
+pub mod stored;
 pub mod tables;
 
 pub use config::{EngineConfig, JoinStrategy};

@@ -14,10 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use lakeforge_udfs::models::ModelFormat;
 use url::Url;
@@ -27,6 +25,7 @@ use crate::delta::{append_batch, is_delta_table, query_table};
 use crate::error::{EngineError, Result};
 use crate::location::join_folder;
 use crate::model_files::{ModelFile, read_model_file};
+use crate::stored::StoredBatch;
 
 /// The registry's versions table, relative to the warehouse.
 pub const MODELS_TABLE: &str = "_lakeforge/models";
@@ -150,36 +149,7 @@ impl Registry {
             )
             .await?;
             for batch in &batches {
-                let text = strings(batch)?;
-                let versions = batch.column(1).as_primitive::<Int64Type>();
-                let times = batch
-                    .column(8)
-                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                for row in 0..batch.num_rows() {
-                    let field = |c: usize| text[c].as_ref().map(|a| a.value(row).to_string());
-                    let format_name = field(2).unwrap_or_default();
-                    registry.models.push(RegisteredModel {
-                        name: field(0).unwrap_or_default(),
-                        version: u64::try_from(versions.value(row)).unwrap_or_default(),
-                        format: ModelFormat::parse(&format_name).ok_or_else(|| {
-                            EngineError::Usage(format!(
-                                "the registry holds an unknown format '{format_name}'"
-                            ))
-                        })?,
-                        content_hash: field(3).unwrap_or_default(),
-                        artifact: field(4).unwrap_or_default(),
-                        feature_names: serde_json::from_str(&field(5).unwrap_or_default())
-                            .unwrap_or_default(),
-                        metrics: serde_json::from_str(&field(6).unwrap_or_default())
-                            .unwrap_or_default(),
-                        training: text[7]
-                            .as_ref()
-                            .filter(|a| a.is_valid(row))
-                            .map(|a| a.value(row).to_string()),
-                        registered_at: DateTime::from_timestamp_micros(times.value(row))
-                            .unwrap_or_default(),
-                    });
-                }
+                registry.models.extend(model_rows(batch)?);
             }
         }
         let aliases_url = join_folder(warehouse, ALIASES_TABLE)?;
@@ -194,32 +164,7 @@ impl Registry {
             )
             .await?;
             for batch in &batches {
-                let text = strings(batch)?;
-                let versions = batch.column(2).as_primitive::<Int64Type>();
-                let previous = batch.column(3).as_primitive::<Int64Type>();
-                let times = batch
-                    .column(6)
-                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
-                for row in 0..batch.num_rows() {
-                    let field = |c: usize| {
-                        text[c]
-                            .as_ref()
-                            .filter(|a| a.is_valid(row))
-                            .map(|a| a.value(row).to_string())
-                    };
-                    registry.changes.push(AliasChange {
-                        name: field(0).unwrap_or_default(),
-                        alias: field(1).unwrap_or_default(),
-                        version: u64::try_from(versions.value(row)).unwrap_or_default(),
-                        previous_version: previous
-                            .is_valid(row)
-                            .then(|| u64::try_from(previous.value(row)).unwrap_or_default()),
-                        action: field(4).unwrap_or_default(),
-                        gate: field(5),
-                        changed_at: DateTime::from_timestamp_micros(times.value(row))
-                            .unwrap_or_default(),
-                    });
-                }
+                registry.changes.extend(alias_rows(batch)?);
             }
         }
         Ok(registry)
@@ -661,22 +606,48 @@ pub fn history_batch(registry: &Registry, name: &str) -> Result<RecordBatch> {
         .map_err(|e| EngineError::Usage(format!("cannot list the alias history: {e}")))
 }
 
-/// Every column of `batch` read as plain strings (Parquet may give back `Utf8View`); `None`
-/// for columns that are not text.
-fn strings(batch: &RecordBatch) -> Result<Vec<Option<StringArray>>> {
-    batch
-        .columns()
-        .iter()
-        .map(|column| {
-            if !matches!(
-                column.data_type(),
-                DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
-            ) {
-                return Ok(None);
-            }
-            let cast = arrow::compute::cast(column, &DataType::Utf8)
-                .map_err(|e| EngineError::Usage(format!("cannot read the model registry: {e}")))?;
-            Ok(cast.as_string_opt::<i32>().cloned())
+/// The registered versions in a batch of `_lakeforge/models`.
+fn model_rows(batch: &RecordBatch) -> Result<Vec<RegisteredModel>> {
+    let rows = StoredBatch::new(MODELS_TABLE, batch)?;
+    (0..rows.num_rows())
+        .map(|row| {
+            let format_name = rows.text(row, "format")?;
+            Ok(RegisteredModel {
+                name: rows.text(row, "name")?,
+                version: rows.count(row, "version")?,
+                format: ModelFormat::parse(&format_name).ok_or_else(|| {
+                    EngineError::CorruptTable {
+                        table: MODELS_TABLE.to_string(),
+                        row,
+                        column: "format".to_string(),
+                        message: format!("unknown model format '{format_name}'"),
+                    }
+                })?,
+                content_hash: rows.text(row, "content_hash")?,
+                artifact: rows.text(row, "artifact")?,
+                feature_names: rows.json(row, "feature_names")?,
+                metrics: rows.json(row, "metrics")?,
+                training: rows.optional_text(row, "training")?,
+                registered_at: rows.timestamp(row, "registered_at")?,
+            })
+        })
+        .collect()
+}
+
+/// The alias changes in a batch of `_lakeforge/model_aliases`.
+fn alias_rows(batch: &RecordBatch) -> Result<Vec<AliasChange>> {
+    let rows = StoredBatch::new(ALIASES_TABLE, batch)?;
+    (0..rows.num_rows())
+        .map(|row| {
+            Ok(AliasChange {
+                name: rows.text(row, "name")?,
+                alias: rows.text(row, "alias")?,
+                version: rows.count(row, "version")?,
+                previous_version: rows.optional_count(row, "previous_version")?,
+                action: rows.text(row, "action")?,
+                gate: rows.optional_text(row, "gate")?,
+                changed_at: rows.timestamp(row, "changed_at")?,
+            })
         })
         .collect()
 }
