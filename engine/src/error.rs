@@ -131,6 +131,16 @@ pub enum EngineError {
         message: String,
     },
 
+    /// Building or encoding one of Lakeforge's own records failed (a bug, not the user's
+    /// input): what was being done, and the cause.
+    #[error("{context}: {source}")]
+    Internal {
+        /// What was being done.
+        context: String,
+        /// The Arrow or JSON error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),
@@ -163,6 +173,17 @@ impl EngineError {
         EngineError::Delta {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Wraps the failure of building or encoding a record Lakeforge made itself.
+    pub fn internal(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        EngineError::Internal {
+            context: context.into(),
+            source: Box::new(source),
         }
     }
 

@@ -432,7 +432,7 @@ async fn record_change(warehouse: &Url, change: &AliasChange) -> Result<()> {
         ),
     ];
     let batch = RecordBatch::try_new(schema, columns)
-        .map_err(|e| EngineError::Usage(format!("cannot build the alias change: {e}")))?;
+        .map_err(|e| EngineError::internal("cannot build the alias change", e))?;
     let url = join_folder(warehouse, ALIASES_TABLE)?;
     append_batch(
         &url,
@@ -500,7 +500,7 @@ fn models_batch(model: &RegisteredModel) -> Result<RecordBatch> {
         ),
     ];
     RecordBatch::try_new(models_schema(), columns)
-        .map_err(|e| EngineError::Usage(format!("cannot build the registry row: {e}")))
+        .map_err(|e| EngineError::internal("cannot build the registry row", e))
 }
 
 /// `lakeforge model list`: one row per version with its aliases.
@@ -565,7 +565,7 @@ pub fn list_batch(registry: &Registry, name: Option<&str>) -> Result<RecordBatch
         )),
     ];
     RecordBatch::try_new(schema, columns)
-        .map_err(|e| EngineError::Usage(format!("cannot list the models: {e}")))
+        .map_err(|e| EngineError::internal("cannot list the models", e))
 }
 
 /// `lakeforge model history`: the alias changes of `name`, oldest first.
@@ -603,7 +603,7 @@ pub fn history_batch(registry: &Registry, name: &str) -> Result<RecordBatch> {
         )),
     ];
     RecordBatch::try_new(schema, columns)
-        .map_err(|e| EngineError::Usage(format!("cannot list the alias history: {e}")))
+        .map_err(|e| EngineError::internal("cannot list the alias history", e))
 }
 
 /// The registered versions in a batch of `_lakeforge/models`.

@@ -134,10 +134,10 @@ fn record_batch(record: &RunRecord) -> Result<RecordBatch> {
         Arc::new(StringArray::from(vec![ENGINE_VERSION])),
     ];
     RecordBatch::try_new(runs_schema(), columns)
-        .map_err(|e| EngineError::Usage(format!("cannot build the run record: {e}")))
+        .map_err(|e| EngineError::internal("cannot build the run record", e))
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value)
-        .map_err(|e| EngineError::Usage(format!("cannot encode the run record: {e}")))
+        .map_err(|e| EngineError::internal("cannot encode the run record", e))
 }

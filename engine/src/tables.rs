@@ -141,7 +141,7 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
         ),
     ];
     RecordBatch::try_new(schema, columns)
-        .map_err(|e| EngineError::Usage(format!("cannot format the history: {e}")))
+        .map_err(|e| EngineError::internal("cannot format the history", e))
 }
 
 /// Left-aligned columns under a header, two spaces apart, one line per row (trailing spaces

@@ -338,7 +338,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     // One line, like every `--json` output of the CLI.
     serde_json::to_string(value)
         .map(|json| format!("{json}\n"))
-        .map_err(|e| EngineError::Usage(format!("cannot write the lineage as JSON: {e}")))
+        .map_err(|e| EngineError::internal("cannot write the lineage as JSON", e))
 }
 
 fn short(url: &str) -> String {

@@ -95,7 +95,7 @@ fn trigger_batch(record: &TriggerRecord) -> Result<RecordBatch> {
         Trigger::Inputs => None,
     };
     let versions = serde_json::to_string(&record.input_versions)
-        .map_err(|e| EngineError::Usage(format!("cannot encode input versions: {e}")))?;
+        .map_err(|e| EngineError::internal("cannot encode input versions", e))?;
     let timestamp = |value: Option<i64>| {
         Arc::new(TimestampMicrosecondArray::from(vec![value]).with_timezone("UTC")) as ArrayRef
     };
@@ -120,7 +120,7 @@ fn trigger_batch(record: &TriggerRecord) -> Result<RecordBatch> {
         text(Some(ENGINE_VERSION)),
     ];
     RecordBatch::try_new(schedule_schema(), columns)
-        .map_err(|e| EngineError::Usage(format!("cannot build the trigger record: {e}")))
+        .map_err(|e| EngineError::internal("cannot build the trigger record", e))
 }
 
 /// The newest scheduled occurrence and the input versions consumed by `job`'s triggers.
@@ -169,7 +169,7 @@ pub async fn read_trigger_state(
 /// A column as optional strings, whatever string or null type the scan gave it.
 pub(crate) fn strings(column: &ArrayRef) -> Result<Vec<Option<String>>> {
     let cast = arrow::compute::cast(column, &DataType::Utf8)
-        .map_err(|e| EngineError::Usage(format!("cannot read a text column: {e}")))?;
+        .map_err(|e| EngineError::internal("cannot read a text column", e))?;
     let values = cast.as_string::<i32>();
     Ok((0..values.len())
         .map(|i| values.is_valid(i).then(|| values.value(i).to_string()))
@@ -183,7 +183,7 @@ pub(crate) fn timestamps(column: &ArrayRef) -> Result<Vec<Option<DateTime<Utc>>>
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
     )
     .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
-    .map_err(|e| EngineError::Usage(format!("cannot read a timestamp column: {e}")))?;
+    .map_err(|e| EngineError::internal("cannot read a timestamp column", e))?;
     let values = micros.as_primitive::<Int64Type>();
     Ok((0..values.len())
         .map(|i| {
