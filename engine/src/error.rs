@@ -95,7 +95,7 @@ pub enum EngineError {
         /// Names each blocking check with its counts.
         message: String,
         /// Every check result of the run.
-        results: Vec<crate::dq::CheckResult>,
+        results: Vec<crate::check_result::CheckResult>,
     },
 
     /// A product's files could not be written because the filesystem is full; the files

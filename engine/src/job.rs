@@ -13,8 +13,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::displayable;
 use datafusion::prelude::SessionContext;
 use lakeforge_planner::{
-    CheckPlacement, CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec, ResolvedJob,
-    extract_lineage, freshness_sla, plan_job,
+    CheckKind, CheckPlacement, CheckedDataset, Evaluation, JobPlan, JobScheduling, JobSpec,
+    ResolvedJob, extract_lineage, freshness_sla, plan_job,
 };
 use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;
@@ -40,7 +40,7 @@ use crate::publish::{
 };
 use crate::registry::Registry;
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
-use crate::session::new_session_with_models;
+use crate::session::{RunBackend, new_session_with_models};
 use crate::sources::register_sources;
 
 /// Where quarantine tables live, relative to the warehouse: `<folder>/<dataset>`.
@@ -323,7 +323,7 @@ pub async fn run_job_with(
         run_id: &run_id,
         started_at,
         cancel,
-        backend: RunBackend::of(config),
+        backend: RunBackend::chosen_by(config),
     };
     let outcome = execute_run(&context, &mut ledger).await;
     let ended_at = Utc::now();
@@ -435,33 +435,6 @@ struct RunContext<'a> {
     cancel: &'a RunCancellation,
     /// Embedded or on a cluster: decided once, from the configuration, when the run starts.
     backend: RunBackend,
-}
-
-/// Where a run's work executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunBackend {
-    /// In this process.
-    Embedded,
-    /// On the cluster of `EngineConfig::cluster`.
-    Cluster,
-}
-
-impl RunBackend {
-    fn of(config: &EngineConfig) -> RunBackend {
-        match config.cluster {
-            Some(_) => RunBackend::Cluster,
-            None => RunBackend::Embedded,
-        }
-    }
-
-    /// Where the planner may put check state: per process (keys, exact quantiles) only when
-    /// everything runs in one.
-    fn placement(self) -> CheckPlacement {
-        match self {
-            RunBackend::Embedded => CheckPlacement::InProcess,
-            RunBackend::Cluster => CheckPlacement::Distributed,
-        }
-    }
 }
 
 /// Every file a run has written and not yet committed. When a run fails, [`Staging::discard`]
@@ -844,8 +817,8 @@ fn blocking_checks(results: &[CheckResult]) -> Option<EngineError> {
         .map(|r| {
             let detail = match r.observed {
                 Some(observed) => format!("observed {observed} ({})", r.description),
-                None if r.kind == "schema" => r.message.clone().unwrap_or_default(),
-                None if r.evaluated == 0 || !crate::dq::is_row_level(&r.kind) => {
+                None if r.kind == CheckKind::Schema => r.message.clone().unwrap_or_default(),
+                None if r.evaluated == 0 || !r.kind.is_row_level() => {
                     r.message.clone().unwrap_or_else(|| r.description.clone())
                 }
                 None => format!(

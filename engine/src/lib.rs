@@ -9,9 +9,11 @@
 //! This crate is the only one that knows Delta Lake and the command line (`src/main.rs`).
 
 pub mod cancel;
+pub mod check_result;
 pub mod cluster;
 pub mod config;
 pub mod delta;
+pub mod delta_files;
 pub mod dq;
 pub mod error;
 pub mod job;

@@ -6,10 +6,50 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use lakeforge_planner::CheckPlacement;
 use lakeforge_udfs::scoring::{ModelResolver, NoModels};
 
 use crate::config::{EngineConfig, JoinStrategy};
 use crate::error::{EngineError, Result};
+
+/// Where a session's queries execute. Chosen once, from the configuration, when a run or
+/// command starts ([`RunBackend::chosen_by`]); the cluster's session carries it
+/// ([`RunBackend::of`]), so the few places whose plans differ (how a Delta table is read,
+/// where check state may live) read that one decision instead of making their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunBackend {
+    /// In this process.
+    Embedded,
+    /// On the cluster of `EngineConfig::cluster`.
+    Cluster,
+}
+
+impl RunBackend {
+    /// The backend `config` asks for.
+    pub fn chosen_by(config: &EngineConfig) -> RunBackend {
+        match config.cluster {
+            Some(_) => RunBackend::Cluster,
+            None => RunBackend::Embedded,
+        }
+    }
+
+    /// The backend `ctx` was created for (sessions made by [`new_session`] are embedded).
+    pub fn of(ctx: &SessionContext) -> RunBackend {
+        ctx.state()
+            .config()
+            .get_extension::<RunBackend>()
+            .map_or(RunBackend::Embedded, |backend| *backend)
+    }
+
+    /// Where the planner may put check state: per process (keys, exact quantiles) only when
+    /// everything runs in one.
+    pub fn placement(self) -> CheckPlacement {
+        match self {
+            RunBackend::Embedded => CheckPlacement::InProcess,
+            RunBackend::Cluster => CheckPlacement::Distributed,
+        }
+    }
+}
 
 /// A session configured from `config`, with Lakeforge's functions registered and no models
 /// (for commands that run no job).

@@ -11,6 +11,7 @@ use crate::delta;
 use crate::error::{EngineError, Result};
 use crate::location::{display_location, resolve_location};
 use crate::metadata::{FileIdentity, InputIdentity, MAX_LISTED_FILES};
+use crate::session::RunBackend;
 
 /// Registers every source of `job` in `ctx` under its name and returns their identities, in
 /// the spec's (alphabetical) order.
@@ -44,7 +45,7 @@ pub async fn register_source(
             .await
             .map_err(|e| source_error(e.to_string()))?;
         let version = table.version().unwrap_or_default();
-        if crate::cluster::is_cluster_session(ctx) {
+        if RunBackend::of(ctx) == RunBackend::Cluster {
             crate::cluster::register_delta_source(ctx, name, &table)
                 .await
                 .map_err(source_error)?;

@@ -91,7 +91,7 @@ pub fn print_checks(results: &[CheckResult]) {
             .map(|r| {
                 vec![
                     r.check.clone(),
-                    r.action.clone(),
+                    r.action.to_string(),
                     r.evaluated.to_string(),
                     r.failed.to_string(),
                     r.failed_percent()

@@ -15,8 +15,8 @@ use lakeforge_udfs::scoring::{ModelPin, scoring_function, scoring_resolver};
 use lakeforge_worker::LakeforgeCodec;
 use serde::{Deserialize, Serialize};
 
-use super::delta_files::{DeltaFilesSpec, DeltaFilesTable};
 use super::writer::{DatasetWrite, DeltaWriteNode, DeltaWriterExec};
+use crate::delta_files::{DeltaFilesSpec, DeltaFilesTable};
 use crate::models::PinnedModels;
 
 /// One encoded item.

@@ -14,7 +14,6 @@
 //! [`extensions`], so a plan the client encodes is one every process can decode.
 
 pub mod codec;
-pub mod delta_files;
 pub mod writer;
 
 use std::sync::Arc;
@@ -22,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
-use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
@@ -32,14 +30,14 @@ use lakeforge_worker::{ClusterAddress, ClusterExtensions};
 
 use crate::cancel::RunCancellation;
 use crate::config::EngineConfig;
+use crate::delta_files::files_provider;
 use crate::dq::DatasetCheckRun;
 use crate::error::{EngineError, Result};
 use crate::publish::{
     CheckedInput, PreparedProduct, QuarantineTarget, StagedFiles, StagedProduct, Streamed,
     checked_input, input_check_plan, staged_product,
 };
-use crate::session::session_config;
-use delta_files::{DeltaFilesSpec, DeltaFilesTable};
+use crate::session::{RunBackend, session_config};
 use writer::{DatasetWrite, DeltaWriteNode, DeltaWritePlanner, TableWrite};
 
 /// What every cluster role adds to Ballista: the engine's codec, Lakeforge's functions (from
@@ -54,10 +52,6 @@ pub fn extensions() -> ClusterExtensions {
     }
 }
 
-/// Marks a session whose queries run on a cluster, so its Delta sources take the cluster path.
-#[derive(Debug)]
-struct ClusterSession;
-
 /// A session whose queries run on the cluster at `address`, with Lakeforge's functions (models
 /// resolved by `models`) registered after connecting, as Ballista requires.
 pub async fn connect_session(
@@ -65,18 +59,10 @@ pub async fn connect_session(
     config: &EngineConfig,
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
-    let session_config = session_config(config).with_extension(Arc::new(ClusterSession));
+    let session_config = session_config(config).with_extension(Arc::new(RunBackend::Cluster));
     let ctx = lakeforge_worker::connect(address, session_config, &extensions()).await?;
     lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
-}
-
-/// Whether `ctx`'s queries run on a cluster.
-pub fn is_cluster_session(ctx: &SessionContext) -> bool {
-    ctx.state()
-        .config()
-        .get_extension::<ClusterSession>()
-        .is_some()
 }
 
 /// Registers Delta source `name` (opened at its version) as that version's files.
@@ -85,23 +71,9 @@ pub async fn register_delta_source(
     name: &str,
     table: &DeltaTable,
 ) -> std::result::Result<(), String> {
-    ctx.register_table(name, delta_provider(table).await?)
+    ctx.register_table(name, files_provider(table).await?)
         .map_err(|e| e.strip_backtrace())?;
     Ok(())
-}
-
-/// A Delta table at the version it is opened at, read by the workers as that version's files.
-pub async fn delta_provider(
-    table: &DeltaTable,
-) -> std::result::Result<Arc<dyn TableProvider>, String> {
-    let spec = DeltaFilesSpec::of_table(table)?;
-    // The schema the embedded provider gives, so both runs plan the same columns and types.
-    let schema = table
-        .table_provider()
-        .await
-        .map_err(|e| format!("cannot read the table: {}", e.strip_backtrace()))?
-        .schema();
-    Ok(Arc::new(DeltaFilesTable::new(spec, schema)))
 }
 
 /// Writes a prepared product's files on the workers and returns it staged, committing nothing:

@@ -46,60 +46,18 @@ use datafusion::logical_expr::{Expr, cast, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use lakeforge_planner::{
-    AnomalyMetric, CheckAction, CheckKind, CheckedDataset, CompiledCheck, DriftReference,
-    Evaluation, NullPolicy, Statistic,
+    AnomalyMetric, CheckAction, CheckedDataset, CompiledCheck, DriftReference, Evaluation,
+    NullPolicy, Statistic,
 };
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use serde::{Deserialize, Serialize};
 
+pub use crate::check_result::{CheckResult, is_row_level};
 use crate::dq::drift::{Histogram, NumericBins};
 use crate::dq::keys::{KeyResources, KeySet};
 pub use crate::dq::quantile::QuantileSketch;
 use crate::error::{EngineError, Result};
-
-/// One check's outcome in one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckResult {
-    /// The source, step or product checked.
-    pub dataset: String,
-    /// The check's name.
-    pub check: String,
-    /// Its kind.
-    pub kind: String,
-    /// Its action.
-    pub action: String,
-    /// What it checks, in SQL-like text.
-    pub description: String,
-    /// Rows evaluated.
-    pub evaluated: u64,
-    /// Rows failing (row-level kinds).
-    pub failed: u64,
-    /// Rows whose predicate was NULL and that passed (row-level kinds).
-    pub null_skipped: u64,
-    /// The value measured (dataset-level kinds): a count, statistic, age in seconds, p-value or
-    /// distance.
-    pub observed: Option<f64>,
-    /// Whether the check passed.
-    pub passed: bool,
-    /// Details: bounds, reference, why it could not be evaluated.
-    pub message: Option<String>,
-    /// Up to K failing rows: the dataset's key columns and the columns the check reads, as text,
-    /// smallest first.
-    pub samples: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl CheckResult {
-    /// Whether this result stops the run.
-    pub fn blocks_run(&self) -> bool {
-        !self.passed && self.action == CheckAction::Fail.to_string()
-    }
-
-    /// `failed / evaluated` in percent, for row-level results.
-    pub fn failed_percent(&self) -> Option<f64> {
-        (self.evaluated > 0 && is_row_level(&self.kind))
-            .then(|| self.failed as f64 * 100.0 / self.evaluated as f64)
-    }
-}
+use crate::session::RunBackend;
 
 /// A drift check's reference, measured before the dataset streams.
 #[derive(Debug, Clone)]
@@ -331,8 +289,8 @@ impl DatasetCheckRun {
                 let mut result = CheckResult {
                     dataset: self.checked.dataset.clone(),
                     check: check.name.clone(),
-                    kind: check.kind.to_string(),
-                    action: check.action.to_string(),
+                    kind: check.kind,
+                    action: check.action,
                     description: check.description.clone(),
                     evaluated: rows,
                     failed: 0,
@@ -638,13 +596,15 @@ async fn measure_reference(
             };
             // On a cluster, delta-rs's scan cannot travel: read the version's files instead.
             let provider: Arc<dyn datafusion::catalog::TableProvider> =
-                if crate::cluster::is_cluster_session(ctx) {
-                    crate::cluster::delta_provider(&table).await.map_err(|e| {
-                        EngineError::product(
-                            dataset,
-                            format!("check '{}': drift reference: {e}", check.name),
-                        )
-                    })?
+                if RunBackend::of(ctx) == RunBackend::Cluster {
+                    crate::delta_files::files_provider(&table)
+                        .await
+                        .map_err(|e| {
+                            EngineError::product(
+                                dataset,
+                                format!("check '{}': drift reference: {e}", check.name),
+                            )
+                        })?
                 } else {
                     table.table_provider().await.map_err(failure)?
                 };
@@ -1567,11 +1527,6 @@ pub(crate) mod float_bits {
                 .map(|v| v.into_iter().map(f64::from_bits).collect())
         }
     }
-}
-
-/// Whether a result's kind (as stored) is row-level.
-pub fn is_row_level(kind: &str) -> bool {
-    CheckKind::from_name(kind).is_some_and(CheckKind::is_row_level)
 }
 
 #[cfg(test)]

@@ -94,8 +94,8 @@ pub async fn record_results(
                 .collect::<Int64Array>(),
         ),
         strings(&|r| Some(r.result.check.clone())),
-        strings(&|r| Some(r.result.kind.clone())),
-        strings(&|r| Some(r.result.action.clone())),
+        strings(&|r| Some(r.result.kind.to_string())),
+        strings(&|r| Some(r.result.action.to_string())),
         Arc::new(
             results
                 .iter()

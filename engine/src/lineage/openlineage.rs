@@ -670,10 +670,10 @@ impl RunDescription<'_> {
             .checks
             .iter()
             .map(|check| Assertion {
-                assertion: check.kind.clone(),
+                assertion: check.kind.to_string(),
                 success: check.passed,
                 name: check.check.clone(),
-                severity: check.action.clone(),
+                severity: check.action.to_string(),
                 description: check.description.clone(),
                 actual: match check.observed {
                     Some(observed) => observed.to_string(),

@@ -89,13 +89,13 @@ pub struct CheckSummary {
     pub passed: bool,
 }
 
-impl From<&crate::dq::CheckResult> for CheckSummary {
-    fn from(result: &crate::dq::CheckResult) -> Self {
+impl From<&crate::check_result::CheckResult> for CheckSummary {
+    fn from(result: &crate::check_result::CheckResult) -> Self {
         CheckSummary {
             dataset: result.dataset.clone(),
             check: result.check.clone(),
-            kind: result.kind.clone(),
-            action: result.action.clone(),
+            kind: result.kind.to_string(),
+            action: result.action.to_string(),
             evaluated: result.evaluated,
             failed: result.failed,
             observed: result.observed,

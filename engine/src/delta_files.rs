@@ -1,5 +1,5 @@
-//! A Delta source on the cluster: one version, pinned on the client, read as a list of Parquet
-//! files with their partition values.
+//! A Delta table read as one version's Parquet files, with their partition values: how a
+//! cluster reads Delta sources, the version pinned on the client.
 //!
 //! delta-rs's scan node cannot travel to Ballista's workers (it has no codec), so the client
 //! resolves the version's files and this provider scans exactly those with DataFusion's own
@@ -259,4 +259,19 @@ impl TableProvider for DeltaFilesTable {
         .build();
         Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// A Delta table at the version it is opened at, read as that version's files (the form that
+/// travels to a cluster's workers).
+pub async fn files_provider(
+    table: &DeltaTable,
+) -> std::result::Result<Arc<dyn TableProvider>, String> {
+    let spec = DeltaFilesSpec::of_table(table)?;
+    // The schema the embedded provider gives, so both runs plan the same columns and types.
+    let schema = table
+        .table_provider()
+        .await
+        .map_err(|e| format!("cannot read the table: {}", e.strip_backtrace()))?
+        .schema();
+    Ok(Arc::new(DeltaFilesTable::new(spec, schema)))
 }
