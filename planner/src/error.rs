@@ -1,8 +1,7 @@
 //! The planner's error type.
 
+use std::fmt;
 use std::path::PathBuf;
-
-use crate::spec::StatementKind;
 
 /// Everything that can go wrong between a job file and its logical plans.
 ///
@@ -84,4 +83,22 @@ pub enum PlannerError {
     /// follow); names the column or node.
     #[error("cannot compute column lineage: {0}")]
     Lineage(String),
+}
+
+/// Which kind of statement a name belongs to, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// A `[[steps]]` entry.
+    Step,
+    /// A `[[products]]` entry.
+    Product,
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatementKind::Step => "step",
+            StatementKind::Product => "product",
+        })
+    }
 }

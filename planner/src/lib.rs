@@ -27,6 +27,7 @@ mod checks;
 mod error;
 mod lineage;
 mod plan;
+mod resolve;
 mod schedule;
 mod spec;
 mod vars;

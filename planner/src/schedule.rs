@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use chrono_tz::Tz;
-use serde::{Deserialize, Serialize};
 
 use crate::check_spec::parse_duration;
 use crate::error::PlannerError;
+pub use crate::spec::CatchUp;
 use crate::spec::{JobSection, ProductSpec};
 
 /// The variable scheduled runs set to the scheduled day (`YYYY-MM-DD` in the job's time zone).
@@ -23,31 +23,6 @@ pub const RUN_TS_VAR: &str = "run_ts";
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Backoff never waits longer than this between two attempts.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
-
-/// What the scheduler does with cron occurrences it could not run on time (the daemon was
-/// down, or the previous run was still going).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum CatchUp {
-    /// One run, for the most recent missed occurrence.
-    #[default]
-    Latest,
-    /// One run per missed occurrence, oldest first.
-    All,
-    /// None: wait for the next occurrence.
-    None,
-}
-
-impl CatchUp {
-    /// The spelling in the spec.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CatchUp::Latest => "latest",
-            CatchUp::All => "all",
-            CatchUp::None => "none",
-        }
-    }
-}
 
 /// A cron pattern evaluated in a time zone.
 #[derive(Debug, Clone)]

@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check_spec::{CheckKind, CheckSpec};
 use crate::error::PlannerError;
-use crate::schedule::{CatchUp, JobScheduling, freshness_sla};
-use crate::vars::substitute_vars;
+pub use crate::error::StatementKind;
 
 /// A whole job file, as written.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -327,21 +326,28 @@ impl fmt::Display for DatasetKind {
     }
 }
 
-/// Which kind of statement a name belongs to, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementKind {
-    /// A `[[steps]]` entry.
-    Step,
-    /// A `[[products]]` entry.
-    Product,
+/// What the scheduler does with cron occurrences it could not run on time (the daemon was
+/// down, or the previous run was still going).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// One run, for the most recent missed occurrence.
+    #[default]
+    Latest,
+    /// One run per missed occurrence, oldest first.
+    All,
+    /// None: wait for the next occurrence.
+    None,
 }
 
-impl fmt::Display for StatementKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            StatementKind::Step => "step",
-            StatementKind::Product => "product",
-        })
+impl CatchUp {
+    /// The spelling in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+            CatchUp::None => "none",
+        }
     }
 }
 
@@ -365,96 +371,9 @@ impl JobSpec {
         Ok((spec, text))
     }
 
-    /// Checks names, reads `sql_file`s and substitutes variables.
-    ///
-    /// `text` is the spec's source text (hashed into [`ResolvedJob::spec_hash`]); `base_dir`
-    /// is where relative paths resolve; `overrides` are the caller's `--var`s.
-    pub fn resolve(
-        self,
-        text: &str,
-        base_dir: &Path,
-        spec_path: Option<&Path>,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<ResolvedJob, PlannerError> {
-        self.check_names()?;
-        JobScheduling::from_section(&self.job)?;
-        for product in &self.products {
-            freshness_sla(product)?;
-        }
-        let mut vars = self.job.vars.clone();
-        vars.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-
-        let mut hasher = sha2_hasher();
-        hasher.update(text.as_bytes());
-
-        let mut resolve_statement = |kind: StatementKind,
-                                     name: &str,
-                                     sql: &Option<String>,
-                                     sql_file: &Option<String>|
-         -> Result<ResolvedStatement, PlannerError> {
-            let raw = match (sql, sql_file) {
-                (Some(sql), None) => sql.clone(),
-                (None, Some(file)) => {
-                    let path = base_dir.join(file);
-                    std::fs::read_to_string(&path).map_err(|source| PlannerError::ReadFile {
-                        what: format!("sql_file of {kind} '{name}'"),
-                        path,
-                        source,
-                    })?
-                }
-                (Some(_), Some(_)) => {
-                    return Err(PlannerError::InvalidSpec(format!(
-                        "{kind} '{name}' has both `sql` and `sql_file`; give exactly one"
-                    )));
-                }
-                (None, None) => {
-                    return Err(PlannerError::InvalidSpec(format!(
-                        "{kind} '{name}' has neither `sql` nor `sql_file`"
-                    )));
-                }
-            };
-            let sql =
-                substitute_vars(&raw, &vars).map_err(|missing| PlannerError::UnknownVariable {
-                    kind,
-                    name: name.to_string(),
-                    variable: missing,
-                })?;
-            hasher.update(sql.as_bytes());
-            Ok(ResolvedStatement {
-                name: name.to_string(),
-                sql,
-            })
-        };
-
-        let steps = self
-            .steps
-            .iter()
-            .map(|s| resolve_statement(StatementKind::Step, &s.name, &s.sql, &s.sql_file))
-            .collect::<Result<Vec<_>, _>>()?;
-        let products = self
-            .products
-            .iter()
-            .map(|p| resolve_statement(StatementKind::Product, &p.name, &p.sql, &p.sql_file))
-            .collect::<Result<Vec<_>, _>>()?;
-        for (k, v) in &vars {
-            hasher.update(k.as_bytes());
-            hasher.update(v.as_bytes());
-        }
-
-        Ok(ResolvedJob {
-            spec: self,
-            base_dir: base_dir.to_path_buf(),
-            spec_path: spec_path.map(Path::to_path_buf),
-            spec_hash: hasher.finish_hex(),
-            vars,
-            steps,
-            products,
-        })
-    }
-
     /// Names must be SQL identifiers that DataFusion will not fold (lower case), unique across
     /// sources, steps and products; products need at least one entry.
-    fn check_names(&self) -> Result<(), PlannerError> {
+    pub(crate) fn check_names(&self) -> Result<(), PlannerError> {
         if self.job.name.trim().is_empty() {
             return Err(PlannerError::InvalidSpec("`job.name` is empty".to_string()));
         }
@@ -599,26 +518,6 @@ pub fn is_plain_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// A tiny wrapper so the hashing above reads as one concept.
-struct SpecHasher(sha2::Sha256);
-
-fn sha2_hasher() -> SpecHasher {
-    use sha2::Digest;
-    SpecHasher(sha2::Sha256::new())
-}
-
-impl SpecHasher {
-    fn update(&mut self, bytes: &[u8]) {
-        use sha2::Digest;
-        self.0.update(bytes);
-    }
-
-    fn finish_hex(self) -> String {
-        use sha2::Digest;
-        hex::encode(self.0.finalize())
-    }
 }
 
 #[cfg(test)]
