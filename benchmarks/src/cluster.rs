@@ -18,7 +18,9 @@ use anyhow::{Context, bail};
 use lakeforge_benchmarks::datagen::tpch::{TpchConfig, generate_tpch};
 use serde_json::Value;
 
-use crate::harness::{Lakeforge, Measurement, Ratio, SuiteReport, folder_bytes, fresh_dir, median};
+use crate::harness::{
+    Lakeforge, Measurement, Ratio, Round, SuiteReport, folder_bytes, fresh_dir, median,
+};
 use crate::tpch::{query_texts, write_jobs};
 
 /// How the suite runs.
@@ -110,169 +112,264 @@ impl LocalCluster {
 
 /// Runs the suite.
 pub fn run(lakeforge: &Lakeforge, options: &ClusterOptions) -> anyhow::Result<SuiteReport> {
-    let sf = options.scale_factor;
-    let data = options.data_root.join(format!("tpch-sf{sf}"));
-    eprintln!("cluster: TPC-H scale factor {sf} at {}", data.display());
-    generate_tpch(&data, &TpchConfig::new(sf))
-        .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?;
-    fresh_dir(&options.work_dir)?;
-    let queries = query_texts()?;
-    write_jobs(&data, &options.work_dir, &queries)?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    // The same parallelism both ways: the workers' slots add up to the embedded run's partitions.
-    let slots = (cores / options.workers.max(1)).max(1);
-    let cluster = LocalCluster::start(lakeforge, options.workers, slots, &options.work_dir)?;
+    let suite = ClusterSuite::prepare(lakeforge, options)?;
+    let cluster = LocalCluster::start(lakeforge, options.workers, suite.slots, &options.work_dir)?;
+    let slots = suite.slots;
     eprintln!(
         "  coordinator at {}, {} workers x {slots} slots",
         cluster.url, options.workers
     );
-
-    let product_rows = |name: &str| {
-        table_rows(
-            lakeforge,
-            &options.work_dir,
-            &options.work_dir.join("warehouse").join(name),
-        )
-    };
-
-    let mut embedded: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut distributed: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for round in 0..options.warmup + options.runs {
-        let timed = round >= options.warmup;
-        let label = if timed { "run" } else { "warm-up" };
-        for (name, _) in &queries {
-            let job = options.work_dir.join(format!("{name}.toml"));
-            let (local, _) = lakeforge.run(&options.work_dir, ["run".as_ref(), job.as_os_str()])?;
-            let local_rows = if round == 0 {
-                Some(product_rows(name)?)
-            } else {
-                None
-            };
-            let (remote, _) = lakeforge.run(
-                &options.work_dir,
-                [
-                    "run".as_ref(),
-                    job.as_os_str(),
-                    "--cluster".as_ref(),
-                    cluster.url.as_ref(),
-                ],
-            )?;
-            if let Some(local_rows) = local_rows
-                && local_rows != product_rows(name)?
-            {
-                bail!("{name}: the cluster run's product differs from the embedded run's");
-            }
-            eprintln!(
-                "  {name:<4} {label:<8} embedded {:>7.3} s   cluster {:>7.3} s",
-                local.as_secs_f64(),
-                remote.as_secs_f64()
-            );
-            if timed {
-                embedded
-                    .entry(name.clone())
-                    .or_default()
-                    .push(local.as_secs_f64());
-                distributed
-                    .entry(name.clone())
-                    .or_default()
-                    .push(remote.as_secs_f64());
-            }
-        }
-    }
+    let timings = suite.time_query_rounds(&cluster.url)?;
     let example = example_rounds(lakeforge, options, &cluster.url)?;
     drop(cluster);
+    suite.build_report(timings, example)
+}
 
-    let mut measurements = Vec::new();
-    for (name, _) in &queries {
-        for (case, times) in [("embedded", &mut embedded), ("cluster", &mut distributed)] {
-            let seconds = times.remove(name).unwrap_or_default();
-            measurements.push(Measurement {
-                case: format!("{name} {case}"),
-                description: format!("as a job ({case}): product written to Delta, whole process"),
-                median_seconds: median(&seconds),
-                seconds,
-            });
-        }
+/// The data, the queries and the parallelism every phase uses.
+struct ClusterSuite<'a> {
+    lakeforge: &'a Lakeforge,
+    options: &'a ClusterOptions,
+    /// The TPC-H Parquet tables.
+    data: PathBuf,
+    /// The queries, by name (a job `NAME.toml` each in the work folder).
+    queries: Vec<(String, String)>,
+    /// This machine's cores: the embedded runs' partitions.
+    cores: usize,
+    /// Task slots per worker.
+    slots: usize,
+}
+
+/// Each query's timed seconds, both ways.
+#[derive(Default)]
+struct QueryTimings {
+    embedded: BTreeMap<String, Vec<f64>>,
+    distributed: BTreeMap<String, Vec<f64>>,
+}
+
+impl ClusterSuite<'_> {
+    /// Generates (or reuses) the data, empties the work folder, writes the jobs and sizes the
+    /// workers.
+    fn prepare<'a>(
+        lakeforge: &'a Lakeforge,
+        options: &'a ClusterOptions,
+    ) -> anyhow::Result<ClusterSuite<'a>> {
+        let sf = options.scale_factor;
+        let data = options.data_root.join(format!("tpch-sf{sf}"));
+        eprintln!("cluster: TPC-H scale factor {sf} at {}", data.display());
+        generate_tpch(&data, &TpchConfig::new(sf))
+            .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?;
+        fresh_dir(&options.work_dir)?;
+        let queries = query_texts()?;
+        write_jobs(&data, &options.work_dir, &queries)?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        // The same parallelism both ways: the workers' slots add up to the embedded run's
+        // partitions.
+        let slots = (cores / options.workers.max(1)).max(1);
+        Ok(ClusterSuite {
+            lakeforge,
+            options,
+            data,
+            queries,
+            cores,
+            slots,
+        })
     }
-    let sum = |case: &str| -> f64 {
-        measurements
-            .iter()
-            .filter(|m| m.case.ends_with(&format!(" {case}")))
-            .map(|m| m.median_seconds)
-            .sum()
-    };
-    let (embedded_total, cluster_total) = (sum("embedded"), sum("cluster"));
-    let ratio = |numerator: f64, denominator: f64| {
-        if denominator > 0.0 {
-            numerator / denominator
-        } else {
-            0.0
+
+    /// The rows of the product `name` the latest run wrote.
+    fn product_rows(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let work_dir = &self.options.work_dir;
+        table_rows(
+            self.lakeforge,
+            work_dir,
+            &work_dir.join("warehouse").join(name),
+        )
+    }
+
+    /// Every round runs each query embedded, then on the cluster at `url`.
+    fn time_query_rounds(&self, url: &str) -> anyhow::Result<QueryTimings> {
+        let mut timings = QueryTimings::default();
+        for round in Round::all(self.options.warmup, self.options.runs) {
+            for (name, _) in &self.queries {
+                self.time_query(name, round, url, &mut timings)?;
+            }
         }
-    };
-    let ratios = vec![
-        Ratio::new(
-            "cluster / embedded (sum of query medians)".to_string(),
-            ratio(cluster_total, embedded_total),
-            Some(1.5),
-        ),
-        Ratio::new(
-            "example job: cluster / embedded (medians)".to_string(),
-            ratio(example[1].median_seconds, example[0].median_seconds),
-            Some(1.5),
-        ),
-    ];
-    measurements.extend(example);
-    let mut setup = BTreeMap::new();
-    setup.insert(
-        "dataset".to_string(),
-        Value::from(format!(
-            "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
-            folder_bytes(&data)? as f64 / 1024.0 / 1024.0
-        )),
-    );
-    setup.insert(
-        "cluster".to_string(),
-        Value::from(format!(
-            "1 coordinator + {} workers x {slots} slots on this machine (loopback); embedded runs \
-             use {cores} partitions",
-            options.workers
-        )),
-    );
-    setup.insert(
-        "rounds".to_string(),
-        Value::from(format!(
-            "{} warm-up + {} timed; each query runs embedded then on the cluster",
-            options.warmup, options.runs
-        )),
-    );
-    setup.insert(
-        "example".to_string(),
-        Value::from(format!(
-            "examples/churn: {} customers, {} events; 3 products, 10 checks, XGBoost scoring \
-             from the registry (`lakeforge example churn`, data generated once)",
-            options.example_customers,
-            options.example_customers * EVENTS_PER_CUSTOMER
-        )),
-    );
-    setup.insert(
-        "correctness".to_string(),
-        Value::from("every cluster product equals the embedded product (first round)"),
-    );
-    Ok(SuiteReport {
-        suite: format!("cluster-tpch-sf{sf}"),
-        setup,
-        measurements,
-        ratios,
-        notes: vec![
-            "Both cases are whole `lakeforge run` processes (planning, execution, Delta write \
-             and commit, run record, lineage); the cluster case adds shipping the plan, \
-             scheduling stages, shuffling through the workers' disks and Flight, and fetching \
-             the writers' file lists."
-                .to_string(),
-        ],
-    })
+        Ok(timings)
+    }
+
+    /// One query, embedded then on the cluster; in the first round, their products must hold
+    /// the same rows.
+    fn time_query(
+        &self,
+        name: &str,
+        round: Round,
+        url: &str,
+        timings: &mut QueryTimings,
+    ) -> anyhow::Result<()> {
+        let label = round.label();
+        let work_dir = &self.options.work_dir;
+        let job = work_dir.join(format!("{name}.toml"));
+        let (local, _) = self
+            .lakeforge
+            .run(work_dir, ["run".as_ref(), job.as_os_str()])?;
+        let local_rows = if round.index == 0 {
+            Some(self.product_rows(name)?)
+        } else {
+            None
+        };
+        let (remote, _) = self.lakeforge.run(
+            work_dir,
+            [
+                "run".as_ref(),
+                job.as_os_str(),
+                "--cluster".as_ref(),
+                url.as_ref(),
+            ],
+        )?;
+        if let Some(local_rows) = local_rows
+            && local_rows != self.product_rows(name)?
+        {
+            bail!("{name}: the cluster run's product differs from the embedded run's");
+        }
+        eprintln!(
+            "  {name:<4} {label:<8} embedded {:>7.3} s   cluster {:>7.3} s",
+            local.as_secs_f64(),
+            remote.as_secs_f64()
+        );
+        if round.timed {
+            timings
+                .embedded
+                .entry(name.to_string())
+                .or_default()
+                .push(local.as_secs_f64());
+            timings
+                .distributed
+                .entry(name.to_string())
+                .or_default()
+                .push(remote.as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Per query, the embedded then the cluster measurement.
+    fn query_measurements(&self, mut timings: QueryTimings) -> Vec<Measurement> {
+        let mut measurements = Vec::new();
+        for (name, _) in &self.queries {
+            for (case, times) in [
+                ("embedded", &mut timings.embedded),
+                ("cluster", &mut timings.distributed),
+            ] {
+                let seconds = times.remove(name).unwrap_or_default();
+                measurements.push(Measurement {
+                    case: format!("{name} {case}"),
+                    description: format!(
+                        "as a job ({case}): product written to Delta, whole process"
+                    ),
+                    median_seconds: median(&seconds),
+                    seconds,
+                });
+            }
+        }
+        measurements
+    }
+
+    /// The suite's report: the queries' measurements, then the example's, with the overhead
+    /// ratios and the setup.
+    fn build_report(
+        &self,
+        timings: QueryTimings,
+        example: [Measurement; 2],
+    ) -> anyhow::Result<SuiteReport> {
+        let mut measurements = self.query_measurements(timings);
+        let sum = |case: &str| -> f64 {
+            measurements
+                .iter()
+                .filter(|m| m.case.ends_with(&format!(" {case}")))
+                .map(|m| m.median_seconds)
+                .sum()
+        };
+        let (embedded_total, cluster_total) = (sum("embedded"), sum("cluster"));
+        let ratios = vec![
+            Ratio::new(
+                "cluster / embedded (sum of query medians)".to_string(),
+                ratio(cluster_total, embedded_total),
+                Some(1.5),
+            ),
+            Ratio::new(
+                "example job: cluster / embedded (medians)".to_string(),
+                ratio(example[1].median_seconds, example[0].median_seconds),
+                Some(1.5),
+            ),
+        ];
+        measurements.extend(example);
+        let sf = self.options.scale_factor;
+        Ok(SuiteReport {
+            suite: format!("cluster-tpch-sf{sf}"),
+            setup: self.setup()?,
+            measurements,
+            ratios,
+            notes: vec![
+                "Both cases are whole `lakeforge run` processes (planning, execution, Delta \
+                 write and commit, run record, lineage); the cluster case adds shipping the \
+                 plan, scheduling stages, shuffling through the workers' disks and Flight, and \
+                 fetching the writers' file lists."
+                    .to_string(),
+            ],
+        })
+    }
+
+    /// The report's description of the data, the cluster, the rounds and the example.
+    fn setup(&self) -> anyhow::Result<BTreeMap<String, Value>> {
+        let options = self.options;
+        let (sf, slots, cores) = (options.scale_factor, self.slots, self.cores);
+        let mut setup = BTreeMap::new();
+        setup.insert(
+            "dataset".to_string(),
+            Value::from(format!(
+                "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
+                folder_bytes(&self.data)? as f64 / 1024.0 / 1024.0
+            )),
+        );
+        setup.insert(
+            "cluster".to_string(),
+            Value::from(format!(
+                "1 coordinator + {} workers x {slots} slots on this machine (loopback); embedded \
+                 runs use {cores} partitions",
+                options.workers
+            )),
+        );
+        setup.insert(
+            "rounds".to_string(),
+            Value::from(format!(
+                "{} warm-up + {} timed; each query runs embedded then on the cluster",
+                options.warmup, options.runs
+            )),
+        );
+        setup.insert(
+            "example".to_string(),
+            Value::from(format!(
+                "examples/churn: {} customers, {} events; 3 products, 10 checks, XGBoost \
+                 scoring from the registry (`lakeforge example churn`, data generated once)",
+                options.example_customers,
+                options.example_customers * EVENTS_PER_CUSTOMER
+            )),
+        );
+        setup.insert(
+            "correctness".to_string(),
+            Value::from("every cluster product equals the embedded product (first round)"),
+        );
+        Ok(setup)
+    }
+}
+
+/// `numerator / denominator`, or 0 when nothing was measured (no division by zero).
+fn ratio(numerator: f64, denominator: f64) -> f64 {
+    if denominator > 0.0 {
+        numerator / denominator
+    } else {
+        0.0
+    }
 }
 
 /// Events generated per example customer (the example's own ratio).

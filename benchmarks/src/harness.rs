@@ -227,6 +227,31 @@ pub fn alternate(
         .collect())
 }
 
+/// One round of a suite's own loop (for suites that cannot use [`alternate`]): the first
+/// `warmup` rounds are untimed.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// Its position, from 0.
+    pub index: usize,
+    /// Whether its times are kept.
+    pub timed: bool,
+}
+
+impl Round {
+    /// `warmup` untimed rounds, then `runs` timed ones.
+    pub fn all(warmup: usize, runs: usize) -> impl Iterator<Item = Round> {
+        (0..warmup + runs).map(move |index| Round {
+            index,
+            timed: index >= warmup,
+        })
+    }
+
+    /// How progress lines name it.
+    pub fn label(self) -> &'static str {
+        if self.timed { "run" } else { "warm-up" }
+    }
+}
+
 /// The median (mean of the middle two for an even count; 0 for none).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();

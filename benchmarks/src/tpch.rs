@@ -26,7 +26,8 @@ use lakeforge_benchmarks::datagen::tpch::{TPCH_TABLES, TpchConfig, generate_tpch
 use serde_json::Value;
 
 use crate::harness::{
-    Lakeforge, Measurement, Ratio, SuiteReport, folder_bytes, fresh_dir, median, run_peer_script,
+    Lakeforge, Measurement, Ratio, Round, SuiteReport, folder_bytes, fresh_dir, median,
+    run_peer_script,
 };
 
 /// The peer engines, in report order: DuckDB and Polars (`peers/tpch.py`), Spark local mode
@@ -83,211 +84,319 @@ fn single_statement(n: u32, text: &str) -> String {
 
 /// Runs the suite and returns its report.
 pub fn run(lakeforge: &Lakeforge, options: &TpchOptions) -> anyhow::Result<SuiteReport> {
-    let sf = options.scale_factor;
-    let data = options.data_root.join(format!("tpch-sf{sf}"));
-    eprintln!("tpch: scale factor {sf} at {}", data.display());
-    if generate_tpch(&data, &TpchConfig::new(sf))
-        .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?
-    {
-        eprintln!("  generated");
+    let suite = TpchSuite::prepare(lakeforge, options)?;
+    suite.check_answers()?;
+    let mut timings = suite.time_rounds()?;
+    let measurements = suite.measurements(&mut timings);
+    suite.build_report(measurements, timings)
+}
+
+/// The data, the folders and the queries every phase uses.
+struct TpchSuite<'a> {
+    lakeforge: &'a Lakeforge,
+    options: &'a TpchOptions,
+    /// The TPC-H Parquet tables.
+    data: PathBuf,
+    /// One `QN.sql` per query (the peers read them).
+    queries_dir: PathBuf,
+    /// Lakeforge's answers, one `QN.jsonl` per query (the peers check theirs against them).
+    answers_dir: PathBuf,
+    /// The queries, by name.
+    queries: Vec<(String, String)>,
+}
+
+/// What the rounds measured and the peers reported.
+#[derive(Default)]
+struct TpchTimings {
+    /// Lakeforge's `sql` seconds per query, baseline subtracted.
+    lakeforge_sql: BTreeMap<String, Vec<f64>>,
+    /// Lakeforge's job seconds per query.
+    lakeforge_job: BTreeMap<String, Vec<f64>>,
+    /// Seconds per (engine, query).
+    peers: BTreeMap<(String, String), Vec<f64>>,
+    /// Each engine's errors per query.
+    peer_errors: BTreeMap<String, Value>,
+    /// The peers' versions.
+    versions: serde_json::Map<String, Value>,
+    /// (engine, query) pairs answered wrongly, left out of the timings from then on.
+    wrong_peer_answers: BTreeSet<(String, String)>,
+    /// Notes about the peers for the report.
+    peer_notes: BTreeSet<String>,
+}
+
+impl TpchSuite<'_> {
+    /// Generates (or reuses) the data, empties the work folder and writes the queries and jobs.
+    fn prepare<'a>(
+        lakeforge: &'a Lakeforge,
+        options: &'a TpchOptions,
+    ) -> anyhow::Result<TpchSuite<'a>> {
+        let sf = options.scale_factor;
+        let data = options.data_root.join(format!("tpch-sf{sf}"));
+        eprintln!("tpch: scale factor {sf} at {}", data.display());
+        if generate_tpch(&data, &TpchConfig::new(sf))
+            .with_context(|| format!("cannot generate TPC-H data at {}", data.display()))?
+        {
+            eprintln!("  generated");
+        }
+        fresh_dir(&options.work_dir)?;
+        let queries_dir = options.work_dir.join("queries");
+        let answers_dir = options.work_dir.join("answers");
+        std::fs::create_dir_all(&queries_dir)?;
+        std::fs::create_dir_all(&answers_dir)?;
+        let queries = query_texts()?;
+        write_jobs(&data, &options.work_dir, &queries)?;
+        Ok(TpchSuite {
+            lakeforge,
+            options,
+            data,
+            queries_dir,
+            answers_dir,
+            queries,
+        })
     }
-    fresh_dir(&options.work_dir)?;
-    let queries_dir = options.work_dir.join("queries");
-    let answers_dir = options.work_dir.join("answers");
-    std::fs::create_dir_all(&queries_dir)?;
-    std::fs::create_dir_all(&answers_dir)?;
-    let queries = query_texts()?;
-    // `lakeforge --json sql QUERY --table NAME=DIR...`: JSON lines are the cheapest way the CLI
-    // prints rows (no column widths to compute).
-    let sql_args = |query: &str| {
+
+    /// `lakeforge --json sql QUERY --table NAME=DIR...`: JSON lines are the cheapest way the CLI
+    /// prints rows (no column widths to compute).
+    fn sql_args(&self, query: &str) -> Vec<String> {
         let mut args = vec!["--json".to_string(), "sql".to_string(), query.to_string()];
         for table in TPCH_TABLES {
             args.push("--table".to_string());
             args.push(format!(
                 "{table}={}",
-                tpch_table_dir(&data, table).display()
+                tpch_table_dir(&self.data, table).display()
             ));
         }
         args
-    };
-    write_jobs(&data, &options.work_dir, &queries)?;
-
-    // Correctness first: Lakeforge's answers against DuckDB's.
-    eprintln!("tpch: answers");
-    for (name, text) in &queries {
-        let (_, stdout) = lakeforge.run(&options.work_dir, sql_args(text))?;
-        std::fs::write(answers_dir.join(format!("{name}.jsonl")), stdout)?;
     }
-    let first = run_peers(&data, &queries_dir, Some(&answers_dir), 1)?;
-    let verdicts = first["check"]
-        .as_object()
-        .context("the peers script returned no check")?;
-    let wrong: Vec<String> = verdicts
-        .iter()
-        .filter(|(_, v)| !v.as_str().unwrap_or_default().starts_with("ok"))
-        .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
-        .collect();
-    if !wrong.is_empty() {
-        bail!(
-            "Lakeforge's TPC-H answers differ from DuckDB's:\n{}",
-            wrong.join("\n")
-        );
-    }
-    eprintln!("  all 22 answers equal DuckDB's");
 
-    // Timing: rounds alternate Lakeforge (every query, both ways) and the peers.
-    let mut lakeforge_sql: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut lakeforge_job: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut peers: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
-    let mut peer_errors: BTreeMap<String, Value> = BTreeMap::new();
-    let mut versions = serde_json::Map::new();
-    let mut wrong_peer_answers: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut peer_notes: BTreeSet<String> = BTreeSet::new();
-    for round in 0..options.warmup + options.runs {
-        let timed = round >= options.warmup;
-        let label = if timed { "run" } else { "warm-up" };
-        let (baseline, _) = lakeforge.run(&options.work_dir, sql_args("SELECT 1"))?;
-        for (name, text) in &queries {
-            let (elapsed, _) = lakeforge.run(&options.work_dir, sql_args(text))?;
+    /// Correctness first: Lakeforge's answers, written to `answers_dir`, against DuckDB's.
+    fn check_answers(&self) -> anyhow::Result<()> {
+        eprintln!("tpch: answers");
+        for (name, text) in &self.queries {
+            let (_, stdout) = self
+                .lakeforge
+                .run(&self.options.work_dir, self.sql_args(text))?;
+            std::fs::write(self.answers_dir.join(format!("{name}.jsonl")), stdout)?;
+        }
+        let first = run_peers(&self.data, &self.queries_dir, Some(&self.answers_dir), 1)?;
+        let verdicts = first["check"]
+            .as_object()
+            .context("the peers script returned no check")?;
+        let wrong: Vec<String> = verdicts
+            .iter()
+            .filter(|(_, v)| !v.as_str().unwrap_or_default().starts_with("ok"))
+            .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
+            .collect();
+        if !wrong.is_empty() {
+            bail!(
+                "Lakeforge's TPC-H answers differ from DuckDB's:\n{}",
+                wrong.join("\n")
+            );
+        }
+        eprintln!("  all 22 answers equal DuckDB's");
+        Ok(())
+    }
+
+    /// Timing: rounds alternate Lakeforge (every query, both ways) and the peers.
+    fn time_rounds(&self) -> anyhow::Result<TpchTimings> {
+        let mut timings = TpchTimings::default();
+        for round in Round::all(self.options.warmup, self.options.runs) {
+            self.time_lakeforge(round, &mut timings)?;
+            self.time_peers(round, &mut timings)?;
+        }
+        Ok(timings)
+    }
+
+    /// One round of Lakeforge: the `SELECT 1` baseline, then every query as `sql` and as a job.
+    fn time_lakeforge(&self, round: Round, timings: &mut TpchTimings) -> anyhow::Result<()> {
+        let label = round.label();
+        let work_dir = &self.options.work_dir;
+        let (baseline, _) = self.lakeforge.run(work_dir, self.sql_args("SELECT 1"))?;
+        for (name, text) in &self.queries {
+            let (elapsed, _) = self.lakeforge.run(work_dir, self.sql_args(text))?;
             let query = elapsed.saturating_sub(baseline);
-            let job = options.work_dir.join(format!("{name}.toml"));
-            let (job_elapsed, _) =
-                lakeforge.run(&options.work_dir, ["run".as_ref(), job.as_os_str()])?;
+            let job = work_dir.join(format!("{name}.toml"));
+            let (job_elapsed, _) = self
+                .lakeforge
+                .run(work_dir, ["run".as_ref(), job.as_os_str()])?;
             eprintln!(
                 "  {name:<4} {label:<8} lakeforge {:>7.3} s   as a job {:>7.3} s",
                 query.as_secs_f64(),
                 job_elapsed.as_secs_f64()
             );
-            if timed {
-                lakeforge_sql
+            if round.timed {
+                timings
+                    .lakeforge_sql
                     .entry(name.clone())
                     .or_default()
                     .push(query.as_secs_f64());
-                lakeforge_job
+                timings
+                    .lakeforge_job
                     .entry(name.clone())
                     .or_default()
                     .push(job_elapsed.as_secs_f64());
             }
         }
+        Ok(())
+    }
+
+    /// One round of the peers: DuckDB and Polars, then Spark with its answers checked.
+    fn time_peers(&self, round: Round, timings: &mut TpchTimings) -> anyhow::Result<()> {
         // Spark compares its answers with Lakeforge's in every round (its JVM starts once per
         // round; a separate checking round would cost another start).
-        let duckdb_polars = run_peers(&data, &queries_dir, None, 1)?;
-        let spark = run_spark(&data, &queries_dir, &answers_dir, &mut peer_notes)?;
+        let duckdb_polars = run_peers(&self.data, &self.queries_dir, None, 1)?;
+        let spark = run_spark(
+            &self.data,
+            &self.queries_dir,
+            &self.answers_dir,
+            &mut timings.peer_notes,
+        )?;
         for (name, verdict) in spark.iter().flat_map(|s| s["check"].as_object()).flatten() {
             let verdict = verdict.as_str().unwrap_or_default();
             if !verdict.starts_with("ok") {
-                wrong_peer_answers.insert(("spark".to_string(), name.clone()));
-                peer_notes.insert(format!(
+                timings
+                    .wrong_peer_answers
+                    .insert(("spark".to_string(), name.clone()));
+                timings.peer_notes.insert(format!(
                     "spark's {name} answer differs from Lakeforge's (and DuckDB's), so it is \
                      left out of the ratio: {verdict}"
                 ));
             }
         }
         for report in std::iter::once(&duckdb_polars).chain(spark.as_ref()) {
-            if let Some(found) = report["versions"].as_object() {
-                versions.extend(found.clone());
-            }
-            for (engine, seconds) in report["seconds"].as_object().into_iter().flatten() {
-                if let Some(errors) = report["errors"][engine].as_object()
-                    && !errors.is_empty()
-                {
-                    peer_errors.insert(engine.to_string(), Value::Object(errors.clone()));
-                }
-                for (name, seconds) in seconds.as_object().into_iter().flatten() {
-                    let Some(seconds) = seconds.as_f64() else {
-                        continue;
-                    };
-                    eprintln!("  {name:<4} {label:<8} {engine:<9} {seconds:>7.3} s");
-                    if timed && !wrong_peer_answers.contains(&(engine.clone(), name.clone())) {
-                        peers
-                            .entry((engine.to_string(), name.clone()))
-                            .or_default()
-                            .push(seconds);
-                    }
-                }
-            }
+            timings.record_peer_report(report, round);
         }
+        Ok(())
     }
 
-    let mut measurements = Vec::new();
-    let measurement = |case: String, description: &str, seconds: Vec<f64>| Measurement {
-        case,
-        description: description.to_string(),
-        median_seconds: median(&seconds),
-        seconds,
-    };
-    for (name, _) in &queries {
-        measurements.push(measurement(
-            format!("{name} lakeforge"),
-            "query (sql command minus its SELECT 1 baseline)",
-            lakeforge_sql.remove(name).unwrap_or_default(),
-        ));
-        measurements.push(measurement(
-            format!("{name} lakeforge_job"),
-            "as a job: product written to Delta, whole process",
-            lakeforge_job.remove(name).unwrap_or_default(),
-        ));
-        for engine in PEERS {
-            if let Some(seconds) = peers.remove(&(engine.to_string(), name.clone())) {
-                measurements.push(measurement(
-                    format!("{name} {engine}"),
-                    "query, in-process after a warm-up",
-                    seconds,
-                ));
+    /// Per query: Lakeforge's two cases, then each peer that has timings.
+    fn measurements(&self, timings: &mut TpchTimings) -> Vec<Measurement> {
+        let mut measurements = Vec::new();
+        let measurement = |case: String, description: &str, seconds: Vec<f64>| Measurement {
+            case,
+            description: description.to_string(),
+            median_seconds: median(&seconds),
+            seconds,
+        };
+        for (name, _) in &self.queries {
+            measurements.push(measurement(
+                format!("{name} lakeforge"),
+                "query (sql command minus its SELECT 1 baseline)",
+                timings.lakeforge_sql.remove(name).unwrap_or_default(),
+            ));
+            measurements.push(measurement(
+                format!("{name} lakeforge_job"),
+                "as a job: product written to Delta, whole process",
+                timings.lakeforge_job.remove(name).unwrap_or_default(),
+            ));
+            for engine in PEERS {
+                if let Some(seconds) = timings.peers.remove(&(engine.to_string(), name.clone())) {
+                    measurements.push(measurement(
+                        format!("{name} {engine}"),
+                        "query, in-process after a warm-up",
+                        seconds,
+                    ));
+                }
+            }
+        }
+        measurements
+    }
+
+    /// The suite's report: the ratios, the setup and the notes around `measurements`.
+    fn build_report(
+        &self,
+        measurements: Vec<Measurement>,
+        timings: TpchTimings,
+    ) -> anyhow::Result<SuiteReport> {
+        let sf = self.options.scale_factor;
+        let ratios = totals_and_ratios(&self.queries, &measurements);
+        let mut setup = BTreeMap::new();
+        setup.insert(
+            "dataset".to_string(),
+            Value::from(format!(
+                "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
+                folder_bytes(&self.data)? as f64 / 1024.0 / 1024.0
+            )),
+        );
+        setup.insert(
+            "rounds".to_string(),
+            Value::from(format!(
+                "{} warm-up + {} timed; each round runs every query with Lakeforge, then with \
+                 the peers",
+                self.options.warmup, self.options.runs
+            )),
+        );
+        setup.insert("peers".to_string(), Value::Object(timings.versions));
+        setup.insert(
+            "correctness".to_string(),
+            Value::from("all 22 Lakeforge answers equal DuckDB's (numbers within 1e-6 relative)"),
+        );
+        let mut notes = vec![
+            "Ratios are of sums of per-query medians over the queries both engines ran."
+                .to_string(),
+            "The `lakeforge` case plans in a fresh process and includes printing every result \
+             row as a JSON line to a pipe (q10 returns 37,967 rows, q16 18,314: these texts have \
+             no LIMIT); the peers run in a warm process and fetch the rows into Python lists."
+                .to_string(),
+            "`lakeforge_job` is a whole `lakeforge run` (process start, planning, Delta write \
+             and commit, run record, lineage), the way a product is built; the others time the \
+             query alone."
+                .to_string(),
+        ];
+        notes.extend(timings.peer_notes);
+        for (engine, errors) in &timings.peer_errors {
+            if let Some(errors) = errors.as_object() {
+                for (query, error) in errors {
+                    notes.push(format!(
+                        "{engine} cannot run {query}: {}",
+                        error.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        Ok(SuiteReport {
+            suite: format!("tpch-sf{sf}"),
+            setup,
+            measurements,
+            ratios,
+            notes,
+        })
+    }
+}
+
+impl TpchTimings {
+    /// Takes one peers script's round report: its versions, errors and (timed rounds, right
+    /// answers only) seconds.
+    fn record_peer_report(&mut self, report: &Value, round: Round) {
+        let label = round.label();
+        if let Some(found) = report["versions"].as_object() {
+            self.versions.extend(found.clone());
+        }
+        for (engine, seconds) in report["seconds"].as_object().into_iter().flatten() {
+            if let Some(errors) = report["errors"][engine].as_object()
+                && !errors.is_empty()
+            {
+                self.peer_errors
+                    .insert(engine.to_string(), Value::Object(errors.clone()));
+            }
+            for (name, seconds) in seconds.as_object().into_iter().flatten() {
+                let Some(seconds) = seconds.as_f64() else {
+                    continue;
+                };
+                eprintln!("  {name:<4} {label:<8} {engine:<9} {seconds:>7.3} s");
+                if round.timed
+                    && !self
+                        .wrong_peer_answers
+                        .contains(&(engine.clone(), name.clone()))
+                {
+                    self.peers
+                        .entry((engine.to_string(), name.clone()))
+                        .or_default()
+                        .push(seconds);
+                }
             }
         }
     }
-    let ratios = totals_and_ratios(&queries, &measurements);
-    let mut setup = BTreeMap::new();
-    setup.insert(
-        "dataset".to_string(),
-        Value::from(format!(
-            "TPC-H SF {sf} (tpchgen-arrow), Parquet (Snappy), {:.0} MiB",
-            folder_bytes(&data)? as f64 / 1024.0 / 1024.0
-        )),
-    );
-    setup.insert(
-        "rounds".to_string(),
-        Value::from(format!(
-            "{} warm-up + {} timed; each round runs every query with Lakeforge, then with the \
-             peers",
-            options.warmup, options.runs
-        )),
-    );
-    setup.insert("peers".to_string(), Value::Object(versions));
-    setup.insert(
-        "correctness".to_string(),
-        Value::from("all 22 Lakeforge answers equal DuckDB's (numbers within 1e-6 relative)"),
-    );
-    let mut notes = vec![
-        "Ratios are of sums of per-query medians over the queries both engines ran.".to_string(),
-        "The `lakeforge` case plans in a fresh process and includes printing every result row \
-         as a JSON line to a pipe (q10 returns 37,967 rows, q16 18,314: these texts have no \
-         LIMIT); the peers run in a warm process and fetch the rows into Python lists."
-            .to_string(),
-        "`lakeforge_job` is a whole `lakeforge run` (process start, planning, Delta write and \
-         commit, run record, lineage), the way a product is built; the others time the query \
-         alone."
-            .to_string(),
-    ];
-    notes.extend(peer_notes);
-    for (engine, errors) in &peer_errors {
-        if let Some(errors) = errors.as_object() {
-            for (query, error) in errors {
-                notes.push(format!(
-                    "{engine} cannot run {query}: {}",
-                    error.as_str().unwrap_or_default()
-                ));
-            }
-        }
-    }
-    Ok(SuiteReport {
-        suite: format!("tpch-sf{sf}"),
-        setup,
-        measurements,
-        ratios,
-        notes,
-    })
 }
 
 /// Writes `queries/QN.sql` and a job `QN.toml` per query under `work_dir`: the query's result
