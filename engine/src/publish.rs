@@ -252,14 +252,17 @@ pub async fn check_input(
     let columns = checks.checked.dataset_columns;
     let plan = input_check_plan(&checks, quarantine.is_some())?;
     let dataset_schema = leading_nullable_schema(plan.schema().as_arrow(), columns);
+    let outputs = PassOutputs {
+        target: None,
+        dataset_schema: &dataset_schema,
+        checks: Some(&checks),
+        quarantine: quarantine.as_ref(),
+    };
     let streamed = stream_to_tables(
         ctx,
         &dataset,
         &plan,
-        None,
-        &dataset_schema,
-        Some(&checks),
-        quarantine.as_ref(),
+        outputs,
         Arc::new(AtomicU64::new(0)),
         cancel,
     )
@@ -270,7 +273,7 @@ pub async fn check_input(
 /// An input's check pass as its writers left it: the partitions' check states merged into
 /// results. When they cannot be merged, the quarantined rows are deleted and the error returned.
 pub(crate) async fn checked_input(
-    checks: &DatasetCheckRun,
+    checks: &Arc<DatasetCheckRun>,
     quarantine: Option<QuarantineTarget>,
     streamed: Streamed,
 ) -> Result<CheckedInput> {
@@ -278,7 +281,7 @@ pub(crate) async fn checked_input(
         results: Vec::new(),
         quarantine: with_quarantined(quarantine, streamed.quarantined),
     };
-    match checks.finish(streamed.checks) {
+    match conclude_checks(checks, streamed.checks).await {
         Ok(results) => {
             checked.results = results;
             Ok(checked)
@@ -288,6 +291,19 @@ pub(crate) async fn checked_input(
             Err(error)
         }
     }
+}
+
+/// Merges the partitions' check states into results off the async runtime: merging a
+/// `unique` check's keys or selecting a quantile among millions of values is CPU work (on
+/// rayon) that would otherwise hold a runtime thread for its whole length.
+async fn conclude_checks(
+    checks: &Arc<DatasetCheckRun>,
+    states: Vec<PartitionState>,
+) -> Result<Vec<CheckResult>> {
+    let checks = Arc::clone(checks);
+    tokio::task::spawn_blocking(move || checks.finish(states))
+        .await
+        .map_err(|e| EngineError::internal("concluding the checks failed", e))?
 }
 
 /// The quarantine table with the files written to it, when any rows were quarantined.
@@ -326,14 +342,17 @@ pub async fn stage_product(
     cancel: &RunCancellation,
 ) -> Result<StagedProduct> {
     let product = prepared.target.name.clone();
+    let outputs = PassOutputs {
+        target: Some(&prepared.target),
+        dataset_schema: &prepared.schema,
+        checks: prepared.checks.as_ref(),
+        quarantine: prepared.quarantine.as_ref(),
+    };
     let streamed = stream_to_tables(
         ctx,
         &product,
         &prepared.plan,
-        Some(&prepared.target),
-        &prepared.schema,
-        prepared.checks.as_ref(),
-        prepared.quarantine.as_ref(),
+        outputs,
         rows_progress,
         cancel,
     )
@@ -360,7 +379,7 @@ pub(crate) async fn staged_product(
     let Some(checks) = &staged.prepared.checks else {
         return Ok(staged);
     };
-    match checks.finish(streamed.checks) {
+    match conclude_checks(checks, streamed.checks).await {
         Ok(results) => {
             staged.check_results = results;
             Ok(staged)
@@ -382,21 +401,35 @@ pub(crate) struct Streamed {
     pub checks: Vec<PartitionState>,
 }
 
+/// Where a pass over a dataset writes, and what it checks on the way.
+struct PassOutputs<'a> {
+    /// The product's table (none for a checked source or step, which publishes nothing).
+    target: Option<&'a ProductTarget>,
+    /// The dataset's columns as published.
+    dataset_schema: &'a SchemaRef,
+    /// The checks evaluated in the pass.
+    checks: Option<&'a Arc<DatasetCheckRun>>,
+    /// Where quarantined rows go.
+    quarantine: Option<&'a QuarantineTarget>,
+}
+
 /// Executes `plan` partition by partition: checks evaluated per batch, valid rows written to
 /// `target` (when publishing), quarantined rows to `quarantine`. On failure, every file written
 /// is deleted and the error names `dataset`.
-#[allow(clippy::too_many_arguments)]
 async fn stream_to_tables(
     ctx: &SessionContext,
     dataset: &str,
     plan: &LogicalPlan,
-    target: Option<&ProductTarget>,
-    dataset_schema: &SchemaRef,
-    checks: Option<&Arc<DatasetCheckRun>>,
-    quarantine: Option<&QuarantineTarget>,
+    outputs: PassOutputs<'_>,
     rows_progress: Arc<AtomicU64>,
     cancel: &RunCancellation,
 ) -> Result<Streamed> {
+    let PassOutputs {
+        target,
+        dataset_schema,
+        checks,
+        quarantine,
+    } = outputs;
     let physical = ctx.state().create_physical_plan(plan).await.map_err(|e| {
         EngineError::product(dataset, format!("cannot plan: {}", e.strip_backtrace()))
     })?;

@@ -247,18 +247,35 @@ fn alias_list(aliases: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// A model file to register, and what to record with it.
+#[derive(Debug, Clone)]
+pub struct ModelRegistration<'a> {
+    /// The model file.
+    pub file: &'a Path,
+    /// The model's name.
+    pub name: &'a str,
+    /// The file's format name, or `None` to guess it from the file.
+    pub format: Option<&'a str>,
+    /// Metrics of this version (the gates of `promote` compare them).
+    pub metrics: BTreeMap<String, f64>,
+    /// The training dataset, as given.
+    pub training: Option<String>,
+}
+
 /// Registers `file` as the next version of `name`: copies the artifact into the warehouse and
 /// appends its row. The file is read and validated first, so a bad file registers nothing.
-#[allow(clippy::too_many_arguments)]
 pub async fn register_model(
     warehouse: &Url,
-    file: &Path,
-    name: &str,
-    format: Option<&str>,
-    metrics: BTreeMap<String, f64>,
-    training: Option<String>,
+    registration: ModelRegistration<'_>,
     config: &EngineConfig,
 ) -> Result<RegisteredModel> {
+    let ModelRegistration {
+        file,
+        name,
+        format,
+        metrics,
+        training,
+    } = registration;
     if name.is_empty() || name.contains(['@', '/', '\\']) || name.starts_with('_') {
         return Err(EngineError::Usage(format!(
             "model name '{name}' must be non-empty, not start with '_', and contain no '@', '/' or '\\'"

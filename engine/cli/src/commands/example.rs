@@ -8,7 +8,9 @@ use lakeforge_datagen::churn::{ChurnConfig, generate_churn};
 use lakeforge_engine::EngineConfig;
 use lakeforge_engine::job::LoadedJob;
 use lakeforge_engine::location::display_location;
-use lakeforge_engine::registry::{Registry, Requirement, promote_model, register_model};
+use lakeforge_engine::registry::{
+    ModelRegistration, Registry, Requirement, promote_model, register_model,
+};
 use lakeforge_engine::tables::show_table;
 
 use crate::args::ExampleArgs;
@@ -75,16 +77,14 @@ async fn register_example_model(
     // Hold-out AUC reported by tests/fixtures/models/make_models.py, which trained it.
     let metrics = BTreeMap::from([("auc".to_string(), 0.701)]);
     let training = Some("synthetic churn rows (tests/fixtures/models/make_models.py)".to_string());
-    let registered = register_model(
-        &loaded.warehouse,
-        &file,
-        NAME,
-        Some("xgboost-json"),
+    let registration = ModelRegistration {
+        file: &file,
+        name: NAME,
+        format: Some("xgboost-json"),
         metrics,
         training,
-        config,
-    )
-    .await?;
+    };
+    let registered = register_model(&loaded.warehouse, registration, config).await?;
     let gate = [Requirement::parse("auc>=0.65")?];
     promote_model(
         &loaded.warehouse,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use lakeforge_engine::EngineConfig;
 use lakeforge_engine::registry::{
-    RegisteredModel, Registry, Requirement, history_batch, list_batch, promote_model,
-    register_model, rollback_alias,
+    ModelRegistration, RegisteredModel, Registry, Requirement, history_batch, list_batch,
+    promote_model, register_model, rollback_alias,
 };
 
 use crate::args::{ModelCommand, location_argument};
@@ -25,16 +25,14 @@ pub async fn model(action: ModelCommand, config: &EngineConfig, json: bool) -> a
         } => {
             let url = location_argument(&warehouse.warehouse)?;
             let metrics = parse_metrics(&metrics)?;
-            let registered = register_model(
-                &url,
-                &file,
-                &name,
-                format.as_deref(),
+            let registration = ModelRegistration {
+                file: &file,
+                name: &name,
+                format: format.as_deref(),
                 metrics,
                 training,
-                config,
-            )
-            .await?;
+            };
+            let registered = register_model(&url, registration, config).await?;
             print_registered(&registered, json);
         }
         ModelCommand::List { name, warehouse } => {
