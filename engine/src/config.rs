@@ -36,7 +36,7 @@ impl JoinStrategy {
             "hash" => Ok(JoinStrategy::Hash),
             "sort-merge" => Ok(JoinStrategy::SortMerge),
             other => Err(EngineError::Usage(format!(
-                "--joins '{other}': expected hash or sort-merge"
+                "'{other}': expected hash or sort-merge"
             ))),
         }
     }

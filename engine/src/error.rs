@@ -141,7 +141,8 @@ pub enum EngineError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// A command-line argument is malformed.
+    /// A value the caller gave (a flag's value, a gate, a name) is malformed; the caller names
+    /// where it came from.
     #[error("{0}")]
     Usage(String),
 

@@ -92,9 +92,10 @@ impl Requirement {
     pub fn parse(text: &str) -> Result<Requirement> {
         for operator in [">=", "<=", ">", "<", "="] {
             if let Some((metric, value)) = text.split_once(operator) {
-                let value = value.trim().parse::<f64>().map_err(|_| {
-                    EngineError::Usage(format!("--require {text}: '{value}' is not a number"))
-                })?;
+                let value = value
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| EngineError::Usage(format!("'{value}' is not a number")))?;
                 return Ok(Requirement {
                     metric: metric.trim().to_string(),
                     operator: operator.to_string(),
@@ -102,9 +103,9 @@ impl Requirement {
                 });
             }
         }
-        Err(EngineError::Usage(format!(
-            "--require {text}: expected METRIC>=VALUE (or >, <=, <, =)"
-        )))
+        Err(EngineError::Usage(
+            "expected METRIC>=VALUE (or >, <=, <, =)".to_string(),
+        ))
     }
 
     fn holds(&self, observed: f64) -> bool {

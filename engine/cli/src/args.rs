@@ -78,7 +78,8 @@ impl EngineArgs {
             Some("none") => config.memory_limit = None,
             Some(text) => config.memory_limit = Some(parse_byte_size(text)?),
         }
-        config.joins = JoinStrategy::parse(&self.joins)?;
+        config.joins =
+            JoinStrategy::parse(&self.joins).map_err(|e| anyhow::anyhow!("--joins {e}"))?;
         Ok(config)
     }
 }

@@ -50,7 +50,7 @@ pub async fn model(action: ModelCommand, config: &EngineConfig, json: bool) -> a
             let url = location_argument(&warehouse.warehouse)?;
             let requirements = requirements
                 .iter()
-                .map(|r| Ok(Requirement::parse(r)?))
+                .map(|r| Requirement::parse(r).map_err(|e| anyhow::anyhow!("--require {r}: {e}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let change = promote_model(&url, &name, version, &alias, &requirements, config).await?;
             print_alias_change(&change, json);
