@@ -3,7 +3,7 @@
 //! The client plans exactly as an embedded run does, in a session connected through
 //! `lakeforge-worker` (which owns Ballista). What differs is where data moves:
 //! - Delta sources are pinned to a version on the client and read on the workers as that
-//!   version's Parquet files ([`delta_files`]).
+//!   version's Parquet files (`crate::delta_files`).
 //! - Each product's plan is wrapped in a [`writer::DeltaWriteNode`]; the coordinator plans it as
 //!   a writer per output partition, the workers write the files into the table's location, and
 //!   the client receives only their `Add` actions and makes the single commit, as embedded runs

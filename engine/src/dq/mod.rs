@@ -312,6 +312,10 @@ impl DatasetCheckRun {
             .collect()
     }
 
+    /// Concludes one check from its merged state. Each kind accepts only the state its pass
+    /// produces: any other state is a bug and an internal error, never a pass (a check must
+    /// not pass because something upstream went wrong). `Nothing` stands for a state only
+    /// when no partition ran at all (`rows == 0`).
     fn evaluate(
         &self,
         index: usize,
@@ -321,24 +325,28 @@ impl DatasetCheckRun {
         result: &mut CheckResult,
         schema: &Schema,
     ) -> std::result::Result<(), String> {
-        let within = |value: f64, min: Option<f64>, max: Option<f64>| {
-            min.is_none_or(|lo| value >= lo) && max.is_none_or(|hi| value <= hi)
-        };
+        let no_partitions = rows == 0 && matches!(state, CheckState::Nothing);
+        let baseline = self.baselines.get(index).and_then(Option::as_ref);
+        let expected = expected_state(check, baseline);
+        if !no_partitions && state.kind_name() != expected {
+            return Err(mismatched_state(check, expected, &state));
+        }
         match &check.evaluation {
-            Evaluation::Row { .. } => {
-                if let CheckState::Row {
+            Evaluation::Row { .. } => match state {
+                CheckState::Row {
                     failed,
                     null_skipped,
                     samples,
-                } = state
-                {
-                    row_verdict(result, check, rows, failed, null_skipped, samples, schema);
+                } => row_verdict(result, check, rows, failed, null_skipped, samples, schema),
+                _ if no_partitions => {
+                    row_verdict(result, check, 0, 0, 0, Samples::none(), schema);
                 }
-            }
-            Evaluation::UniqueKeys { columns } => {
+                other => return Err(mismatched_state(check, "Row", &other)),
+            },
+            Evaluation::UniqueKeys { columns } => match state {
                 // Merging the keys can fail (a spill file that cannot be read back): the run
                 // fails rather than record a verdict that was not reached.
-                if let CheckState::Keys(keys) = state {
+                CheckState::Keys(keys) => {
                     let converter = row_converter(&column_types(schema, columns, &check.name)?)?;
                     let verdict = keys.conclude(&converter)?;
                     row_verdict(
@@ -351,7 +359,11 @@ impl DatasetCheckRun {
                         schema,
                     );
                 }
-            }
+                _ if no_partitions => {
+                    row_verdict(result, check, 0, 0, 0, Samples::none(), schema);
+                }
+                other => return Err(mismatched_state(check, "Keys", &other)),
+            },
             Evaluation::RowCount { min, max } => {
                 result.observed = Some(rows as f64);
                 result.passed = within(rows as f64, min.map(|v| v as f64), max.map(|v| v as f64));
@@ -361,26 +373,9 @@ impl DatasetCheckRun {
                 min,
                 max,
                 ..
-            } => match state.statistic(*statistic, rows) {
-                Some(value) => {
-                    result.observed = Some(value);
-                    result.passed = within(value, *min, *max);
-                    if let CheckState::Quantile(sketch) = &state
-                        && !sketch.is_exact()
-                    {
-                        result.message = Some(
-                            "a t-digest estimate: the values did not all fit one process's memory"
-                                .to_string(),
-                        );
-                    }
-                }
-                None => {
-                    result.passed = false;
-                    result.message = Some("no non-null values to measure".to_string());
-                }
-            },
-            Evaluation::Freshness { max_age, .. } => {
-                if let CheckState::Newest(Some(newest)) = state {
+            } => conclude_statistic(result, *statistic, *min, *max, rows, &mut state),
+            Evaluation::Freshness { max_age, .. } => match state {
+                CheckState::Newest(Some(newest)) => {
                     let age = (self.run_started.timestamp_micros() - newest) as f64 / 1e6;
                     result.observed = Some(age);
                     result.passed = age <= max_age.as_secs_f64();
@@ -389,128 +384,241 @@ impl DatasetCheckRun {
                         age.round(),
                         max_age.as_secs()
                     ));
-                } else {
-                    result.passed = false;
-                    result.message = Some("no values: nothing is fresh".to_string());
                 }
-            }
+                CheckState::Newest(None) => no_fresh_values(result),
+                _ if no_partitions => no_fresh_values(result),
+                other => return Err(mismatched_state(check, "Newest", &other)),
+            },
             Evaluation::Schema { problems } => {
                 result.passed = problems.is_empty();
                 if !problems.is_empty() {
                     result.message = Some(problems.join("; "));
                 }
             }
-            Evaluation::Drift {
-                method,
-                threshold,
-                categorical,
-                ..
-            } => match (&self.baselines[index], state) {
-                (
-                    Some(Baseline::Ready {
-                        histogram,
-                        reference_rows,
-                        reference_std,
-                        described,
-                    }),
-                    CheckState::Histogram(current),
-                ) => {
-                    let method = method
-                        .unwrap_or_else(|| drift::default_method(*categorical, *reference_rows));
-                    let threshold = threshold.unwrap_or(method.default_threshold());
-                    let (r, c, centers) = drift::align(histogram, &current);
-                    let outcome = drift::compare(
-                        method,
-                        threshold,
-                        &r,
-                        &c,
-                        centers.as_deref(),
-                        *reference_std,
-                    );
-                    result.observed = Some(outcome.observed());
-                    result.passed = !outcome.drifted;
-                    result.message = Some(format!(
-                        "{} {} {:.6} (threshold {}{}) vs {described} ({} reference values, {} \
-                         current)",
-                        method.as_str(),
-                        if outcome.p_value.is_some() {
-                            "p-value"
-                        } else {
-                            "="
-                        },
-                        outcome.observed(),
-                        if outcome.p_value.is_some() {
-                            "p < "
-                        } else {
-                            ">= "
-                        },
-                        threshold,
-                        histogram.total(),
-                        current.total()
-                    ));
-                }
-                (Some(Baseline::NoReference(message)), _) => {
-                    result.message = Some(message.clone());
-                }
-                (Some(Baseline::Unusable(message)), _) => {
-                    result.passed = false;
-                    result.message = Some(message.clone());
-                }
-                _ => {}
-            },
-            Evaluation::Anomaly {
-                metric,
-                max_change,
-                min_history,
-                window,
-                ..
-            } => {
-                let value = match metric {
-                    AnomalyMetric::RowCount => Some(rows as f64),
-                    AnomalyMetric::NullFraction => state.statistic(Statistic::NullFraction, rows),
-                    AnomalyMetric::Mean => state.statistic(Statistic::Mean, rows),
-                    AnomalyMetric::Stddev => state.statistic(Statistic::Stddev, rows),
-                    AnomalyMetric::Min => state.statistic(Statistic::Min, rows),
-                    AnomalyMetric::Max => state.statistic(Statistic::Max, rows),
-                };
-                let history = &self.histories[index];
-                let recent = &history[history.len().saturating_sub(*window)..];
-                match value {
-                    None => {
-                        result.passed = false;
-                        result.message = Some("no non-null values to measure".to_string());
-                    }
-                    Some(value) if recent.len() < *min_history => {
-                        result.observed = Some(value);
-                        result.message = Some(format!(
-                            "history has {} of the {min_history} results needed; not judged yet",
-                            recent.len()
-                        ));
-                    }
-                    Some(value) => {
-                        let baseline = recent.iter().sum::<f64>() / recent.len() as f64;
-                        let change = if baseline == 0.0 {
-                            if value == 0.0 { 0.0 } else { f64::INFINITY }
-                        } else {
-                            (value - baseline).abs() / baseline.abs()
-                        };
-                        result.observed = Some(value);
-                        result.passed = change <= *max_change;
-                        result.message = Some(format!(
-                            "{:+.1}% vs the mean {baseline} of the last {} results (limit ±{}%)",
-                            if baseline == 0.0 {
-                                change * 100.0
-                            } else {
-                                (value - baseline) / baseline.abs() * 100.0
-                            },
-                            recent.len(),
-                            max_change * 100.0
-                        ));
-                    }
-                }
+            Evaluation::Drift { .. } => {
+                self.conclude_drift(index, check, result, state, no_partitions)?;
+            }
+            Evaluation::Anomaly { .. } => {
+                self.conclude_anomaly(index, check, rows, &mut state, result)?;
             }
         }
         Ok(())
+    }
+
+    /// A drift check: the current histogram against the measured reference.
+    fn conclude_drift(
+        &self,
+        index: usize,
+        check: &CompiledCheck,
+        result: &mut CheckResult,
+        state: CheckState,
+        no_partitions: bool,
+    ) -> std::result::Result<(), String> {
+        let Evaluation::Drift {
+            method,
+            threshold,
+            categorical,
+            ..
+        } = &check.evaluation
+        else {
+            return Err(format!(
+                "internal error: '{}' is not a drift check",
+                check.name
+            ));
+        };
+        match (self.baselines.get(index).and_then(Option::as_ref), state) {
+            (
+                Some(Baseline::Ready {
+                    histogram,
+                    reference_rows,
+                    reference_std,
+                    described,
+                }),
+                CheckState::Histogram(current),
+            ) => {
+                let method =
+                    method.unwrap_or_else(|| drift::default_method(*categorical, *reference_rows));
+                let threshold = threshold.unwrap_or(method.default_threshold());
+                let (r, c, centers) = drift::align(histogram, &current);
+                let outcome = drift::compare(
+                    method,
+                    threshold,
+                    &r,
+                    &c,
+                    centers.as_deref(),
+                    *reference_std,
+                );
+                result.observed = Some(outcome.observed());
+                result.passed = !outcome.drifted;
+                result.message = Some(format!(
+                    "{} {} {:.6} (threshold {}{}) vs {described} ({} reference values, {} \
+                     current)",
+                    method.as_str(),
+                    if outcome.p_value.is_some() {
+                        "p-value"
+                    } else {
+                        "="
+                    },
+                    outcome.observed(),
+                    if outcome.p_value.is_some() {
+                        "p < "
+                    } else {
+                        ">= "
+                    },
+                    threshold,
+                    histogram.total(),
+                    current.total()
+                ));
+            }
+            (Some(Baseline::Ready { described, .. }), CheckState::Nothing) if no_partitions => {
+                result.message = Some(format!("no rows to compare with {described}"));
+            }
+            (Some(Baseline::NoReference(message)), _) => {
+                result.message = Some(message.clone());
+            }
+            (Some(Baseline::Unusable(message)), _) => {
+                result.passed = false;
+                result.message = Some(message.clone());
+            }
+            (Some(Baseline::Ready { .. }), other) => {
+                return Err(mismatched_state(check, "Histogram", &other));
+            }
+            (None, _) => {
+                return Err(
+                    "internal error: the drift check's reference was never measured".to_string(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// An anomaly check: the measured value against the mean of its recent history.
+    fn conclude_anomaly(
+        &self,
+        index: usize,
+        check: &CompiledCheck,
+        rows: u64,
+        state: &mut CheckState,
+        result: &mut CheckResult,
+    ) -> std::result::Result<(), String> {
+        let Evaluation::Anomaly {
+            metric,
+            max_change,
+            min_history,
+            window,
+            ..
+        } = &check.evaluation
+        else {
+            return Err(format!(
+                "internal error: '{}' is not an anomaly check",
+                check.name
+            ));
+        };
+        let value = match metric {
+            AnomalyMetric::RowCount => Some(rows as f64),
+            AnomalyMetric::NullFraction => state.statistic(Statistic::NullFraction, rows),
+            AnomalyMetric::Mean => state.statistic(Statistic::Mean, rows),
+            AnomalyMetric::Stddev => state.statistic(Statistic::Stddev, rows),
+            AnomalyMetric::Min => state.statistic(Statistic::Min, rows),
+            AnomalyMetric::Max => state.statistic(Statistic::Max, rows),
+        };
+        let history = self
+            .histories
+            .get(index)
+            .ok_or("internal error: the anomaly check's history was never loaded")?;
+        let recent = &history[history.len().saturating_sub(*window)..];
+        match value {
+            None => {
+                result.passed = false;
+                result.message = Some("no non-null values to measure".to_string());
+            }
+            Some(value) if recent.len() < *min_history => {
+                result.observed = Some(value);
+                result.message = Some(format!(
+                    "history has {} of the {min_history} results needed; not judged yet",
+                    recent.len()
+                ));
+            }
+            Some(value) => {
+                let baseline = recent.iter().sum::<f64>() / recent.len() as f64;
+                let change = if baseline == 0.0 {
+                    if value == 0.0 { 0.0 } else { f64::INFINITY }
+                } else {
+                    (value - baseline).abs() / baseline.abs()
+                };
+                result.observed = Some(value);
+                result.passed = change <= *max_change;
+                result.message = Some(format!(
+                    "{:+.1}% vs the mean {baseline} of the last {} results (limit ±{}%)",
+                    if baseline == 0.0 {
+                        change * 100.0
+                    } else {
+                        (value - baseline) / baseline.abs() * 100.0
+                    },
+                    recent.len(),
+                    max_change * 100.0
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn within(value: f64, min: Option<f64>, max: Option<f64>) -> bool {
+    min.is_none_or(|lo| value >= lo) && max.is_none_or(|hi| value <= hi)
+}
+
+/// The state a check's pass produces: the variant a partition starts it with.
+fn expected_state(check: &CompiledCheck, baseline: Option<&Baseline>) -> &'static str {
+    match measure_of(check, baseline) {
+        Measure::Predicate { .. } => "Row",
+        Measure::Keys { .. } => "Keys",
+        Measure::Column { initial, .. } => initial.kind_name(),
+        Measure::Nothing => "Nothing",
+    }
+}
+
+/// The internal error of a check given a state its pass does not produce.
+fn mismatched_state(check: &CompiledCheck, expected: &str, actual: &CheckState) -> String {
+    format!(
+        "internal error: a {} check concludes from a {expected} state, but its pass produced \
+         a {} state",
+        check.kind,
+        actual.kind_name()
+    )
+}
+
+fn no_fresh_values(result: &mut CheckResult) {
+    result.passed = false;
+    result.message = Some("no values: nothing is fresh".to_string());
+}
+
+/// A statistic check: the measured value within its bounds.
+fn conclude_statistic(
+    result: &mut CheckResult,
+    statistic: Statistic,
+    min: Option<f64>,
+    max: Option<f64>,
+    rows: u64,
+    state: &mut CheckState,
+) {
+    match state.statistic(statistic, rows) {
+        Some(value) => {
+            result.observed = Some(value);
+            result.passed = within(value, min, max);
+            if let CheckState::Quantile(sketch) = &*state
+                && !sketch.is_exact()
+            {
+                result.message = Some(
+                    "a t-digest estimate: the values did not all fit one process's memory"
+                        .to_string(),
+                );
+            }
+        }
+        None => {
+            result.passed = false;
+            result.message = Some("no non-null values to measure".to_string());
+        }
     }
 }
 
@@ -531,122 +639,175 @@ async fn measure_baseline(
     else {
         return Ok(None);
     };
-    measure_reference(
+    let measuring = ReferenceMeasurement {
         ctx,
         dataset,
         check,
         column,
-        *categorical,
-        *bins,
-        reference,
-        product,
-    )
-    .await
-    .map(Some)
+    };
+    measuring
+        .measure(*categorical, *bins, reference, product)
+        .await
+        .map(Some)
 }
 
-/// Measures a drift reference's histogram with aggregates (so on a cluster the workers compute
-/// it): numeric bins span its [min, max] (found by one aggregate first) and are counted by a
-/// grouped aggregate; categories are its most frequent distinct values.
-#[allow(clippy::too_many_arguments)]
-async fn measure_reference(
-    ctx: &SessionContext,
-    dataset: &str,
-    check: &CompiledCheck,
-    column: &str,
-    categorical: bool,
-    bins: usize,
-    reference: &DriftReference,
-    product: ProductHistory<'_>,
-) -> Result<Baseline> {
-    let failure = |e: datafusion::error::DataFusionError| {
+/// Measuring one drift check's reference: its histogram computed with aggregates (so on a
+/// cluster the workers compute it): numeric bins span its [min, max] (found by one aggregate
+/// first) and are counted by a grouped aggregate; categories are its most frequent distinct
+/// values. Only counts reach the client, never the column.
+struct ReferenceMeasurement<'a> {
+    ctx: &'a SessionContext,
+    dataset: &'a str,
+    check: &'a CompiledCheck,
+    /// The reference's column.
+    column: &'a str,
+}
+
+/// What [`ReferenceMeasurement::frame`] found: the reference's rows, or the reason there is
+/// nothing to compare with.
+enum ReferenceRows {
+    /// The reference and how it is described in messages.
+    Found(DataFrame, String),
+    /// No usable reference; the check concludes with this.
+    Missing(Baseline),
+}
+
+impl ReferenceMeasurement<'_> {
+    fn failure(&self, e: datafusion::error::DataFusionError) -> EngineError {
         EngineError::datafusion(
             format!(
-                "check '{}' on '{dataset}': cannot read the drift reference",
-                check.name
+                "check '{}' on '{}': cannot read the drift reference",
+                self.check.name, self.dataset
             ),
             e,
         )
-    };
-    let (frame, described): (DataFrame, String) = match reference {
-        DriftReference::Dataset(name) => (
-            ctx.table(name.as_str()).await.map_err(failure)?,
-            name.clone(),
-        ),
-        DriftReference::PreviousVersion | DriftReference::Version(_) => {
-            let Some(table) = product.existing else {
-                return Ok(Baseline::NoReference(
-                    "no previous version to compare with (the product is new)".to_string(),
-                ));
-            };
-            let (table, version) = match reference {
-                DriftReference::Version(version) => {
-                    let mut pinned = table.clone();
-                    if let Err(e) = pinned.load_version(*version).await {
-                        return Ok(Baseline::Unusable(format!(
-                            "reference version {version} cannot be read: {e}"
-                        )));
-                    }
-                    (pinned, *version)
-                }
-                _ => {
-                    let version = table.version().unwrap_or(0);
-                    (table.clone(), version)
-                }
-            };
-            // On a cluster, delta-rs's scan cannot travel: read the version's files instead.
-            let provider: Arc<dyn datafusion::catalog::TableProvider> =
-                if RunBackend::of(ctx) == RunBackend::Cluster {
-                    crate::delta_files::files_provider(&table)
-                        .await
-                        .map_err(|e| {
-                            EngineError::product(
-                                dataset,
-                                format!("check '{}': drift reference: {e}", check.name),
-                            )
-                        })?
-                } else {
-                    table.table_provider().await.map_err(failure)?
-                };
-            (
-                ctx.read_table(provider).map_err(failure)?,
-                format!("version {version}"),
-            )
-        }
-    };
-    if frame.schema().field_with_unqualified_name(column).is_err() {
-        return Ok(Baseline::Unusable(format!(
-            "the reference ({described}) has no column '{column}'"
-        )));
     }
-    let target = if categorical {
-        DataType::Utf8
-    } else {
-        DataType::Float64
-    };
-    let values = frame
-        .select(vec![
-            cast(
-                col(datafusion::common::Column::new_unqualified(column)),
-                target,
-            )
-            .alias("value"),
-        ])
-        .map_err(failure)?;
-    let summary = |aggregates: Vec<Expr>| async {
+
+    fn invalid(&self, message: impl std::fmt::Display) -> EngineError {
+        EngineError::product(
+            self.dataset,
+            format!("check '{}': {message}", self.check.name),
+        )
+    }
+
+    async fn measure(
+        &self,
+        categorical: bool,
+        bins: usize,
+        reference: &DriftReference,
+        product: ProductHistory<'_>,
+    ) -> Result<Baseline> {
+        let (frame, described) = match self.frame(reference, product).await? {
+            ReferenceRows::Found(frame, described) => (frame, described),
+            ReferenceRows::Missing(baseline) => return Ok(baseline),
+        };
+        let column = self.column;
+        if frame.schema().field_with_unqualified_name(column).is_err() {
+            return Ok(Baseline::Unusable(format!(
+                "the reference ({described}) has no column '{column}'"
+            )));
+        }
+        let target = if categorical {
+            DataType::Utf8
+        } else {
+            DataType::Float64
+        };
+        let values = frame
+            .select(vec![
+                cast(
+                    col(datafusion::common::Column::new_unqualified(column)),
+                    target,
+                )
+                .alias("value"),
+            ])
+            .map_err(|e| self.failure(e))?;
+        let (histogram, reference_std) = if categorical {
+            (self.categories(&values).await?, 0.0)
+        } else {
+            match self.numeric(&values, bins).await? {
+                Some(measured) => measured,
+                None => {
+                    return Ok(Baseline::Unusable(format!(
+                        "the reference ({described}) has no finite values in '{column}'"
+                    )));
+                }
+            }
+        };
+        let reference_rows = histogram.total();
+        if reference_rows == 0 {
+            return Ok(Baseline::Unusable(format!(
+                "the reference ({described}) has no non-null values in '{column}'"
+            )));
+        }
+        Ok(Baseline::Ready {
+            histogram,
+            reference_rows,
+            reference_std,
+            described,
+        })
+    }
+
+    /// The reference's rows: another dataset of the job, or a version of the product.
+    async fn frame(
+        &self,
+        reference: &DriftReference,
+        product: ProductHistory<'_>,
+    ) -> Result<ReferenceRows> {
+        let ctx = self.ctx;
+        if let DriftReference::Dataset(name) = reference {
+            let frame = ctx
+                .table(name.as_str())
+                .await
+                .map_err(|e| self.failure(e))?;
+            return Ok(ReferenceRows::Found(frame, name.clone()));
+        }
+        let Some(table) = product.existing else {
+            return Ok(ReferenceRows::Missing(Baseline::NoReference(
+                "no previous version to compare with (the product is new)".to_string(),
+            )));
+        };
+        let (table, version) = match reference {
+            DriftReference::Version(version) => {
+                let mut pinned = table.clone();
+                if let Err(e) = pinned.load_version(*version).await {
+                    return Ok(ReferenceRows::Missing(Baseline::Unusable(format!(
+                        "reference version {version} cannot be read: {e}"
+                    ))));
+                }
+                (pinned, *version)
+            }
+            _ => {
+                let version = table.version().unwrap_or(0);
+                (table.clone(), version)
+            }
+        };
+        // On a cluster, delta-rs's scan cannot travel: read the version's files instead.
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = match RunBackend::of(ctx) {
+            RunBackend::Cluster => crate::delta_files::files_provider(&table)
+                .await
+                .map_err(|e| self.invalid(format!("drift reference: {e}")))?,
+            RunBackend::Embedded => table.table_provider().await.map_err(|e| self.failure(e))?,
+        };
+        let frame = ctx.read_table(provider).map_err(|e| self.failure(e))?;
+        Ok(ReferenceRows::Found(frame, format!("version {version}")))
+    }
+
+    async fn summary(&self, values: &DataFrame, aggregates: Vec<Expr>) -> Result<Vec<RecordBatch>> {
         values
             .clone()
             .aggregate(vec![], aggregates)
-            .map_err(failure)?
+            .map_err(|e| self.failure(e))?
             .collect()
             .await
-            .map_err(failure)
-    };
-    let histogram = if categorical {
-        // The most frequent categories, the rest counted as overflow; only counts reach the
-        // client, never the column.
+            .map_err(|e| self.failure(e))
+    }
+
+    /// The most frequent categories, the rest counted as overflow.
+    async fn categories(&self, values: &DataFrame) -> Result<Histogram> {
         use datafusion::functions_aggregate::expr_fn::count;
-        let totals = summary(vec![count(col("value")).alias("values")]).await?;
+        let totals = self
+            .summary(values, vec![count(col("value")).alias("values")])
+            .await?;
         let values_counted = first_u64(&totals, "values").unwrap_or(0);
         let counted = values
             .clone()
@@ -659,15 +820,14 @@ async fn measure_reference(
                 ])
             })
             .and_then(|f| f.limit(0, Some(drift::MAX_CATEGORIES)))
-            .map_err(failure)?
+            .map_err(|e| self.failure(e))?
             .collect()
             .await
-            .map_err(failure)?;
+            .map_err(|e| self.failure(e))?;
         let mut categories = Vec::new();
         for batch in &counted {
-            let names = arrow::compute::cast(batch.column(0), &DataType::Utf8).map_err(|e| {
-                EngineError::product(dataset, format!("check '{}': {e}", check.name))
-            })?;
+            let names = arrow::compute::cast(batch.column(0), &DataType::Utf8)
+                .map_err(|e| self.invalid(e))?;
             let (Some(names), Some(counts)) = (
                 names.as_string_opt::<i32>(),
                 batch.column(1).as_primitive_opt::<Int64Type>(),
@@ -680,18 +840,26 @@ async fn measure_reference(
                 }
             }
         }
-        (
-            Histogram::categorical_from_counts(categories, values_counted),
-            0.0,
-        )
-    } else {
+        Ok(Histogram::categorical_from_counts(
+            categories,
+            values_counted,
+        ))
+    }
+
+    /// Equal-width bins over the reference's finite range, and its standard deviation;
+    /// `None` when it has no finite values.
+    async fn numeric(&self, values: &DataFrame, bins: usize) -> Result<Option<(Histogram, f64)>> {
         use datafusion::functions_aggregate::expr_fn::{count, max, min, stddev_pop};
-        let totals = summary(vec![
-            min(col("value")).alias("lo"),
-            max(col("value")).alias("hi"),
-            stddev_pop(col("value")).alias("sd"),
-        ])
-        .await?;
+        let totals = self
+            .summary(
+                values,
+                vec![
+                    min(col("value")).alias("lo"),
+                    max(col("value")).alias("hi"),
+                    stddev_pop(col("value")).alias("sd"),
+                ],
+            )
+            .await?;
         let scalar = |name: &str| -> Option<f64> {
             totals.first().and_then(|b| {
                 let array = b.column_by_name(name)?;
@@ -703,21 +871,17 @@ async fn measure_reference(
             (Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => {
                 NumericBins::new(lo, hi, bins)
             }
-            _ => {
-                return Ok(Baseline::Unusable(format!(
-                    "the reference ({described}) has no finite values in '{column}'"
-                )));
-            }
+            _ => return Ok(None),
         };
         let binned = bins
             .bin_expr(col("value"))
             .and_then(|bin| values.clone().select(vec![bin.alias("bin")]))
             .and_then(|f| f.filter(col("bin").is_not_null()))
             .and_then(|f| f.aggregate(vec![col("bin")], vec![count(lit(1)).alias("n")]))
-            .map_err(failure)?
+            .map_err(|e| self.failure(e))?
             .collect()
             .await
-            .map_err(failure)?;
+            .map_err(|e| self.failure(e))?;
         let mut counted = Vec::new();
         for batch in &binned {
             let (Some(bin), Some(n)) = (
@@ -735,23 +899,10 @@ async fn measure_reference(
                 }
             }
         }
-        let histogram = Histogram::numeric_from_counts(bins, counted)
-            .map_err(|e| EngineError::product(dataset, format!("check '{}': {e}", check.name)))?;
-        (histogram, scalar("sd").unwrap_or(0.0))
-    };
-    let (histogram, reference_std) = histogram;
-    let reference_rows = histogram.total();
-    if reference_rows == 0 {
-        return Ok(Baseline::Unusable(format!(
-            "the reference ({described}) has no non-null values in '{column}'"
-        )));
+        let histogram =
+            Histogram::numeric_from_counts(bins, counted).map_err(|e| self.invalid(e))?;
+        Ok(Some((histogram, scalar("sd").unwrap_or(0.0))))
     }
-    Ok(Baseline::Ready {
-        histogram,
-        reference_rows,
-        reference_std,
-        described,
-    })
 }
 
 /// What an output partition measures for `check` (whose drift reference is `baseline`).
@@ -1332,6 +1483,21 @@ pub enum CheckState {
 }
 
 impl CheckState {
+    /// The variant's name, for internal-error messages.
+    fn kind_name(&self) -> &'static str {
+        match self {
+            CheckState::Nothing => "Nothing",
+            CheckState::Row { .. } => "Row",
+            CheckState::Moments(_) => "Moments",
+            CheckState::Extremes(_) => "Extremes",
+            CheckState::Quantile(_) => "Quantile",
+            CheckState::Nulls(_) => "Nulls",
+            CheckState::Newest(_) => "Newest",
+            CheckState::Histogram(_) => "Histogram",
+            CheckState::Keys(_) => "Keys",
+        }
+    }
+
     /// Adds one batch's values; `batch_moments` holds the moments this batch's other checks
     /// computed already.
     fn observe(
@@ -1427,6 +1593,15 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// No samples: what a check of a dataset that produced no partitions reports.
+    fn none() -> Samples {
+        Samples {
+            limit: 0,
+            columns: Vec::new(),
+            kept: Vec::new(),
+        }
+    }
+
     fn offer(
         &mut self,
         converter: &RowConverter,
@@ -1531,6 +1706,8 @@ pub(crate) mod float_bits {
 
 #[cfg(test)]
 mod tests {
+    use lakeforge_planner::CheckKind;
+
     use super::*;
 
     #[test]
@@ -1580,5 +1757,271 @@ mod tests {
             fail.iter().collect::<Vec<_>>(),
             vec![false, true, true, true]
         );
+    }
+    /// A run of one check `c` on dataset `d` (a plan without columns: the mismatch tests
+    /// never reach the schema), its drift reference `baseline`.
+    fn one_check_run(
+        kind: CheckKind,
+        evaluation: Evaluation,
+        baseline: Option<Baseline>,
+    ) -> DatasetCheckRun {
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::empty(false)
+            .build()
+            .unwrap();
+        let check = CompiledCheck {
+            name: "c".to_string(),
+            kind,
+            action: CheckAction::Fail,
+            mostly: 1.0,
+            nulls: NullPolicy::Pass,
+            samples: 0,
+            description: "c".to_string(),
+            evaluation,
+        };
+        DatasetCheckRun {
+            checked: CheckedDataset {
+                dataset: "d".to_string(),
+                dataset_kind: lakeforge_planner::DatasetKind::Product,
+                plan,
+                dataset_columns: 0,
+                checks: vec![check],
+                key_columns: Vec::new(),
+            },
+            baselines: vec![baseline],
+            histories: vec![Vec::new()],
+            run_started: Utc::now(),
+            program: Arc::new(CheckProgram {
+                dataset: "d".to_string(),
+                run_id: "r".to_string(),
+                dataset_columns: 0,
+                checks: Vec::new(),
+            }),
+        }
+    }
+
+    /// Concludes `run` from one partition of `rows` rows whose state is `state`.
+    fn conclude_one(run: &DatasetCheckRun, rows: u64, state: CheckState) -> Result<CheckResult> {
+        let mut results = run.finish(vec![PartitionState {
+            rows,
+            states: vec![state],
+        }])?;
+        Ok(results.remove(0))
+    }
+
+    /// Asserts that concluding `run` from `state` is an internal error naming the check and
+    /// both state kinds, never a verdict.
+    fn assert_internal_error(run: &DatasetCheckRun, state: CheckState, expected: &str) {
+        let actual = format!("{state:?}");
+        let actual = actual
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let message = match conclude_one(run, 10, state) {
+            Ok(result) => panic!("a mismatched state concluded as {result:?}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(message.contains("check 'c'"), "{message}");
+        assert!(message.contains("internal error"), "{message}");
+        assert!(message.contains(expected), "{message}");
+        assert!(message.contains(&actual), "{message}");
+    }
+
+    fn row_check() -> DatasetCheckRun {
+        one_check_run(
+            CheckKind::Expect,
+            Evaluation::Row {
+                predicate: 0,
+                sample_columns: Vec::new(),
+            },
+            None,
+        )
+    }
+
+    fn drift(categorical: bool) -> Evaluation {
+        Evaluation::Drift {
+            column: "x".to_string(),
+            reference_column: "x".to_string(),
+            input: 0,
+            categorical,
+            method: None,
+            threshold: None,
+            bins: 4,
+            reference: DriftReference::PreviousVersion,
+        }
+    }
+
+    fn ready_baseline() -> Baseline {
+        Baseline::Ready {
+            histogram: Histogram::categorical_from_counts(vec![("a".to_string(), 3)], 3),
+            reference_rows: 3,
+            reference_std: 0.0,
+            described: "version 1".to_string(),
+        }
+    }
+
+    #[test]
+    fn a_row_check_given_another_checks_state_fails_closed() {
+        assert_internal_error(&row_check(), CheckState::Moments(Moments::default()), "Row");
+        assert_internal_error(&row_check(), CheckState::Nulls(3), "Row");
+        // Rows were evaluated, yet nothing was counted: a bug, not a pass.
+        assert_internal_error(&row_check(), CheckState::Nothing, "Row");
+    }
+
+    #[test]
+    fn a_unique_check_given_another_checks_state_fails_closed() {
+        let run = one_check_run(
+            CheckKind::Unique,
+            Evaluation::UniqueKeys { columns: vec![0] },
+            None,
+        );
+        let row_state = CheckState::Row {
+            failed: 0,
+            null_skipped: 0,
+            samples: Samples {
+                limit: 0,
+                columns: Vec::new(),
+                kept: Vec::new(),
+            },
+        };
+        assert_internal_error(&run, row_state, "Keys");
+        assert_internal_error(&run, CheckState::Nothing, "Keys");
+    }
+
+    #[test]
+    fn a_drift_check_given_another_state_or_no_reference_fails_closed() {
+        let ready = one_check_run(CheckKind::Drift, drift(true), Some(ready_baseline()));
+        assert_internal_error(&ready, CheckState::Moments(Moments::default()), "Histogram");
+        assert_internal_error(&ready, CheckState::Nothing, "Histogram");
+        // A drift check whose reference was never measured is a bug, not a pass.
+        let unmeasured = one_check_run(CheckKind::Drift, drift(true), None);
+        let message = conclude_one(
+            &unmeasured,
+            10,
+            CheckState::Histogram(Histogram::categorical()),
+        )
+        .map(|result| format!("{result:?}"))
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("check 'c'"), "{message}");
+        assert!(message.contains("internal error"), "{message}");
+        // Without a usable reference nothing is measured per row: any state is a bug.
+        let unusable = one_check_run(
+            CheckKind::Drift,
+            drift(true),
+            Some(Baseline::Unusable("unusable".to_string())),
+        );
+        assert_internal_error(
+            &unusable,
+            CheckState::Histogram(Histogram::categorical()),
+            "Nothing",
+        );
+    }
+
+    #[test]
+    fn dataset_level_checks_given_another_checks_state_fail_closed() {
+        let mean = one_check_run(
+            CheckKind::Mean,
+            Evaluation::Statistic {
+                statistic: Statistic::Mean,
+                input: 0,
+                min: None,
+                max: None,
+            },
+            None,
+        );
+        assert_internal_error(&mean, CheckState::Extremes(Extremes::default()), "Moments");
+        let freshness = one_check_run(
+            CheckKind::Freshness,
+            Evaluation::Freshness {
+                input: 0,
+                max_age: std::time::Duration::from_secs(60),
+            },
+            None,
+        );
+        assert_internal_error(&freshness, CheckState::Nulls(0), "Newest");
+        let anomaly = one_check_run(
+            CheckKind::Anomaly,
+            Evaluation::Anomaly {
+                metric: AnomalyMetric::Max,
+                input: Some(0),
+                max_change: 0.5,
+                window: 5,
+                min_history: 1,
+            },
+            None,
+        );
+        assert_internal_error(
+            &anomaly,
+            CheckState::Moments(Moments::default()),
+            "Extremes",
+        );
+        let row_count = one_check_run(
+            CheckKind::RowCount,
+            Evaluation::RowCount {
+                min: Some(1),
+                max: None,
+            },
+            None,
+        );
+        assert_internal_error(&row_count, CheckState::Nulls(0), "Nothing");
+    }
+
+    #[test]
+    fn checks_of_a_pass_without_partitions_conclude_as_before() {
+        // No partition at all: every state is `Nothing` and no row was evaluated.
+        let conclude = |run: DatasetCheckRun| run.finish(Vec::new()).unwrap().remove(0);
+        let row = conclude(row_check());
+        assert!(
+            row.passed && row.failed == 0 && row.message.is_none(),
+            "{row:?}"
+        );
+        let unique = conclude(one_check_run(
+            CheckKind::Unique,
+            Evaluation::UniqueKeys { columns: vec![0] },
+            None,
+        ));
+        assert!(unique.passed, "{unique:?}");
+        let mean = conclude(one_check_run(
+            CheckKind::Mean,
+            Evaluation::Statistic {
+                statistic: Statistic::Mean,
+                input: 0,
+                min: None,
+                max: None,
+            },
+            None,
+        ));
+        assert!(!mean.passed, "{mean:?}");
+        assert_eq!(
+            mean.message.as_deref(),
+            Some("no non-null values to measure")
+        );
+        let fresh = conclude(one_check_run(
+            CheckKind::Freshness,
+            Evaluation::Freshness {
+                input: 0,
+                max_age: std::time::Duration::from_secs(60),
+            },
+            None,
+        ));
+        assert!(!fresh.passed, "{fresh:?}");
+        assert_eq!(
+            fresh.message.as_deref(),
+            Some("no values: nothing is fresh")
+        );
+        let drifted = conclude(one_check_run(
+            CheckKind::Drift,
+            drift(true),
+            Some(ready_baseline()),
+        ));
+        assert!(drifted.passed && drifted.observed.is_none(), "{drifted:?}");
+        let new = conclude(one_check_run(
+            CheckKind::Drift,
+            drift(true),
+            Some(Baseline::NoReference("new".to_string())),
+        ));
+        assert!(new.passed, "{new:?}");
+        assert_eq!(new.message.as_deref(), Some("new"));
     }
 }
