@@ -178,14 +178,15 @@ pub struct ClusterArg {
 
 impl ClusterArg {
     /// `config` set to run on the cluster, when one was given.
-    pub fn apply(&self, mut config: EngineConfig) -> anyhow::Result<EngineConfig> {
-        config.cluster = self
-            .cluster
-            .as_deref()
-            .map(ClusterAddress::parse)
-            .transpose()?;
-        Ok(config)
+    pub fn apply(&self, config: EngineConfig) -> anyhow::Result<EngineConfig> {
+        on_cluster(config, self.cluster.as_deref())
     }
+}
+
+/// `config` set to run on the cluster whose coordinator is at `address`, when one is given.
+fn on_cluster(mut config: EngineConfig, address: Option<&str>) -> anyhow::Result<EngineConfig> {
+    config.cluster = address.map(ClusterAddress::parse).transpose()?;
+    Ok(config)
 }
 
 /// `lakeforge history`.
@@ -370,13 +371,8 @@ pub struct ExampleArgs {
 
 impl ExampleArgs {
     /// `config` set to run on the cluster, when one was given.
-    pub fn apply(&self, mut config: EngineConfig) -> anyhow::Result<EngineConfig> {
-        config.cluster = self
-            .cluster
-            .as_deref()
-            .map(ClusterAddress::parse)
-            .transpose()?;
-        Ok(config)
+    pub fn apply(&self, config: EngineConfig) -> anyhow::Result<EngineConfig> {
+        on_cluster(config, self.cluster.as_deref())
     }
 }
 
