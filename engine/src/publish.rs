@@ -281,7 +281,7 @@ pub(crate) async fn checked_input(
         results: Vec::new(),
         quarantine: with_quarantined(quarantine, streamed.quarantined),
     };
-    match conclude_checks(checks, streamed.checks).await {
+    match checks.conclude(streamed.checks).await {
         Ok(results) => {
             checked.results = results;
             Ok(checked)
@@ -291,19 +291,6 @@ pub(crate) async fn checked_input(
             Err(error)
         }
     }
-}
-
-/// Merges the partitions' check states into results off the async runtime: merging a
-/// `unique` check's keys or selecting a quantile among millions of values is CPU work (on
-/// rayon) that would otherwise hold a runtime thread for its whole length.
-async fn conclude_checks(
-    checks: &Arc<DatasetCheckRun>,
-    states: Vec<PartitionState>,
-) -> Result<Vec<CheckResult>> {
-    let checks = Arc::clone(checks);
-    tokio::task::spawn_blocking(move || checks.finish(states))
-        .await
-        .map_err(|e| EngineError::internal("concluding the checks failed", e))?
 }
 
 /// The quarantine table with the files written to it, when any rows were quarantined.
@@ -379,7 +366,7 @@ pub(crate) async fn staged_product(
     let Some(checks) = &staged.prepared.checks else {
         return Ok(staged);
     };
-    match conclude_checks(checks, streamed.checks).await {
+    match checks.conclude(streamed.checks).await {
         Ok(results) => {
             staged.check_results = results;
             Ok(staged)

@@ -37,7 +37,7 @@ use lakeforge_planner::NullPolicy;
 
 use crate::dq::dense::{DenseKeys, TooSparse};
 use crate::dq::radix::radix_sort;
-use crate::dq::{Samples, display_rows};
+use crate::dq::state::{Samples, display_rows};
 
 /// The most bytes a key may take in row format to be kept as a `u128`.
 const FIXED_KEY_BYTES: usize = 16;
@@ -865,7 +865,7 @@ fn merge_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dq::row_converter;
+    use crate::dq::state::row_converter;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use datafusion::execution::disk_manager::DiskManagerBuilder;
