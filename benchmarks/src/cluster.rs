@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use crate::harness::{
     Lakeforge, Measurement, Ratio, Round, SuiteReport, folder_bytes, fresh_dir, median,
+    record_seconds,
 };
 use crate::tpch::{query_texts, write_jobs};
 
@@ -238,16 +239,12 @@ impl ClusterSuite<'_> {
             remote.as_secs_f64()
         );
         if round.timed {
-            timings
-                .embedded
-                .entry(name.to_string())
-                .or_default()
-                .push(local.as_secs_f64());
-            timings
-                .distributed
-                .entry(name.to_string())
-                .or_default()
-                .push(remote.as_secs_f64());
+            record_seconds(&mut timings.embedded, name.to_string(), local.as_secs_f64());
+            record_seconds(
+                &mut timings.distributed,
+                name.to_string(),
+                remote.as_secs_f64(),
+            );
         }
         Ok(())
     }

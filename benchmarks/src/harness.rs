@@ -531,6 +531,11 @@ fn times(ratio: f64) -> String {
     }
 }
 
+/// Adds one timed sample, in seconds, to the samples of `key`.
+pub fn record_seconds<K: Ord>(samples: &mut BTreeMap<K, Vec<f64>>, key: K, seconds: f64) {
+    samples.entry(key).or_default().push(seconds);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

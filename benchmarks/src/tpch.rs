@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::harness::{
     Lakeforge, Measurement, Ratio, Round, SuiteReport, folder_bytes, fresh_dir, median,
-    run_peer_script,
+    record_seconds, run_peer_script,
 };
 
 /// The peer engines, in report order: DuckDB and Polars (`peers/tpch.py`), Spark local mode
@@ -225,16 +225,16 @@ impl TpchSuite<'_> {
                 job_elapsed.as_secs_f64()
             );
             if round.timed {
-                timings
-                    .lakeforge_sql
-                    .entry(name.clone())
-                    .or_default()
-                    .push(query.as_secs_f64());
-                timings
-                    .lakeforge_job
-                    .entry(name.clone())
-                    .or_default()
-                    .push(job_elapsed.as_secs_f64());
+                record_seconds(
+                    &mut timings.lakeforge_sql,
+                    name.clone(),
+                    query.as_secs_f64(),
+                );
+                record_seconds(
+                    &mut timings.lakeforge_job,
+                    name.clone(),
+                    job_elapsed.as_secs_f64(),
+                );
             }
         }
         Ok(())
@@ -389,10 +389,7 @@ impl TpchTimings {
                         .wrong_peer_answers
                         .contains(&(engine.clone(), name.clone()))
                 {
-                    self.peers
-                        .entry((engine.to_string(), name.clone()))
-                        .or_default()
-                        .push(seconds);
+                    record_seconds(&mut self.peers, (engine.to_string(), name.clone()), seconds);
                 }
             }
         }

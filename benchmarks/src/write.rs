@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::dq::{product_field, run_summary};
 use crate::harness::{
     Lakeforge, Measurement, Ratio, Round, SuiteReport, feature_dataset, fresh_dir, median,
-    run_peer_script,
+    record_seconds, run_peer_script,
 };
 
 /// How the suite runs.
@@ -149,11 +149,7 @@ impl WriteSuite<'_> {
             }
             eprintln!("  {case:<10} {label:<8} {:>8.3} s", elapsed.as_secs_f64());
             if round.timed {
-                timings
-                    .lakeforge
-                    .entry(case)
-                    .or_default()
-                    .push(elapsed.as_secs_f64());
+                record_seconds(&mut timings.lakeforge, case, elapsed.as_secs_f64());
             }
         }
         Ok(())

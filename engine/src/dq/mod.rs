@@ -462,6 +462,19 @@ mod tests {
         assert!(message.contains(&actual), "{message}");
     }
 
+    fn mean_check() -> DatasetCheckRun {
+        one_check_run(
+            CheckKind::Mean,
+            Evaluation::Statistic {
+                statistic: Statistic::Mean,
+                input: 0,
+                min: None,
+                max: None,
+            },
+            None,
+        )
+    }
+
     fn row_check() -> DatasetCheckRun {
         one_check_run(
             CheckKind::Expect,
@@ -555,16 +568,7 @@ mod tests {
 
     #[test]
     fn dataset_level_checks_given_another_checks_state_fail_closed() {
-        let mean = one_check_run(
-            CheckKind::Mean,
-            Evaluation::Statistic {
-                statistic: Statistic::Mean,
-                input: 0,
-                min: None,
-                max: None,
-            },
-            None,
-        );
+        let mean = mean_check();
         assert_internal_error(&mean, CheckState::Extremes(Extremes::default()), "Moments");
         let freshness = one_check_run(
             CheckKind::Freshness,
@@ -672,16 +676,7 @@ mod tests {
             None,
         ));
         assert!(unique.passed, "{unique:?}");
-        let mean = conclude(one_check_run(
-            CheckKind::Mean,
-            Evaluation::Statistic {
-                statistic: Statistic::Mean,
-                input: 0,
-                min: None,
-                max: None,
-            },
-            None,
-        ));
+        let mean = conclude(mean_check());
         assert!(!mean.passed, "{mean:?}");
         assert_eq!(
             mean.message.as_deref(),
