@@ -14,6 +14,9 @@ pub struct EngineConfig {
     pub memory_limit: Option<u64>,
     /// Run on the cluster whose coordinator is here, instead of in this process.
     pub cluster: Option<lakeforge_worker::ClusterAddress>,
+    /// How long a run on a cluster waits for a worker to be registered before it fails
+    /// (default 60 s): a coordinator without workers would otherwise queue the job forever.
+    pub worker_wait: std::time::Duration,
     /// How equi-joins run, embedded and on a cluster alike.
     pub joins: JoinStrategy,
 }
@@ -42,6 +45,9 @@ impl JoinStrategy {
     }
 }
 
+/// [`EngineConfig::worker_wait`] unless configured.
+pub const DEFAULT_WORKER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -51,6 +57,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             memory_limit: physical_memory_bytes().map(|total| total / 10 * 7),
             cluster: None,
+            worker_wait: DEFAULT_WORKER_WAIT,
             joins: JoinStrategy::Hash,
         }
     }

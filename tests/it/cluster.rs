@@ -309,6 +309,31 @@ fn cluster_problems_are_reported_before_anything_is_written() {
         "{error}"
     );
 
+    // A coordinator without workers would queue the job forever: the client waits the
+    // --worker-wait it was given, then fails naming the coordinator, and writes nothing.
+    let empty = Cluster::start(0);
+    let clock = Instant::now();
+    let error = project.fails(&[
+        "run",
+        "scoring.toml",
+        "--cluster",
+        &empty.url(),
+        "--worker-wait",
+        "2s",
+    ]);
+    assert!(
+        error.contains(&format!("the coordinator at {} has no workers", empty.address))
+            && error.contains("within 2 s"),
+        "{error}"
+    );
+    assert!(
+        clock.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        clock.elapsed()
+    );
+    assert!(project.delta_versions("wh/scores").is_empty());
+    drop(empty);
+
     // A failing `fail` check on the cluster: nothing is committed (product or quarantine),
     // the run is recorded as failed and the check's result is kept.
     let cluster = Cluster::start(1);

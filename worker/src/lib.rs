@@ -49,6 +49,19 @@ pub enum WorkerError {
         /// The connection error.
         message: String,
     },
+    /// The coordinator answered but no worker registered with it in time, so a job would
+    /// wait forever for somewhere to run.
+    #[error(
+        "the coordinator at {address} has no workers: none registered within {waited_seconds} s \
+         (start one with `lakeforge worker --coordinator {address}`, or wait longer with \
+         --worker-wait)"
+    )]
+    NoWorkers {
+        /// The coordinator's address.
+        address: String,
+        /// How long the client waited.
+        waited_seconds: u64,
+    },
     /// A role failed to start or stopped with an error.
     #[error("{role}: {message}")]
     Role {

@@ -26,6 +26,9 @@ use crate::{LAKEFORGE_VERSION, Result, WorkerError};
 /// How long `connect` waits for the coordinator to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often `connect` asks a coordinator without workers again.
+const READINESS_POLL: Duration = Duration::from_millis(200);
+
 /// What the engine adds to every cluster role: how its plan nodes travel, the functions every
 /// session must know, and how its logical nodes become execution plans.
 #[derive(Clone)]
@@ -269,12 +272,19 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
 /// A client session whose queries run on the cluster at `address`: planned here, executed on
 /// the workers. The engine registers its functions on the returned context (Ballista rebuilds
 /// the function map when a session connects, so they must be added afterwards).
+///
+/// Waits up to `worker_wait` for at least one worker to be registered: Ballista queues a job
+/// on a coordinator without workers for as long as it takes, so without this bound a run
+/// against an empty cluster would never end. (Ballista itself fails running jobs when the
+/// last worker is lost, after the coordinator's worker timeout.)
 pub async fn connect(
     address: &ClusterAddress,
     config: SessionConfig,
     extensions: &ClusterExtensions,
+    worker_wait: Duration,
 ) -> Result<SessionContext> {
     probe(address).await?;
+    wait_for_workers(address, worker_wait).await?;
     let state = SessionStateBuilder::new()
         .with_config(
             client_settings(config)
@@ -334,6 +344,59 @@ async fn probe(address: &ClusterAddress) -> Result<()> {
             "no answer within {} s",
             CONNECT_TIMEOUT.as_secs()
         ))),
+    }
+}
+
+/// Polls the coordinator's readiness probe (`GET /readyz`, served by Ballista's scheduler on
+/// its gRPC port: 200 once a worker is registered, 503 before) until it answers 200 or
+/// `worker_wait` has passed.
+async fn wait_for_workers(address: &ClusterAddress, worker_wait: Duration) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| WorkerError::Role {
+            role: "client",
+            message: format!("cannot build the HTTP client for the readiness probe: {e}"),
+        })?;
+    let url = format!("http://{}:{}/readyz", address.host, address.port);
+    let deadline = tokio::time::Instant::now() + worker_wait;
+    let mut logged = false;
+    loop {
+        match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {}
+            // Anything else (a 404 from a coordinator without the probe, a proxy's error) is
+            // not a Lakeforge coordinator answering "no workers": let the job go ahead and
+            // Ballista report what it finds, rather than refuse a cluster that may work.
+            Ok(response) => {
+                tracing::warn!(
+                    "the coordinator at {address} answered {} to {url}; not waiting for workers",
+                    response.status()
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(WorkerError::Unreachable {
+                    address: address.to_string(),
+                    message: format!("its readiness probe {url} failed: {e}"),
+                });
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(WorkerError::NoWorkers {
+                address: address.to_string(),
+                waited_seconds: worker_wait.as_secs(),
+            });
+        }
+        if !logged {
+            tracing::info!(
+                "waiting up to {} s for a worker to register with the coordinator at {address}",
+                worker_wait.as_secs()
+            );
+            logged = true;
+        }
+        tokio::time::sleep(READINESS_POLL.min(worker_wait)).await;
     }
 }
 

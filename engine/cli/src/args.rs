@@ -174,18 +174,26 @@ pub struct ClusterArg {
     /// Plan here and execute on the cluster whose coordinator is at df://HOST:PORT.
     #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
     cluster: Option<String>,
+    /// How long to wait for a worker to register with the coordinator before failing.
+    #[arg(long, value_name = "DURATION", env = "LAKEFORGE_WORKER_WAIT", default_value = "60s")]
+    worker_wait: String,
 }
 
 impl ClusterArg {
     /// `config` set to run on the cluster, when one was given.
     pub fn apply(&self, config: EngineConfig) -> anyhow::Result<EngineConfig> {
-        on_cluster(config, self.cluster.as_deref())
+        on_cluster(config, self.cluster.as_deref(), &self.worker_wait)
     }
 }
 
 /// `config` set to run on the cluster whose coordinator is at `address`, when one is given.
-fn on_cluster(mut config: EngineConfig, address: Option<&str>) -> anyhow::Result<EngineConfig> {
+fn on_cluster(
+    mut config: EngineConfig,
+    address: Option<&str>,
+    worker_wait: &str,
+) -> anyhow::Result<EngineConfig> {
     config.cluster = address.map(ClusterAddress::parse).transpose()?;
+    config.worker_wait = duration_flag("worker-wait", worker_wait)?;
     Ok(config)
 }
 
@@ -367,12 +375,15 @@ pub struct ExampleArgs {
     /// df://HOST:PORT (its workers must see DIR at the same path).
     #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
     pub cluster: Option<String>,
+    /// How long to wait for a worker to register with the coordinator before failing.
+    #[arg(long, value_name = "DURATION", env = "LAKEFORGE_WORKER_WAIT", default_value = "60s")]
+    pub worker_wait: String,
 }
 
 impl ExampleArgs {
     /// `config` set to run on the cluster, when one was given.
     pub fn apply(&self, config: EngineConfig) -> anyhow::Result<EngineConfig> {
-        on_cluster(config, self.cluster.as_deref())
+        on_cluster(config, self.cluster.as_deref(), &self.worker_wait)
     }
 }
 

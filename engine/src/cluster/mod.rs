@@ -60,7 +60,7 @@ pub async fn connect_session(
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
     let session_config = session_config(config).with_extension(Arc::new(RunBackend::Cluster));
-    let ctx = lakeforge_worker::connect(address, session_config, &extensions()).await?;
+    let ctx = lakeforge_worker::connect(address, session_config, &extensions(), config.worker_wait).await?;
     lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
 }
