@@ -51,6 +51,26 @@ pub enum EngineError {
         message: String,
     },
 
+    /// An object store's configuration is wrong, or a store cannot be built for a location.
+    /// Names the location or the `[storage]` table and the key at fault, never a value.
+    #[error("storage {location}: {message}")]
+    Storage {
+        /// The location, or the `[storage."URL"]` table and where it was given.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// Reading or writing an object in a store failed.
+    #[error("{context}: {source}")]
+    ObjectStore {
+        /// What was being done, naming the location.
+        context: String,
+        /// `object_store`'s error.
+        #[source]
+        source: object_store::Error,
+    },
+
     /// There is no Delta table where one was expected.
     #[error("no Delta table at {location}")]
     NotATable {

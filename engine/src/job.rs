@@ -30,7 +30,9 @@ use crate::lineage::openlineage::{
     self, DEFAULT_NAMESPACE, EventSink, PublishedProduct, ReadSource, RunDescription,
 };
 use crate::lineage::{ProductLineage, PublishedLineage, lineage_options, record_lineage};
-use crate::location::{display_location, join_folder, resolve_table_location};
+use crate::location::{
+    display_location, join_file, join_folder, resolve_location, resolve_table_location,
+};
 use crate::metadata::{CheckSummary, CommitMetadata, ENGINE_VERSION, InputIdentity};
 use crate::models::JobModels;
 use crate::publish::{
@@ -42,6 +44,7 @@ use crate::registry::Registry;
 use crate::runs::{ProductVersion, RunRecord, RunStatus, record_run};
 use crate::session::{RunBackend, new_session_with_models};
 use crate::sources::register_sources;
+use crate::storage::StorageOptions;
 
 /// Where quarantine tables live, relative to the warehouse: `<folder>/<dataset>`.
 pub const QUARANTINE_FOLDER: &str = "_lakeforge/quarantine";
@@ -92,6 +95,11 @@ impl LoadedJob {
         let vars = &vars;
         let base_dir = spec_folder(path);
         let job = spec.resolve(text, &base_dir, Some(path), vars)?;
+        // Before anything is read: the job's stores may need its `[storage]` options.
+        crate::storage::configure(&StorageOptions::from_spec(
+            &job.spec.storage,
+            &path.display().to_string(),
+        )?)?;
         let warehouse = resolve_table_location(&job.base_dir, &job.spec.job.warehouse)?;
         let models = Arc::new(JobModels::load(&job)?);
         Ok(LoadedJob {
@@ -127,12 +135,14 @@ impl LoadedJob {
     pub fn event_sink(&self) -> EventSink {
         let spec = &self.job.spec.lineage;
         let file = match &spec.events_file {
-            Some(path) => Some(self.job.base_dir.join(path)),
-            None => self
-                .warehouse
-                .to_file_path()
-                .ok()
-                .map(|w| w.join(OPENLINEAGE_EVENTS_FILE)),
+            Some(path) => match resolve_location(&self.job.base_dir, path) {
+                Ok(url) => Some(url),
+                Err(error) => {
+                    tracing::warn!("ignoring [lineage] events_file: {error}");
+                    None
+                }
+            },
+            None => join_file(&self.warehouse, OPENLINEAGE_EVENTS_FILE).ok(),
         };
         let url = std::env::var("LAKEFORGE_OPENLINEAGE_URL")
             .ok()
@@ -304,6 +314,7 @@ pub async fn run_job_with(
     observer: &dyn RunObserver,
     cancel: &RunCancellation,
 ) -> Result<RunSummary> {
+    crate::storage::check_access(&loaded.warehouse).await?;
     let run_id = uuid::Uuid::new_v4().to_string();
     let started_at = Utc::now();
     let clock = Instant::now();

@@ -28,6 +28,7 @@ pub mod runs;
 pub mod schedule;
 pub mod session;
 pub mod sources;
+pub mod storage;
 pub mod stored;
 pub mod tables;
 

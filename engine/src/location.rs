@@ -56,6 +56,16 @@ pub fn join_folder(parent: &Url, child: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// Joins a relative file path (`a/b/file.json`) onto a folder URL.
+pub fn join_file(parent: &Url, child: &str) -> Result<Url> {
+    let mut base = parent.clone();
+    ensure_trailing_slash(&mut base);
+    base.join(child).map_err(|e| EngineError::Location {
+        location: format!("{base}{child}"),
+        message: e.to_string(),
+    })
+}
+
 /// Adds a trailing `/` to the URL's path when it has none.
 pub fn ensure_trailing_slash(url: &mut Url) {
     if !url.path().ends_with('/') {

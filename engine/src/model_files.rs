@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use url::Url;
+
 use lakeforge_udfs::models::{Model, ModelFormat};
 use lakeforge_udfs::scoring::parse_model_cached;
 
@@ -22,15 +24,19 @@ pub struct ModelFile {
     pub content_hash: String,
 }
 
-/// Reads and parses the file of model `name` at `path`, in `format` (a format name) or the one
-/// guessed from the file; every failure names the model and the file.
-pub fn read_model_file(name: &str, path: &Path, format: Option<&str>) -> Result<ModelFile> {
+/// Reads and parses the file of model `name` at `location` (a local file or an object), in
+/// `format` (a format name) or the one guessed from the file; every failure names the model and
+/// the file.
+pub fn read_model_file(name: &str, location: &Url, format: Option<&str>) -> Result<ModelFile> {
+    let shown = crate::location::display_location(location);
     let failure = |message: String| EngineError::Model {
         name: name.to_string(),
-        path: path.display().to_string(),
+        path: shown.clone(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|e| failure(format!("cannot read it: {e}")))?;
+    let bytes = crate::storage::read_object_blocking(location)
+        .map_err(|e| failure(format!("cannot read it: {}", io_cause(&e))))?;
+    let path = Path::new(location.path());
     let format = match format {
         Some(text) => ModelFormat::parse(text).ok_or_else(|| {
             failure(format!(
@@ -53,4 +59,13 @@ pub fn read_model_file(name: &str, path: &Path, format: Option<&str>) -> Result<
         model,
         content_hash,
     })
+}
+
+/// The cause of a failed read, without the location the caller already names.
+fn io_cause(error: &EngineError) -> String {
+    match error {
+        EngineError::Io { source, .. } => source.to_string(),
+        EngineError::ObjectStore { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
 }

@@ -2,7 +2,6 @@
 //! and the record of which models produced a product.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lakeforge_planner::ResolvedJob;
@@ -11,29 +10,32 @@ use lakeforge_udfs::scoring::{LoadedModel, ModelPin, ModelResolver, parse_model_
 use url::Url;
 
 use crate::error::Result;
+use crate::location::{display_location, resolve_location};
 pub use crate::metadata::ModelUse;
 pub use crate::model_files::{ModelFile, read_model_file};
 use crate::registry::Registry;
+use crate::registry::artifact_url;
+use crate::storage::read_object_blocking;
 
 /// The models a job can score with: its inline `[models.NAME]`, then its warehouse's registry.
 #[derive(Debug, Default)]
 pub struct JobModels {
     models: BTreeMap<String, Arc<LoadedModel>>,
-    /// The warehouse folder and its registry, once attached.
-    registry: Option<(PathBuf, Registry)>,
+    /// The warehouse and its registry, once attached.
+    registry: Option<(Url, Registry)>,
     /// Every reference resolved so far: a reference resolves once per session, so planning
     /// and execution (and an alias moved meanwhile) cannot disagree.
     resolved: Mutex<HashMap<String, Arc<LoadedModel>>>,
 }
 
 impl JobModels {
-    /// Reads every `[models.NAME]` file of `job` (paths relative to the spec's folder); a
-    /// missing, unreadable or invalid file is an error naming the model and the file.
+    /// Reads every `[models.NAME]` file of `job` (paths relative to the spec's folder, or
+    /// URLs); a missing, unreadable or invalid file is an error naming the model and the file.
     pub fn load(job: &ResolvedJob) -> Result<JobModels> {
         let mut models = BTreeMap::new();
         for (name, spec) in &job.spec.models {
-            let path = job.base_dir.join(&spec.path);
-            let file = read_model_file(name, &path, spec.format.as_deref())?;
+            let location = resolve_location(&job.base_dir, &spec.path)?;
+            let file = read_model_file(name, &location, spec.format.as_deref())?;
             models.insert(
                 name.clone(),
                 Arc::new(LoadedModel {
@@ -42,7 +44,7 @@ impl JobModels {
                     content_hash: file.content_hash,
                     format: file.format,
                     model: file.model,
-                    location: artifact_location(&path),
+                    location: Some(location.to_string()),
                 }),
             );
         }
@@ -56,7 +58,7 @@ impl JobModels {
     pub fn with_registry(&self, warehouse: &Url, registry: Registry) -> JobModels {
         JobModels {
             models: self.models.clone(),
-            registry: warehouse.to_file_path().ok().map(|dir| (dir, registry)),
+            registry: Some((warehouse.clone(), registry)),
             resolved: Mutex::new(HashMap::new()),
         }
     }
@@ -101,14 +103,14 @@ impl JobModels {
                 });
             }
         };
-        let Some((warehouse_dir, _)) = &self.registry else {
+        let Some((warehouse, _)) = &self.registry else {
             return Err(format!("no model named '{name}'"));
         };
-        let path = warehouse_dir.join(&registered.artifact);
+        let location = artifact_url(warehouse, &registered.artifact).map_err(|e| e.to_string())?;
         let shown = format!("{name}@{}", registered.version);
         let (model, content_hash) = read_verified_artifact(
             &shown,
-            &path,
+            &location,
             registered.format,
             &registered.content_hash,
             "it was registered",
@@ -119,7 +121,7 @@ impl JobModels {
             content_hash,
             format: registered.format,
             model,
-            location: artifact_location(&path),
+            location: Some(location.to_string()),
         }))
     }
 }
@@ -152,37 +154,28 @@ impl ModelResolver for JobModels {
     }
 }
 
-/// Reads and parses the artifact of model `shown` at `path`, and checks it still has
-/// `expected_hash`, the hash it had when `since` (e.g. "it was registered").
+/// Reads and parses the artifact of model `shown` at `location` (a local file or an object),
+/// and checks it still has `expected_hash`, the hash it had when `since` (e.g. "it was
+/// registered").
 fn read_verified_artifact(
     shown: &str,
-    path: &Path,
+    location: &Url,
     format: ModelFormat,
     expected_hash: &str,
     since: &str,
 ) -> std::result::Result<(Arc<Model>, String), String> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        format!(
-            "cannot read the artifact of model '{shown}' ({}): {e}",
-            path.display()
-        )
-    })?;
+    let displayed = display_location(location);
+    let bytes = read_object_blocking(location)
+        .map_err(|e| format!("cannot read the artifact of model '{shown}': {e}"))?;
     let (model, content_hash) = parse_model_cached(&bytes, format)
-        .map_err(|e| format!("model '{shown}' ({}): {e}", path.display()))?;
+        .map_err(|e| format!("model '{shown}' ({displayed}): {e}"))?;
     if content_hash != expected_hash {
         return Err(format!(
-            "the artifact of model '{shown}' ({}) has changed since {since} ({content_hash}, \
-             expected {expected_hash})",
-            path.display()
+            "the artifact of model '{shown}' ({displayed}) has changed since {since} \
+             ({content_hash}, expected {expected_hash})"
         ));
     }
     Ok((model, content_hash))
-}
-
-/// The `file://` URL of a model artifact on the local (or shared) filesystem.
-fn artifact_location(path: &Path) -> Option<String> {
-    let absolute = std::path::absolute(path).ok()?;
-    Url::from_file_path(absolute).ok().map(String::from)
 }
 
 /// The models of a plan that came from another process: each pinned reference is loaded from
@@ -210,20 +203,11 @@ impl PinnedModels {
         };
         let url = Url::parse(&pin.location)
             .map_err(|e| format!("model '{shown}': invalid location '{}': {e}", pin.location))?;
-        // Model functions are synchronous; local and shared filesystems are read directly.
-        // Object-store locations need an async read before execution and are refused clearly.
-        let path = url.to_file_path().map_err(|()| {
-            format!(
-                "model '{shown}' lives at {}, but workers can only read models from a \
-                 filesystem path today",
-                pin.location
-            )
-        })?;
         let format = ModelFormat::parse(&pin.format)
             .ok_or_else(|| format!("model '{shown}': unknown format '{}'", pin.format))?;
         let (model, content_hash) = read_verified_artifact(
             &shown,
-            &path,
+            &url,
             format,
             &pin.content_hash,
             "the job was planned",

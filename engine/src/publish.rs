@@ -177,16 +177,23 @@ async fn ensure_no_foreign_files(target: &ProductTarget) -> Result<()> {
         .and_then(|b| b.build())
         .map_err(|e| EngineError::delta(format!("cannot open {location}"), e))?;
     let store = table.object_store();
-    let first = match store.list(None).try_next().await {
-        Ok(first) => first,
-        // Nothing there at all (a local folder that does not exist yet lists as an error on
-        // some stores): nothing to protect.
-        Err(object_store::Error::NotFound { .. }) => None,
-        Err(error) => {
-            return Err(EngineError::product(
-                &target.name,
-                format!("cannot list {location}: {error}"),
-            ));
+    let mut listing = store.list(None);
+    let first = loop {
+        match listing.try_next().await {
+            // A Delta log without a readable version is a concurrent writer creating the
+            // table right now: its commit and ours are settled by the log's put-if-absent,
+            // not refused here.
+            Ok(Some(object)) if object.location.as_ref().starts_with("_delta_log/") => {}
+            Ok(first) => break first,
+            // Nothing there at all (a local folder that does not exist yet lists as an error
+            // on some stores): nothing to protect.
+            Err(object_store::Error::NotFound { .. }) => break None,
+            Err(error) => {
+                return Err(EngineError::product(
+                    &target.name,
+                    format!("cannot list {location}: {error}"),
+                ));
+            }
         }
     };
     match first {

@@ -263,6 +263,23 @@ pub struct ModelRegistration<'a> {
     pub training: Option<String>,
 }
 
+/// The location of a registered artifact (`artifact` is relative to the warehouse).
+pub fn artifact_url(warehouse: &Url, artifact: &str) -> Result<Url> {
+    crate::location::join_file(warehouse, artifact)
+}
+
+/// A local file as a `file://` URL.
+fn local_file_url(file: &std::path::Path) -> Result<Url> {
+    let absolute = std::path::absolute(file).map_err(|source| EngineError::Io {
+        context: format!("cannot resolve {}", file.display()),
+        source,
+    })?;
+    Url::from_file_path(&absolute).map_err(|()| EngineError::Location {
+        location: file.display().to_string(),
+        message: "not a local path".to_string(),
+    })
+}
+
 /// Registers `file` as the next version of `name`: copies the artifact into the warehouse and
 /// appends its row. The file is read and validated first, so a bad file registers nothing.
 pub async fn register_model(
@@ -287,7 +304,7 @@ pub async fn register_model(
         format,
         model,
         content_hash,
-    } = read_model_file(name, file, format)?;
+    } = read_model_file(name, &local_file_url(file)?, format)?;
     let registry = Registry::load(warehouse, config).await?;
     let version = registry
         .versions(name)
@@ -300,20 +317,8 @@ pub async fn register_model(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".to_string());
     let artifact = format!("{ARTIFACTS_FOLDER}/{name}/{version}/{file_name}");
-    let warehouse_dir = warehouse.to_file_path().map_err(|()| {
-        EngineError::Usage("the model registry needs a local warehouse for now".to_string())
-    })?;
-    let target = warehouse_dir.join(&artifact);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| EngineError::Io {
-            context: format!("cannot create {}", parent.display()),
-            source,
-        })?;
-    }
-    std::fs::write(&target, &bytes).map_err(|source| EngineError::Io {
-        context: format!("cannot copy the model to {}", target.display()),
-        source,
-    })?;
+    let target = artifact_url(warehouse, &artifact)?;
+    crate::storage::put_object(&target, bytes).await?;
     let registered = RegisteredModel {
         name: name.to_string(),
         version,
@@ -336,7 +341,9 @@ pub async fn register_model(
     .await;
     if let Err(error) = appended {
         // The version row is the registration; without it the copied file is an orphan.
-        let _ = std::fs::remove_file(&target);
+        if let Err(cleanup) = crate::storage::delete_object(&target).await {
+            tracing::warn!("the copied model file is left behind: {cleanup}");
+        }
         return Err(error);
     }
     Ok(registered)

@@ -63,7 +63,9 @@ pub fn new_session_with_models(
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
     let session_config = session_config(config);
-    let mut runtime = RuntimeEnvBuilder::new();
+    crate::storage::register_with_delta();
+    let mut runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(crate::storage::SessionStores::default()));
     if let Some(limit) = config.memory_limit {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));

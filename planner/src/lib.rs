@@ -51,8 +51,8 @@ pub use schedule::{
     RUN_TS_VAR, freshness_sla,
 };
 pub use spec::{
-    DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, ProductSpec, ResolvedJob,
-    ResolvedStatement, SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode,
+    DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, OptionValue, ProductSpec,
+    ResolvedJob, ResolvedStatement, SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode,
     is_plain_identifier,
 };
 pub use vars::substitute_vars;

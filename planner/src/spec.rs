@@ -39,6 +39,45 @@ pub struct JobSpec {
     /// Where the run's OpenLineage events go: `[lineage]`.
     #[serde(default)]
     pub lineage: LineageSpec,
+    /// Options of the object stores the job reads and writes, per bucket or container:
+    /// `[storage."s3://bucket"] endpoint = "...", region = "..."` (keys as `object_store` names
+    /// them). Credentials are better left to the environment (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
+    #[serde(default)]
+    pub storage: BTreeMap<String, BTreeMap<String, OptionValue>>,
+}
+
+/// A value of an option table: TOML strings, booleans and numbers are all accepted (stores take
+/// their options as text).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OptionValue {
+    /// `key = "text"`.
+    Text(String),
+    /// `key = true`.
+    Bool(bool),
+    /// `key = 3`.
+    Integer(i64),
+    /// `key = 2.5`.
+    Float(f64),
+}
+
+impl OptionValue {
+    /// The value as the text a store's builder parses.
+    pub fn into_string(self) -> String {
+        match self {
+            OptionValue::Text(text) => text,
+            OptionValue::Bool(value) => value.to_string(),
+            OptionValue::Integer(value) => value.to_string(),
+            OptionValue::Float(value) => value.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for OptionValue {
+    // Option values may be secrets (keys, tokens): never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<value>")
+    }
 }
 
 /// The `[lineage]` table: OpenLineage emission and what the lineage extractor should know.

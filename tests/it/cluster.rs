@@ -322,8 +322,10 @@ fn cluster_problems_are_reported_before_anything_is_written() {
         "2s",
     ]);
     assert!(
-        error.contains(&format!("the coordinator at {} has no workers", empty.address))
-            && error.contains("within 2 s"),
+        error.contains(&format!(
+            "the coordinator at {} has no workers",
+            empty.address
+        )) && error.contains("within 2 s"),
         "{error}"
     );
     assert!(

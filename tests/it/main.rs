@@ -21,4 +21,5 @@ mod example;
 mod lineage;
 mod schedule;
 mod scoring;
+mod storage;
 mod versions;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::RuntimeProducer;
 use ballista_core::config::BALLISTA_ADAPTIVE_PLANNER_ENABLED;
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::utils::default_session_builder;
@@ -13,6 +14,8 @@ use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{FunctionRegistry, SessionStateBuilder};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_planner::ExtensionPlanner;
@@ -41,6 +44,10 @@ pub struct ClusterExtensions {
     pub aggregate_functions: Vec<Arc<AggregateUDF>>,
     /// Planners for Lakeforge's logical extension nodes (used by the coordinator).
     pub extension_planners: Vec<Arc<dyn ExtensionPlanner + Send + Sync>>,
+    /// Where every role finds the object store of a URL (the engine's stores, configured the
+    /// same way in every process), so sources and products on object storage need no shared
+    /// filesystem.
+    pub object_stores: Arc<dyn ObjectStoreRegistry>,
 }
 
 impl std::fmt::Debug for ClusterExtensions {
@@ -143,8 +150,12 @@ pub async fn run_coordinator(
         let state = default_session_builder(session_config)?;
         let planner =
             QueryPlannerWithExtensions::new(session_extensions.extension_planners.clone());
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::clone(&session_extensions.object_stores))
+            .build_arc()?;
         let mut state = SessionStateBuilder::new_from_existing(state)
             .with_query_planner(Arc::new(planner))
+            .with_runtime_env(runtime)
             .build();
         for function in &session_extensions.scalar_functions {
             state.register_udf(Arc::clone(function))?;
@@ -227,6 +238,19 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
             .insert(function.name().to_string(), Arc::clone(function));
     }
     let defaults = ExecutorProcessConfig::default();
+    // Ballista makes a temporary work folder when none is given, but a runtime of our own (for
+    // the object stores) must name it: make it here, removed when the worker stops.
+    let work_dir = WorkDir::for_worker(options.work_dir.as_deref())?;
+    let temp_dir = work_dir.path.clone();
+    let object_stores = Arc::clone(&extensions.object_stores);
+    let runtime_producer: RuntimeProducer = Arc::new(move |_config: &SessionConfig| {
+        Ok(Arc::new(
+            RuntimeEnvBuilder::new()
+                .with_temp_file_path(temp_dir.clone())
+                .with_object_store_registry(Arc::clone(&object_stores))
+                .build()?,
+        ))
+    });
     let config = ExecutorProcessConfig {
         executor_id: format!("lakeforge-{LAKEFORGE_VERSION}-{}", defaults.executor_id),
         bind_host: options.bind_host.clone(),
@@ -237,10 +261,8 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
         scheduler_port: options.coordinator.port,
         scheduler_connect_timeout_seconds: 10,
         vcores: options.slots.max(1),
-        work_dir: options
-            .work_dir
-            .as_ref()
-            .map(|dir| dir.display().to_string()),
+        work_dir: Some(work_dir.path.display().to_string()),
+        override_runtime_producer: Some(runtime_producer),
         executor_heartbeat_interval_seconds: options.heartbeat.as_secs().max(1),
         memory_pool_size: options.memory_limit,
         print_thread_info: false,
@@ -264,9 +286,43 @@ pub async fn run_worker(options: WorkerOptions, extensions: ClusterExtensions) -
         config.vcores,
         options.coordinator
     );
-    start_executor_process(Arc::new(config))
+    let stopped = start_executor_process(Arc::new(config))
         .await
-        .map_err(|e| role_error(e.to_string()))
+        .map_err(|e| role_error(e.to_string()));
+    drop(work_dir);
+    stopped
+}
+
+/// A worker's folder for shuffle and spill files: the one given, or a temporary one that is
+/// removed when the worker stops.
+struct WorkDir {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl WorkDir {
+    fn for_worker(given: Option<&std::path::Path>) -> Result<WorkDir> {
+        let (path, temporary) = match given {
+            Some(dir) => (dir.to_path_buf(), false),
+            None => (
+                std::env::temp_dir().join(format!("lakeforge-worker-{}", std::process::id())),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| WorkerError::Role {
+            role: "worker",
+            message: format!("cannot create the work folder {}: {e}", path.display()),
+        })?;
+        Ok(WorkDir { path, temporary })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// A client session whose queries run on the cluster at `address`: planned here, executed on
@@ -285,7 +341,15 @@ pub async fn connect(
 ) -> Result<SessionContext> {
     probe(address).await?;
     wait_for_workers(address, worker_wait).await?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::clone(&extensions.object_stores))
+        .build_arc()
+        .map_err(|e| WorkerError::Role {
+            role: "client",
+            message: e.to_string(),
+        })?;
     let state = SessionStateBuilder::new()
+        .with_runtime_env(runtime)
         .with_config(
             client_settings(config)
                 .with_ballista_logical_extension_codec(Arc::new(LayeredLogicalCodec::new(

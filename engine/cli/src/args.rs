@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use lakeforge_engine::config::parse_byte_size;
 use lakeforge_engine::lineage::query::LineageFormat;
 use lakeforge_engine::location::{resolve_location, resolve_table_location};
+use lakeforge_engine::storage::StorageOptions;
 use lakeforge_engine::{EngineConfig, JoinStrategy};
 use lakeforge_worker::ClusterAddress;
 use url::Url;
@@ -57,6 +58,11 @@ pub struct EngineArgs {
     /// build side in memory) or "sort-merge" (slower; spills, for joins larger than memory).
     #[arg(long, global = true, default_value = "hash", env = "LAKEFORGE_JOINS")]
     joins: String,
+    /// A TOML file of object-store options, one `[storage."s3://bucket"]` table per bucket or
+    /// container (endpoint, region, allow_http, ...); credentials may also come from the
+    /// standard AWS_*, AZURE_* and GOOGLE_* environment variables.
+    #[arg(long, global = true, value_name = "FILE", env = "LAKEFORGE_STORAGE")]
+    storage: Option<PathBuf>,
 }
 
 impl EngineArgs {
@@ -80,6 +86,12 @@ impl EngineArgs {
         }
         config.joins =
             JoinStrategy::parse(&self.joins).map_err(|e| anyhow::anyhow!("--joins {e}"))?;
+        let storage = match &self.storage {
+            Some(file) => StorageOptions::from_toml_file(file)
+                .map_err(|e| anyhow::anyhow!("--storage: {e}"))?,
+            None => StorageOptions::default(),
+        };
+        lakeforge_engine::storage::configure(&storage)?;
         Ok(config)
     }
 }
@@ -175,7 +187,12 @@ pub struct ClusterArg {
     #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
     cluster: Option<String>,
     /// How long to wait for a worker to register with the coordinator before failing.
-    #[arg(long, value_name = "DURATION", env = "LAKEFORGE_WORKER_WAIT", default_value = "60s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LAKEFORGE_WORKER_WAIT",
+        default_value = "60s"
+    )]
     worker_wait: String,
 }
 
@@ -376,7 +393,12 @@ pub struct ExampleArgs {
     #[arg(long, value_name = "df://HOST:PORT", env = "LAKEFORGE_CLUSTER")]
     pub cluster: Option<String>,
     /// How long to wait for a worker to register with the coordinator before failing.
-    #[arg(long, value_name = "DURATION", env = "LAKEFORGE_WORKER_WAIT", default_value = "60s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LAKEFORGE_WORKER_WAIT",
+        default_value = "60s"
+    )]
     pub worker_wait: String,
 }
 

@@ -49,6 +49,7 @@ pub fn extensions() -> ClusterExtensions {
         scalar_functions: lakeforge_udfs::scalar_functions(Arc::new(NoModels)),
         aggregate_functions: lakeforge_udfs::aggregate_functions(),
         extension_planners: vec![Arc::new(DeltaWritePlanner)],
+        object_stores: Arc::new(crate::storage::SessionStores::default()),
     }
 }
 
@@ -60,7 +61,8 @@ pub async fn connect_session(
     models: Arc<dyn ModelResolver>,
 ) -> Result<SessionContext> {
     let session_config = session_config(config).with_extension(Arc::new(RunBackend::Cluster));
-    let ctx = lakeforge_worker::connect(address, session_config, &extensions(), config.worker_wait).await?;
+    let ctx = lakeforge_worker::connect(address, session_config, &extensions(), config.worker_wait)
+        .await?;
     lakeforge_udfs::register_all(&ctx, models);
     Ok(ctx)
 }

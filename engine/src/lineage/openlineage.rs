@@ -8,8 +8,6 @@
 //! `_schemaURL`; `.ci/run` validates the example's events against the official schemas.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, Field, Schema};
@@ -715,8 +713,8 @@ impl RunDescription<'_> {
 /// Where a run's events go: a newline-delimited JSON file, an HTTP endpoint, or both.
 #[derive(Debug, Clone, Default)]
 pub struct EventSink {
-    /// The file events are appended to.
-    pub file: Option<PathBuf>,
+    /// The file (or object) events are appended to.
+    pub file: Option<Url>,
     /// The endpoint's base URL; events are POSTed to `URL/api/v1/lineage`.
     pub url: Option<Url>,
 }
@@ -728,13 +726,10 @@ impl EventSink {
         let line = serde_json::to_string(event)
             .map_err(|e| format!("cannot write the OpenLineage event as JSON: {e}"))?;
         let mut problems = Vec::new();
-        if let Some(path) = &self.file
-            && let Err(error) = append_line(path, &line)
+        if let Some(file) = &self.file
+            && let Err(error) = crate::storage::append_line(file, &line).await
         {
-            problems.push(format!(
-                "cannot append the OpenLineage event to {}: {error}",
-                path.display()
-            ));
+            problems.push(format!("cannot write the OpenLineage event: {error}"));
         }
         if let Some(base) = &self.url
             && let Err(error) = post(base, line).await
@@ -747,18 +742,6 @@ impl EventSink {
             Err(problems.join("; "))
         }
     }
-}
-
-fn append_line(path: &std::path::Path, line: &str) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    // One write per line so concurrent runs appending to the same file do not interleave.
-    file.write_all(format!("{line}\n").as_bytes())
 }
 
 /// The endpoint events are POSTed to.

@@ -1,0 +1,552 @@
+//! Object storage end to end, on real servers on loopback: moto's S3 server and Azurite's Blob
+//! service (installed by `tests/servers/install.sh`, which `.ci/run` runs). Each test starts
+//! its own server on a port the OS picked, waits for it with a readiness probe, and kills it
+//! when it ends. Buckets and containers are created, and every object is scanned for secrets,
+//! with the clouds' own SDKs (`tests/servers/admin.py`), not with Lakeforge.
+//!
+//! Without the servers installed the tests say so and pass, so `cargo test` works on a machine
+//! with only a Rust toolchain; `LAKEFORGE_REQUIRE_SERVERS=1` (set by `.ci/run`) makes a missing
+//! server a failure.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::scoring::{features, project_for};
+use crate::support::Project;
+
+/// Azurite's published development account and key (documented by Microsoft; not a secret).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The S3 secret the tests configure; it must appear in no object and no output.
+const S3_SECRET: &str = "lakeforge-test-secret-Zq81xV";
+
+fn servers_dir() -> PathBuf {
+    let cache = std::env::var_os("LAKEFORGE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/lakeforge")
+        });
+    cache.join("servers")
+}
+
+/// The installed program at `relative` under the servers folder; `None` (the test is skipped)
+/// when it is not installed, unless `LAKEFORGE_REQUIRE_SERVERS` is set.
+fn installed(relative: &str) -> Option<PathBuf> {
+    let path = servers_dir().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "{} is not installed: run tests/servers/install.sh",
+        path.display()
+    );
+    if std::env::var_os("LAKEFORGE_REQUIRE_SERVERS").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("skipping this object-store test: {message}");
+    None
+}
+
+/// A port nobody listens on right now (the OS picks it; released for the server to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A server process, killed when the test ends (pass or fail).
+struct Server {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(program: PathBuf, args: impl Fn(u16, &std::path::Path) -> Vec<String>) -> Server {
+        let data = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new(&program)
+            .args(args(port, data.path()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut server = Server {
+            child,
+            port,
+            _data: data,
+        };
+        // Readiness probe: the port accepts connections (bounded; no fixed sleep).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("{} exited at start: {status}", program.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {port} within 60 s",
+                program.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn moto() -> Option<Server> {
+        let program = installed("venv/bin/moto_server")?;
+        Some(Server::start(program, |port, _| {
+            vec![
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ]
+        }))
+    }
+
+    fn azurite() -> Option<Server> {
+        let program = installed("azurite/node_modules/.bin/azurite-blob")?;
+        Some(Server::start(program, |port, data| {
+            vec![
+                "--silent".into(),
+                "--skipApiVersionCheck".into(),
+                "--location".into(),
+                data.display().to_string(),
+                "--blobHost".into(),
+                "127.0.0.1".into(),
+                "--blobPort".into(),
+                port.to_string(),
+            ]
+        }))
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `admin.py ARGS` with the servers' Python; returns stdout.
+fn admin(args: &[&str]) -> String {
+    let python = servers_dir().join("venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/servers/admin.py");
+    let output = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run admin.py");
+    assert!(
+        output.status.success(),
+        "admin.py {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts the scan found no object holding the secret, and scanned at least `at_least`.
+fn assert_no_leak(scan: &str, at_least: usize) {
+    assert!(!scan.contains("LEAK"), "the secret was written:\n{scan}");
+    let scanned: usize = scan
+        .lines()
+        .find_map(|l| l.strip_prefix("scanned "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a count");
+    assert!(scanned >= at_least, "only {scanned} objects scanned");
+}
+
+/// A job scoring `rows` with the registered model `churn`, with a quarantine check, in
+/// `warehouse`.
+fn scoring_job(warehouse: &str, features: &str, mode: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "scores_job"
+warehouse = "{warehouse}"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "scores"
+mode = "{mode}"
+sql = "SELECT id, predict('churn', {features}) AS score FROM rows"
+
+[[checks]]
+on = "scores"
+name = "known_ids"
+expect = "id >= 2"
+action = "quarantine"
+"#
+    )
+}
+
+/// Reads products on S3 back as a Delta source and as Parquet files.
+fn reader_job(warehouse: &str) -> String {
+    format!(
+        r#"
+[job]
+name = "reader"
+warehouse = "{warehouse}"
+
+[sources.scores]
+format = "delta"
+path = "{warehouse}/scores"
+
+[sources.files]
+format = "parquet"
+path = "{warehouse}/scores/"
+
+[[products]]
+name = "summary"
+sql = "SELECT (SELECT count(*) FROM scores) AS delta_rows, (SELECT count(*) FROM files) AS file_rows"
+"#
+    )
+}
+
+/// Everything `lakeforge sql` prints for `query` over `table`, for comparing two warehouses.
+fn rows(project: &Project, storage: &str, table: &str, query: &str) -> String {
+    project.ok(&[
+        "--storage",
+        storage,
+        "sql",
+        query,
+        "--table",
+        &format!("t={table}"),
+    ])
+}
+
+#[test]
+fn a_warehouse_on_s3_works_as_one_on_disk() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let (project, expected) = project_for("xgb_binary");
+    let features = features(&expected);
+    project.write(
+        "storage.toml",
+        &format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+            s3.endpoint()
+        ),
+    );
+    let mut outputs = String::new();
+    let mut ok = |args: &[&str]| {
+        let mut all = vec!["--storage", "storage.toml"];
+        all.extend_from_slice(args);
+        let out = project.ok(&all);
+        outputs.push_str(&out);
+        out
+    };
+
+    // The same model, job and checks on S3 and on disk.
+    for warehouse in ["s3://lake/wh", "wh"] {
+        ok(&[
+            "model",
+            "register",
+            "models/xgb_binary.json",
+            "--name",
+            "churn",
+            "--warehouse",
+            warehouse,
+        ]);
+    }
+    project.write("s3.toml", &scoring_job("s3://lake/wh", &features, "append"));
+    project.write("disk.toml", &scoring_job("wh", &features, "append"));
+    ok(&["run", "s3.toml"]);
+    ok(&["run", "disk.toml"]);
+    let query = "SELECT id, score FROM t ORDER BY id";
+    assert_eq!(
+        rows(&project, "storage.toml", "s3://lake/wh/scores", query),
+        rows(&project, "storage.toml", "wh/scores", query)
+    );
+    assert_eq!(
+        rows(
+            &project,
+            "storage.toml",
+            "s3://lake/wh/_lakeforge/quarantine/scores",
+            "SELECT id FROM t ORDER BY id"
+        ),
+        rows(
+            &project,
+            "storage.toml",
+            "wh/_lakeforge/quarantine/scores",
+            "SELECT id FROM t ORDER BY id"
+        )
+    );
+
+    // Versions, time travel and rollback.
+    ok(&["run", "s3.toml"]);
+    ok(&["rollback", "s3://lake/wh/scores", "--to-version", "0"]);
+    let history = project.json(&[
+        "--storage",
+        "storage.toml",
+        "history",
+        "s3://lake/wh/scores",
+    ]);
+    assert_eq!(history.len(), 3, "{history:?}");
+    let count = |version: &str| {
+        let shown = project.json(&[
+            "--storage",
+            "storage.toml",
+            "show",
+            "s3://lake/wh/scores",
+            "--version",
+            version,
+            "--limit",
+            "1000",
+        ]);
+        shown.len()
+    };
+    assert_eq!(count("1"), 2 * count("0"));
+    assert_eq!(count("2"), count("0"));
+
+    // Sources on S3: the product as a Delta source and as Parquet files.
+    project.write("reader.toml", &reader_job("s3://lake/wh"));
+    ok(&["run", "reader.toml"]);
+    let summary = project.json(&["--storage", "storage.toml", "show", "s3://lake/wh/summary"]);
+    // The Parquet files of every version (two appends) against the latest version.
+    assert_eq!(
+        summary[0]["file_rows"].as_i64().unwrap(),
+        2 * summary[0]["delta_rows"].as_i64().unwrap(),
+        "{summary:?}"
+    );
+
+    // The warehouse's own tables and OpenLineage events live on S3 too.
+    let runs = project.json(&["--storage", "storage.toml", "runs", "s3://lake/wh"]);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
+    let dq = project.json(&["--storage", "storage.toml", "dq", "s3://lake/wh"]);
+    assert!(dq.iter().any(|r| r["check"] == "known_ids"), "{dq:?}");
+    let lineage = ok(&["lineage", "s3://lake/wh/scores"]);
+    assert!(lineage.contains("rows.f0"), "{lineage}");
+    ok(&["status", "s3://lake/wh"]);
+    let events = admin(&[
+        "s3-lines",
+        &s3.endpoint(),
+        "lake",
+        "wh/_lakeforge/openlineage/events.ndjson",
+    ]);
+    // START and COMPLETE of the three runs, appended to one object.
+    assert_eq!(events.trim(), "6", "{events}");
+
+    // No secret in any object the runs wrote, nor in anything they printed.
+    assert_no_leak(&admin(&["s3-scan", &s3.endpoint(), "lake", S3_SECRET]), 20);
+    assert!(!outputs.contains(S3_SECRET));
+
+    // Mistakes are one error naming what is wrong, never the secret.
+    project.write(
+        "typo.toml",
+        &format!(
+            "{}\n[storage.\"s3://lake\"]\nendpiont = \"x\"\n",
+            scoring_job("s3://lake/wh", &features, "append")
+        ),
+    );
+    let error = project.fails(&["run", "typo.toml"]);
+    assert!(
+        error.contains("unknown option 'endpiont' for S3") && error.contains("typo.toml"),
+        "{error}"
+    );
+    let clock = Instant::now();
+    let error = project.fails(&[
+        "--storage",
+        "storage.toml",
+        "history",
+        "s3://lake/no/such/table",
+    ]);
+    assert!(error.contains("s3://lake/no/such/table"), "{error}");
+    assert!(!error.contains(S3_SECRET), "{error}");
+    assert!(clock.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn concurrent_commits_on_s3_lose_nothing() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let project = Project::new();
+    project.write(
+        "job.toml",
+        &format!(
+            r#"
+[job]
+name = "appends"
+warehouse = "s3://lake/wh"
+
+[storage."s3://lake"]
+endpoint = "{}"
+allow_http = true
+region = "us-east-1"
+access_key_id = "lakeforge"
+secret_access_key = "{S3_SECRET}"
+
+[sources.customers]
+format = "csv"
+path = "data/customers/customers.csv"
+
+[[products]]
+name = "log"
+mode = "append"
+sql = "SELECT customer_id FROM customers"
+"#,
+            s3.endpoint()
+        ),
+    );
+    // The first run creates the table (a table is created by one writer: a second writer
+    // creating the same new table at the same moment is refused, seeing the first one's files).
+    project.ok(&["run", "job.toml"]);
+    // Then three writers at once: Delta's commit is a put-if-absent of the next log entry, so
+    // each commit lands as its own version (a writer that loses the race retries on the next).
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+                .args(["run", "job.toml"])
+                .current_dir(project.path())
+                .env("LAKEFORGE_TARGET_PARTITIONS", "2")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run lakeforge")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let storage = format!(
+        "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+         \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+        s3.endpoint()
+    );
+    project.write("storage.toml", &storage);
+    let history = project.json(&["--storage", "storage.toml", "history", "s3://lake/wh/log"]);
+    let mut versions: Vec<i64> = history
+        .iter()
+        .map(|h| h["version"].as_i64().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, [0, 1, 2, 3], "{history:?}");
+    let count = rows(
+        &project,
+        "storage.toml",
+        "s3://lake/wh/log",
+        "SELECT count(*) AS n FROM t",
+    );
+    assert!(count.contains("| 16 "), "{count}");
+}
+
+#[test]
+fn a_warehouse_on_azure_blob_storage_works_and_bad_keys_are_refused() {
+    let Some(azurite) = Server::azurite() else {
+        return;
+    };
+    let endpoint = format!("{}/{AZURITE_ACCOUNT}", azurite.endpoint());
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};\
+         BlobEndpoint={endpoint};"
+    );
+    admin(&["azure-create", &connection, "lake"]);
+    let project = Project::new();
+    let storage = |key: &str| {
+        format!(
+            "[storage.\"az://lake\"]\nendpoint = \"{endpoint}\"\naccount_name = \
+             \"{AZURITE_ACCOUNT}\"\naccess_key = \"{key}\"\nallow_http = true\n"
+        )
+    };
+    project.write("storage.toml", &storage(AZURITE_KEY));
+    project.write(
+        "job.toml",
+        r#"
+[job]
+name = "azure"
+warehouse = "az://lake/wh"
+
+[sources.customers]
+format = "csv"
+path = "data/customers/customers.csv"
+
+[[products]]
+name = "customers_out"
+sql = "SELECT customer_id, country FROM customers"
+
+[[checks]]
+on = "customers_out"
+name = "known_country"
+expect = "country <> 'FR'"
+action = "quarantine"
+"#,
+    );
+    let run = |args: &[&str]| {
+        let mut all = vec!["--storage", "storage.toml"];
+        all.extend_from_slice(args);
+        project.ok(&all)
+    };
+    run(&["run", "job.toml"]);
+    run(&["run", "job.toml"]);
+    let history = project.json(&[
+        "--storage",
+        "storage.toml",
+        "history",
+        "az://lake/wh/customers_out",
+    ]);
+    assert_eq!(history.len(), 2, "{history:?}");
+    let shown = project.json(&[
+        "--storage",
+        "storage.toml",
+        "show",
+        "az://lake/wh/customers_out",
+        "--version",
+        "0",
+    ]);
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    let quarantined = project.json(&[
+        "--storage",
+        "storage.toml",
+        "show",
+        "az://lake/wh/_lakeforge/quarantine/customers_out",
+    ]);
+    // FR's row, once per run (quarantine tables are appended to).
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert_no_leak(
+        &admin(&["azure-scan", &connection, "lake", AZURITE_KEY]),
+        10,
+    );
+
+    // A wrong account key: one error naming the location, nothing written, no key shown.
+    let wrong = "d3JvbmctYnV0LXdlbGwtZm9ybWVkLWtleS0wMTIzNDU2Nzg5MDEyMzQ1Njc4OQ==";
+    project.write("storage.toml", &storage(wrong));
+    let clock = Instant::now();
+    let error = project.fails(&["--storage", "storage.toml", "run", "job.toml"]);
+    assert!(error.contains("az://lake/wh"), "{error}");
+    assert!(
+        !error.contains(wrong) && !error.contains(AZURITE_KEY),
+        "{error}"
+    );
+    assert!(
+        clock.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        clock.elapsed()
+    );
+    project.write("storage.toml", &storage(AZURITE_KEY));
+    let history = project.json(&[
+        "--storage",
+        "storage.toml",
+        "history",
+        "az://lake/wh/customers_out",
+    ]);
+    assert_eq!(history.len(), 2, "{history:?}");
+}
