@@ -192,6 +192,7 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
         job: None,
         product: None,
         spec_hash: None,
+        profile: None,
         vars: Default::default(),
         engine_version: ENGINE_VERSION.to_string(),
         rows_written: None,
@@ -218,6 +219,156 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
             )
         })?;
     Ok(restored.version().unwrap_or_default())
+}
+
+/// What `vacuum` removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VacuumReport {
+    /// True when nothing was deleted.
+    pub dry_run: bool,
+    /// The files, relative to the table's root, in order.
+    pub files: Vec<String>,
+    /// The table's version after the vacuum (a vacuum that deletes files commits its start and
+    /// end to the log).
+    pub version: u64,
+}
+
+/// The retention below which [`vacuum`] needs `force`: Delta's default
+/// `delta.deletedFileRetentionDuration`, unless the table sets its own.
+pub const DEFAULT_VACUUM_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes the files of the table at `url` that no version within `retain` references: files
+/// removed by a commit older than `retain`, and files no version references at all (what a
+/// killed or failed writer left) last modified before `retain`. Folders whose names start with
+/// `_` or `.` are never touched (the log, Lakeforge's own tables), nor is anything while a
+/// Delta table is nested inside this one (its files would look unreferenced).
+///
+/// A `retain` shorter than the table's `delta.deletedFileRetentionDuration` (7 days by
+/// default) is refused unless `force`: readers of older versions, and runs still writing
+/// files they have not committed, would lose them.
+pub async fn vacuum(
+    url: &Url,
+    retain: std::time::Duration,
+    dry_run: bool,
+    force: bool,
+    run_id: &str,
+) -> Result<VacuumReport> {
+    use deltalake::operations::vacuum::VacuumMode;
+
+    let location = display_location(url);
+    let table = open_table(url, None).await?;
+    refuse_nested_tables(url).await?;
+    let retention = chrono::Duration::from_std(retain)
+        .map_err(|_| EngineError::Usage(format!("a retention of {retain:?} is too long")))?;
+    let metadata = CommitMetadata {
+        operation: "vacuum".to_string(),
+        run_id: run_id.to_string(),
+        job: None,
+        product: None,
+        spec_hash: None,
+        profile: None,
+        vars: Default::default(),
+        engine_version: ENGINE_VERSION.to_string(),
+        rows_written: None,
+        inputs: Vec::new(),
+        restored_version: None,
+        freshness_sla_seconds: None,
+        checks: Vec::new(),
+        models: Vec::new(),
+        lineage: None,
+    };
+    let properties = CommitProperties::default().with_metadata([(
+        COMMIT_INFO_KEY.to_string(),
+        serde_json::to_value(&metadata).unwrap_or_default(),
+    )]);
+    let minimum = table_retention(&table, &location)?;
+    if retain < minimum && !force {
+        return Err(EngineError::Usage(format!(
+            "cannot vacuum {location} keeping only {}: the table keeps removed files for {} \
+             (delta.deletedFileRetentionDuration), so readers of older versions and runs \
+             still writing their files do not lose them; pass --force to vacuum anyway",
+            humantime_like(retain),
+            humantime_like(minimum)
+        )));
+    }
+    let (vacuumed, metrics) = table
+        .vacuum()
+        .with_mode(VacuumMode::Full)
+        .with_retention_period(retention)
+        .with_enforce_retention_duration(false)
+        .with_dry_run(dry_run)
+        .with_commit_properties(properties)
+        .await
+        .map_err(|e| EngineError::delta(format!("cannot vacuum {location}"), e))?;
+    let mut files = metrics.files_deleted;
+    files.sort();
+    Ok(VacuumReport {
+        dry_run,
+        files,
+        version: vacuumed.version().unwrap_or_default() as u64,
+    })
+}
+
+/// The table's `delta.deletedFileRetentionDuration` (7 days unless it sets one).
+fn table_retention(table: &DeltaTable, location: &str) -> Result<std::time::Duration> {
+    use deltalake::table::config::TablePropertiesExt;
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| EngineError::delta(format!("cannot read the state of {location}"), e))?;
+    Ok(snapshot.table_config().deleted_file_retention_duration())
+}
+
+/// `2h`, `7d`, `90s`: a retention as people write it.
+fn humantime_like(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 && s > 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Refuses to vacuum a table with another Delta table inside its folder: the nested table's
+/// files are referenced by no version of this one, so a full vacuum would delete them.
+async fn refuse_nested_tables(url: &Url) -> Result<()> {
+    let store = crate::storage::store_for(url)?;
+    let root = crate::storage::path_in_store(url)?;
+    let mut listing = store.list(Some(&root));
+    while let Some(object) =
+        listing
+            .try_next()
+            .await
+            .map_err(|source| EngineError::ObjectStore {
+                context: format!("cannot list {}", display_location(url)),
+                source,
+            })?
+    {
+        let Some(relative) = object.location.prefix_match(&root) else {
+            continue;
+        };
+        let parts: Vec<String> = relative.map(|part| part.as_ref().to_string()).collect();
+        // `a/b/_delta_log/...` below the root: a table at `a/b`.
+        if let Some(position) = parts.iter().position(|p| p == "_delta_log")
+            && position > 0
+        {
+            let nested = parts[..position].join("/");
+            if parts[..position]
+                .iter()
+                .any(|p| p.starts_with('_') || p.starts_with('.'))
+            {
+                // Inside a hidden folder: vacuum never looks there.
+                continue;
+            }
+            return Err(EngineError::Usage(format!(
+                "cannot vacuum {}: it holds another Delta table at {nested}/, whose files a \
+                 vacuum would delete; move that table out first",
+                display_location(url)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How many commits Lakeforge's own tables take between two maintenances (see
@@ -252,6 +403,9 @@ pub async fn append_batch(
     let table = table
         .write(vec![batch])
         .with_save_mode(deltalake::protocol::SaveMode::Append)
+        // Lakeforge's tables gain nullable columns across versions (`profile` in runs): an
+        // older table takes them on, its earlier rows reading NULL.
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
         .with_table_name(table_name)
         .await
         .map_err(|e| EngineError::delta(context, e))?;

@@ -66,9 +66,13 @@ pub struct LoadedJob {
 impl LoadedJob {
     /// Reads `path`, substitutes `vars` (which override the spec's `[job.vars]`) and locates the
     /// warehouse.
-    pub fn load(path: &Path, vars: &BTreeMap<String, String>) -> Result<LoadedJob> {
+    pub fn load(
+        path: &Path,
+        vars: &BTreeMap<String, String>,
+        profile: Option<&str>,
+    ) -> Result<LoadedJob> {
         let (_, text) = JobSpec::load(path)?;
-        LoadedJob::from_text(path, &text, vars)
+        LoadedJob::from_text(path, &text, vars, profile)
     }
 
     /// [`load`](Self::load) from the spec's text, read earlier from `path` (the scheduler keeps
@@ -81,6 +85,7 @@ impl LoadedJob {
         path: &Path,
         text: &str,
         vars: &BTreeMap<String, String>,
+        profile: Option<&str>,
     ) -> Result<LoadedJob> {
         let spec = JobSpec::parse(text, &path.display().to_string())?;
         let scheduling = JobScheduling::from_section(&spec.job)?;
@@ -94,7 +99,7 @@ impl LoadedJob {
         }
         let vars = &vars;
         let base_dir = spec_folder(path);
-        let job = spec.resolve(text, &base_dir, Some(path), vars)?;
+        let job = spec.resolve(text, &base_dir, Some(path), vars, profile)?;
         // Before anything is read: the job's stores may need its `[storage]` options.
         crate::storage::configure(&StorageOptions::from_spec(
             &job.spec.storage,
@@ -370,6 +375,7 @@ pub async fn run_job_with(
         products,
         inputs: ledger.inputs.clone(),
         error,
+        profile: loaded.job.profile.clone(),
     };
     let published: Vec<PublishedLineage<'_>> = match &outcome {
         Ok(products) => products
@@ -625,6 +631,7 @@ fn commit_metadata(
         job: Some(loaded.job.name().to_string()),
         product: product.map(str::to_string),
         spec_hash: Some(loaded.job.spec_hash.clone()),
+        profile: loaded.job.profile.clone(),
         vars: loaded.job.vars.clone(),
         engine_version: ENGINE_VERSION.to_string(),
         rows_written: Some(rows),

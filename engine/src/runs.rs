@@ -73,6 +73,8 @@ pub struct RunRecord {
     pub inputs: Vec<InputIdentity>,
     /// The error, for a failed run.
     pub error: Option<String>,
+    /// The `[profiles.NAME]` the run used.
+    pub profile: Option<String>,
 }
 
 /// The runs table's schema. Nested data (products, inputs) is stored as JSON text so the
@@ -91,6 +93,8 @@ pub fn runs_schema() -> SchemaRef {
         Field::new("inputs", DataType::Utf8, true),
         Field::new("error", DataType::Utf8, true),
         Field::new("engine_version", DataType::Utf8, true),
+        // Added with profiles: runs tables of earlier versions gain it on their next append.
+        Field::new("profile", DataType::Utf8, true),
     ]))
 }
 
@@ -132,6 +136,7 @@ fn record_batch(record: &RunRecord) -> Result<RecordBatch> {
         Arc::new(StringArray::from(vec![inputs])),
         Arc::new(StringArray::from(vec![record.error.as_deref()])),
         Arc::new(StringArray::from(vec![ENGINE_VERSION])),
+        Arc::new(StringArray::from(vec![record.profile.as_deref()])),
     ];
     RecordBatch::try_new(runs_schema(), columns)
         .map_err(|e| EngineError::internal("cannot build the run record", e))

@@ -96,7 +96,8 @@ pub async fn list_runs(
     .await
 }
 
-/// History entries as a table: version, timestamp, operation, run_id, job, rows_written.
+/// History entries as a table: version, timestamp, operation, run_id, job, rows_written,
+/// profile.
 pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("version", DataType::UInt64, false),
@@ -109,6 +110,7 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
         Field::new("run_id", DataType::Utf8, true),
         Field::new("job", DataType::Utf8, true),
         Field::new("rows_written", DataType::UInt64, true),
+        Field::new("profile", DataType::Utf8, true),
     ]));
     let lakeforge = |f: fn(&crate::metadata::CommitMetadata) -> Option<String>| {
         entries
@@ -139,6 +141,7 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch> {
                 .map(|e| e.lakeforge.as_ref().and_then(|m| m.rows_written))
                 .collect::<UInt64Array>(),
         ),
+        Arc::new(lakeforge(|m| m.profile.clone())),
     ];
     RecordBatch::try_new(schema, columns)
         .map_err(|e| EngineError::internal("cannot format the history", e))

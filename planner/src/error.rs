@@ -46,6 +46,28 @@ pub enum PlannerError {
         variable: String,
     },
 
+    /// A `${VAR}` in a location (warehouse, a source's, product's or model's path, ...) has no
+    /// value.
+    #[error(
+        "{key}: variable '{variable}' is not defined; pass --var {variable}=VALUE, set it in \
+         [job.vars] or in the profile's vars"
+    )]
+    UnknownLocationVariable {
+        /// The spec key holding the location, e.g. `sources.events.path`.
+        key: String,
+        /// The variable.
+        variable: String,
+    },
+
+    /// `--profile NAME` names no `[profiles.NAME]` of the spec.
+    #[error("no profile '{profile}' in the job spec ({known})")]
+    UnknownProfile {
+        /// The profile asked for.
+        profile: String,
+        /// The profiles the spec has, for the message.
+        known: String,
+    },
+
     /// DataFusion refused a statement (syntax, unknown table or column, types).
     #[error("{kind} '{name}': {message}")]
     Sql {

@@ -17,7 +17,7 @@
 //! "#;
 //! let spec = JobSpec::parse(text, "demo.toml").unwrap();
 //! let job = spec
-//!     .resolve(text, std::path::Path::new("."), None, &Default::default())
+//!     .resolve(text, std::path::Path::new("."), None, &Default::default(), None)
 //!     .unwrap();
 //! assert_eq!(job.products[0].name, "numbers");
 //! ```
@@ -52,7 +52,7 @@ pub use schedule::{
 };
 pub use spec::{
     DatasetKind, JobSection, JobSpec, LineageSpec, ModelSpec, OptionValue, ProductSpec,
-    ResolvedJob, ResolvedStatement, SourceFormat, SourceSpec, StatementKind, StepSpec, WriteMode,
-    is_plain_identifier,
+    ProfileSpec, ResolvedJob, ResolvedStatement, SourceFormat, SourceSpec, StatementKind, StepSpec,
+    WriteMode, is_plain_identifier,
 };
 pub use vars::substitute_vars;

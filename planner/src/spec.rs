@@ -44,6 +44,22 @@ pub struct JobSpec {
     /// them). Credentials are better left to the environment (`AWS_*`, `AZURE_*`, `GOOGLE_*`).
     #[serde(default)]
     pub storage: BTreeMap<String, BTreeMap<String, OptionValue>>,
+    /// Environments one job file serves (dev, test, prod): `[profiles.NAME]`, chosen with
+    /// `--profile NAME`.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileSpec>,
+}
+
+/// A `[profiles.NAME]` table: what changes in that environment.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileSpec {
+    /// The warehouse in this environment (replaces `[job] warehouse`).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Variables of this environment: over `[job.vars]`, under `--var`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A value of an option table: TOML strings, booleans and numbers are all accepted (stores take
@@ -283,6 +299,8 @@ pub struct ResolvedJob {
     pub spec_path: Option<PathBuf>,
     /// SHA-256 (hex) of the spec text and every SQL file it reads, after substitution.
     pub spec_hash: String,
+    /// The `[profiles.NAME]` applied, if any.
+    pub profile: Option<String>,
     /// The variables in effect (spec defaults overridden by the caller's).
     pub vars: BTreeMap<String, String>,
     /// Steps with their final SQL, in order.
@@ -586,7 +604,7 @@ sql = "SELECT * FROM recent"
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        JobSpec::parse(text, "job.toml")?.resolve(text, Path::new("."), None, &vars)
+        JobSpec::parse(text, "job.toml")?.resolve(text, Path::new("."), None, &vars, None)
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::scoring::{features, project_for};
 use crate::support::{Project, sorted_rows, stdout_lines};
 
 /// A coordinator and its workers; every process is killed when the test ends, pass or fail.
-struct Cluster {
+pub(crate) struct Cluster {
     processes: Vec<Child>,
     address: String,
     _work: tempfile::TempDir,
@@ -28,8 +28,15 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn start(workers: usize) -> Cluster {
+        Cluster::start_with(workers, &[])
+    }
+
+    /// A coordinator and `workers` workers, every role given `role_args` (e.g. `--storage`);
+    /// each worker has a work folder of its own.
+    pub(crate) fn start_with(workers: usize, role_args: &[&str]) -> Cluster {
         let work = tempfile::tempdir().expect("temp dir");
         let mut coordinator = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+            .args(role_args)
             .args([
                 "coordinator",
                 "--bind",
@@ -61,6 +68,7 @@ impl Cluster {
             let work_dir = cluster._work.path().join(format!("worker-{index}"));
             std::fs::create_dir_all(&work_dir).unwrap();
             let worker = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+                .args(role_args)
                 .args(["worker", "--coordinator", &cluster.address, "--slots", "2"])
                 .args(["--flight-port", &free_port().to_string()])
                 .args(["--grpc-port", &free_port().to_string()])
@@ -77,7 +85,7 @@ impl Cluster {
         cluster
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("df://{}", self.address)
     }
 }

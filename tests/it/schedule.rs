@@ -412,7 +412,7 @@ name = "numbers"
 sql = "SELECT value AS v, value * 2 AS w FROM generate_series(1, 5000000000)"
 "#,
     );
-    let loaded = LoadedJob::load(&project.join("slow.toml"), &BTreeMap::new()).unwrap();
+    let loaded = LoadedJob::load(&project.join("slow.toml"), &BTreeMap::new(), None).unwrap();
     let cancel = RunCancellation::new();
     let canceller = cancel.clone();
     tokio::spawn(async move {

@@ -166,13 +166,17 @@ fn assert_no_leak(scan: &str, at_least: usize) {
 }
 
 /// A job scoring `rows` with the registered model `churn`, with a quarantine check, in
-/// `warehouse`.
+/// `warehouse`; its profile `cloud` puts the warehouse on S3 (`${bucket}` from the profile).
 fn scoring_job(warehouse: &str, features: &str, mode: &str) -> String {
     format!(
         r#"
 [job]
 name = "scores_job"
 warehouse = "{warehouse}"
+
+[profiles.cloud]
+warehouse = "s3://${{bucket}}/wh"
+vars = {{ bucket = "lake" }}
 
 [sources.rows]
 format = "csv"
@@ -262,10 +266,10 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
             warehouse,
         ]);
     }
-    project.write("s3.toml", &scoring_job("s3://lake/wh", &features, "append"));
-    project.write("disk.toml", &scoring_job("wh", &features, "append"));
-    ok(&["run", "s3.toml"]);
-    ok(&["run", "disk.toml"]);
+    // One job file: on disk by default, on S3 with its `cloud` profile.
+    project.write("job.toml", &scoring_job("wh", &features, "append"));
+    ok(&["run", "job.toml", "--profile", "cloud"]);
+    ok(&["run", "job.toml"]);
     let query = "SELECT id, score FROM t ORDER BY id";
     assert_eq!(
         rows(&project, "storage.toml", "s3://lake/wh/scores", query),
@@ -287,7 +291,7 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
     );
 
     // Versions, time travel and rollback.
-    ok(&["run", "s3.toml"]);
+    ok(&["run", "job.toml", "--profile", "cloud"]);
     ok(&["rollback", "s3://lake/wh/scores", "--to-version", "0"]);
     let history = project.json(&[
         "--storage",
@@ -326,6 +330,29 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
     // The warehouse's own tables and OpenLineage events live on S3 too.
     let runs = project.json(&["--storage", "storage.toml", "runs", "s3://lake/wh"]);
     assert_eq!(runs.len(), 3, "{runs:?}");
+    let history = project.json(&[
+        "--storage",
+        "storage.toml",
+        "history",
+        "s3://lake/wh/scores",
+    ]);
+    let profiles: Vec<&str> = history
+        .iter()
+        .filter_map(|h| h["profile"].as_str())
+        .collect();
+    assert_eq!(profiles, ["cloud", "cloud"], "{history:?}");
+    let recorded = rows(
+        &project,
+        "storage.toml",
+        "s3://lake/wh/_lakeforge/runs",
+        "SELECT DISTINCT job, profile FROM t WHERE job = 'scores_job'",
+    );
+    assert!(recorded.contains("cloud"), "{recorded}");
+    let error = project.fails(&["run", "job.toml", "--profile", "prod"]);
+    assert!(
+        error.contains("no profile 'prod' in the job spec (profiles: cloud)"),
+        "{error}"
+    );
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
     let dq = project.json(&["--storage", "storage.toml", "dq", "s3://lake/wh"]);
     assert!(dq.iter().any(|r| r["check"] == "known_ids"), "{dq:?}");
@@ -549,4 +576,117 @@ action = "quarantine"
         "az://lake/wh/customers_out",
     ]);
     assert_eq!(history.len(), 2, "{history:?}");
+}
+
+/// The cluster with nothing shared but the bucket: the coordinator and two workers (each with
+/// its own work folder) get the same `--storage` file; the job's source, its registered model
+/// and its products all live on S3; the result equals the embedded run's.
+#[test]
+fn a_cluster_shares_nothing_but_the_object_store() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let (project, expected) = project_for("xgb_binary");
+    let features = features(&expected);
+    project.write(
+        "storage.toml",
+        &format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+            s3.endpoint()
+        ),
+    );
+    let storage_file = project.join("storage.toml").display().to_string();
+    let cluster = crate::cluster::Cluster::start_with(2, &["--storage", &storage_file]);
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--storage", "storage.toml"];
+        all.extend_from_slice(args);
+        project.ok(&all)
+    };
+    // The rows and the model go to S3 first (the model into the warehouse's registry).
+    project.write(
+        "load.toml",
+        r#"
+[job]
+name = "load"
+warehouse = "s3://lake/raw"
+
+[sources.rows]
+format = "csv"
+path = "data/rows.csv"
+
+[[products]]
+name = "raw_rows"
+sql = "SELECT * FROM rows"
+"#,
+    );
+    ok(&["run", "load.toml"]);
+    for warehouse in ["s3://lake/cluster", "s3://lake/embedded"] {
+        ok(&[
+            "model",
+            "register",
+            "models/xgb_binary.json",
+            "--name",
+            "churn",
+            "--warehouse",
+            warehouse,
+        ]);
+    }
+    let job = |warehouse: &str| {
+        format!(
+            r#"
+[job]
+name = "scores_job"
+warehouse = "{warehouse}"
+
+[sources.rows]
+format = "delta"
+path = "s3://lake/raw/raw_rows"
+
+[[products]]
+name = "scores"
+partition_by = ["bucket"]
+sql = "SELECT id, CAST(id % 3 AS BIGINT) AS bucket, predict('churn', {features}) AS score FROM rows"
+
+[[checks]]
+on = "scores"
+name = "known_ids"
+expect = "id >= 2"
+action = "quarantine"
+"#
+        )
+    };
+    project.write("cluster.toml", &job("s3://lake/cluster"));
+    project.write("embedded.toml", &job("s3://lake/embedded"));
+    ok(&["run", "cluster.toml", "--cluster", &cluster.url()]);
+    ok(&["run", "embedded.toml"]);
+
+    let query = "SELECT id, bucket, score FROM t ORDER BY id";
+    let clustered = rows(&project, "storage.toml", "s3://lake/cluster/scores", query);
+    assert_eq!(
+        clustered,
+        rows(&project, "storage.toml", "s3://lake/embedded/scores", query)
+    );
+    assert!(clustered.lines().count() > 5, "{clustered}");
+    let quarantine = "SELECT id FROM t ORDER BY id";
+    assert_eq!(
+        rows(
+            &project,
+            "storage.toml",
+            "s3://lake/cluster/_lakeforge/quarantine/scores",
+            quarantine
+        ),
+        rows(
+            &project,
+            "storage.toml",
+            "s3://lake/embedded/_lakeforge/quarantine/scores",
+            quarantine
+        )
+    );
+    // The run record says where it ran and which model version scored.
+    let runs = project.json(&["--storage", "storage.toml", "runs", "s3://lake/cluster"]);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs:?}");
+    let lineage = ok(&["lineage", "s3://lake/cluster/scores"]);
+    assert!(lineage.contains("churn"), "{lineage}");
+    assert_no_leak(&admin(&["s3-scan", &s3.endpoint(), "lake", S3_SECRET]), 20);
 }

@@ -111,6 +111,9 @@ pub enum Command {
     Show(ShowArgs),
     /// Restore an earlier version of a Delta table as a new version.
     Rollback(RollbackArgs),
+    /// Delete the files of a Delta table that no version within the retention references,
+    /// including what failed or killed runs left behind.
+    Vacuum(VacuumArgs),
     /// Run ad-hoc SQL over Delta tables and Parquet/CSV/JSON files.
     Sql(SqlArgs),
     /// Run job files on their schedules and data triggers until SIGTERM or Ctrl-C.
@@ -146,9 +149,12 @@ pub enum Command {
 pub struct JobArgs {
     /// The job spec (TOML).
     pub job: PathBuf,
-    /// Set a ${KEY} variable used in the job's SQL (repeatable).
+    /// Set a ${KEY} variable used in the job's SQL and locations (repeatable).
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// Apply the job's [profiles.NAME] (its warehouse and vars).
+    #[arg(long, value_name = "NAME", env = "LAKEFORGE_PROFILE")]
+    pub profile: Option<String>,
 }
 
 impl JobArgs {
@@ -247,6 +253,24 @@ pub struct RollbackArgs {
     pub to_version: u64,
 }
 
+/// `lakeforge vacuum`.
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// The table: a path or URL.
+    pub table: String,
+    /// Keep every file a version of this age or younger references, and unreferenced files
+    /// younger than this (runs may still be writing them).
+    #[arg(long, default_value = "168h")]
+    pub retain: String,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow a retention shorter than the table's delta.deletedFileRetentionDuration (7 days
+    /// unless set): readers of older versions and runs writing at that moment may lose files.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `lakeforge sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
@@ -273,6 +297,9 @@ pub struct ScheduleArgs {
     /// After a stop signal, how long in-flight runs may finish before they are cancelled.
     #[arg(long, default_value = "30s")]
     pub grace: String,
+    /// Apply each job's [profiles.NAME] (a job without that profile fails to load).
+    #[arg(long, value_name = "NAME", env = "LAKEFORGE_PROFILE")]
+    pub profile: Option<String>,
     /// Run the jobs on the cluster whose coordinator is at df://HOST:PORT.
     #[command(flatten)]
     pub cluster: ClusterArg,

@@ -90,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::History(args) => commands::tables::history(args, json).await,
         Command::Show(args) => commands::tables::show(args, &config, json).await,
         Command::Rollback(args) => commands::tables::rollback(args).await,
+        Command::Vacuum(args) => commands::tables::vacuum(args, json).await,
         Command::Sql(args) => commands::tables::sql(args, &config, json).await,
         Command::Schedule(args) => commands::schedule::schedule(args, config).await,
         Command::Coordinator(args) => commands::cluster::coordinator(args).await,

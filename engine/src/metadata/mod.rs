@@ -37,6 +37,9 @@ pub struct CommitMetadata {
     /// SHA-256 of the spec and its SQL after substitution.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+    /// The `[profiles.NAME]` the run used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// The `${VAR}` values in effect.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,

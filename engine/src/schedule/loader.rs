@@ -51,8 +51,9 @@ pub fn load_scheduled(
     path: &Path,
     text: &str,
     catalog: &BTreeMap<String, Url>,
+    profile: Option<&str>,
 ) -> Result<ScheduledJob> {
-    let loaded = LoadedJob::from_text(path, text, &BTreeMap::new())?;
+    let loaded = LoadedJob::from_text(path, text, &BTreeMap::new(), profile)?;
     let spec = &loaded.job.spec;
     let scheduling = JobScheduling::from_section(&spec.job)?;
     let invalid = |message: String| EngineError::Usage(format!("{}: {message}", path.display()));
@@ -109,6 +110,7 @@ pub fn load_scheduled(
         name: loaded.job.name().to_string(),
         spec_path: path.to_path_buf(),
         spec_text: text.into(),
+        profile: profile.map(str::to_string),
         warehouse: loaded.warehouse.clone(),
         scheduling,
         after,
@@ -130,15 +132,17 @@ pub struct JobFiles {
     paths: Vec<PathBuf>,
     files: BTreeMap<PathBuf, LoadedFile>,
     catalog: BTreeMap<String, Url>,
+    profile: Option<String>,
 }
 
 impl JobFiles {
-    /// Watches `paths` (files and folders).
-    pub fn new(paths: Vec<PathBuf>) -> JobFiles {
+    /// Watches `paths` (files and folders), whose jobs run with `profile`.
+    pub fn new(paths: Vec<PathBuf>, profile: Option<String>) -> JobFiles {
         JobFiles {
             paths,
             files: BTreeMap::new(),
             catalog: BTreeMap::new(),
+            profile,
         }
     }
 
@@ -166,7 +170,7 @@ impl JobFiles {
         self.catalog = catalog(&texts);
         let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
         for (file, text) in &texts {
-            let job = load_scheduled(file, text, &self.catalog)?;
+            let job = load_scheduled(file, text, &self.catalog, self.profile.as_deref())?;
             if let Some(other) = names.insert(job.name.clone(), file.clone()) {
                 return Err(EngineError::Usage(format!(
                     "job name '{}' is used by {} and {}; job names must be unique",
@@ -257,16 +261,17 @@ impl JobFiles {
                     .iter()
                     .any(|(other, loaded)| *other != file && loaded.job.as_deref() == Some(name))
             };
-            let outcome = load_scheduled(&file, &text, &self.catalog).and_then(|job| {
-                if taken_by_other(&job.name) {
-                    Err(EngineError::Usage(format!(
-                        "job name '{}' is already used by another job file",
-                        job.name
-                    )))
-                } else {
-                    Ok(job)
-                }
-            });
+            let outcome = load_scheduled(&file, &text, &self.catalog, self.profile.as_deref())
+                .and_then(|job| {
+                    if taken_by_other(&job.name) {
+                        Err(EngineError::Usage(format!(
+                            "job name '{}' is already used by another job file",
+                            job.name
+                        )))
+                    } else {
+                        Ok(job)
+                    }
+                });
             match outcome {
                 Ok(job) => {
                     if let Some(old) = previous_job.as_ref().filter(|old| **old != job.name) {

@@ -51,6 +51,8 @@ pub struct DaemonOptions {
     pub grace: Duration,
     /// The engine settings every run uses.
     pub config: EngineConfig,
+    /// The `[profiles.NAME]` every job runs with (a job without it fails to load).
+    pub profile: Option<String>,
 }
 
 /// What the daemon tells its caller once it is up.
@@ -157,7 +159,7 @@ pub async fn run_daemon<Stop: Future<Output = ()> + Send>(
             poll_interval: options.poll_interval,
         },
     );
-    let mut files = JobFiles::new(options.paths.clone());
+    let mut files = JobFiles::new(options.paths.clone(), options.profile.clone());
     let jobs = files.load_all(&scheduler).await?;
     let daemon = Arc::new(Daemon { scheduler });
 

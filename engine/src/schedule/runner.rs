@@ -29,7 +29,12 @@ impl JobRunner for EmbeddedRunner {
     ) -> AttemptOutcome {
         // The text that last validated, with this run's variables: an edit that broke the
         // file since does not change what runs.
-        let loaded = match LoadedJob::from_text(&job.spec_path, &job.spec_text, &request.vars) {
+        let loaded = match LoadedJob::from_text(
+            &job.spec_path,
+            &job.spec_text,
+            &request.vars,
+            job.profile.as_deref(),
+        ) {
             Ok(loaded) => loaded,
             Err(error) => return AttemptOutcome::failed(error.to_string()),
         };

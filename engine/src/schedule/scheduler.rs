@@ -53,6 +53,8 @@ pub struct ScheduledJob {
     pub spec_path: PathBuf,
     /// The job file's text when it last validated.
     pub spec_text: Arc<str>,
+    /// The profile it runs with.
+    pub profile: Option<String>,
     /// The job's warehouse.
     pub warehouse: Url,
     /// Cron, time zone, retries, timeout, catch-up.

@@ -30,6 +30,7 @@ fn job(name: &str, keys: &str) -> ScheduledJob {
         name: name.to_string(),
         spec_path: PathBuf::from(format!("{name}.toml")),
         spec_text: Arc::from(text.as_str()),
+        profile: None,
         warehouse: table(""),
         after: scheduling
             .after

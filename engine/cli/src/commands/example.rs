@@ -44,7 +44,7 @@ pub async fn example(args: ExampleArgs, config: EngineConfig, json: bool) -> any
     } else {
         eprintln!("reusing the sample data under {}", dataset.root.display());
     }
-    let loaded = LoadedJob::load(&job_path, &BTreeMap::new())?;
+    let loaded = LoadedJob::load(&job_path, &BTreeMap::new(), None)?;
     register_example_model(dir, &loaded, &config).await?;
     let summary = run_with_progress(&loaded, &config, json).await?;
     print_summary(&summary, json);

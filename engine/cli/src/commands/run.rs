@@ -10,7 +10,11 @@ use crate::render::{print_checks, print_summary};
 
 /// Runs a job and prints its summary.
 pub async fn run(args: RunArgs, config: EngineConfig, json: bool) -> anyhow::Result<()> {
-    let loaded = LoadedJob::load(&args.job.job, &args.job.vars()?)?;
+    let loaded = LoadedJob::load(
+        &args.job.job,
+        &args.job.vars()?,
+        args.job.profile.as_deref(),
+    )?;
     let config = args.cluster.apply(config)?;
     let summary = run_with_progress(&loaded, &config, json).await?;
     print_summary(&summary, json);

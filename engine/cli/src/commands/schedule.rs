@@ -24,6 +24,7 @@ pub async fn schedule(args: ScheduleArgs, config: EngineConfig) -> anyhow::Resul
         poll_interval: duration_flag("poll", &args.poll)?.max(Duration::from_millis(10)),
         grace: duration_flag("grace", &args.grace)?,
         config,
+        profile: args.profile,
     };
     run_daemon(options, stop_signal, |ready| {
         match ready.http {

@@ -1,4 +1,5 @@
-//! `lakeforge history`, `show`, `rollback` and `sql`: reading and restoring tables.
+//! `lakeforge history`, `show`, `rollback`, `vacuum` and `sql`: reading, restoring and
+//! cleaning tables.
 
 use anyhow::Context;
 use lakeforge_engine::EngineConfig;
@@ -7,7 +8,8 @@ use lakeforge_engine::location::display_location;
 use lakeforge_engine::tables::{history_batch, run_sql, show_table};
 
 use crate::args::{
-    HistoryArgs, RollbackArgs, ShowArgs, SqlArgs, location_argument, table_argument,
+    HistoryArgs, RollbackArgs, ShowArgs, SqlArgs, VacuumArgs, duration_flag, location_argument,
+    table_argument,
 };
 use crate::render::print_batches;
 
@@ -34,6 +36,42 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         "restored {} to the contents of version {} as new version {version}",
         display_location(&url),
         args.to_version
+    );
+    Ok(())
+}
+
+/// Deletes the files no version within the retention references.
+pub async fn vacuum(args: VacuumArgs, json: bool) -> anyhow::Result<()> {
+    let url = table_argument(&args.table)?;
+    let retain = duration_flag("retain", &args.retain)?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let report = delta::vacuum(&url, retain, args.dry_run, args.force, &run_id).await?;
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "table": display_location(&url),
+                "dry_run": report.dry_run,
+                "files": report.files,
+                "version": report.version,
+            })
+        );
+        return Ok(());
+    }
+    for file in &report.files {
+        println!("{verb} {file}");
+    }
+    println!(
+        "{}: {verb} {} file{} (version {})",
+        display_location(&url),
+        report.files.len(),
+        if report.files.len() == 1 { "" } else { "s" },
+        report.version
     );
     Ok(())
 }

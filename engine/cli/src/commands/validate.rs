@@ -7,7 +7,7 @@ use crate::args::JobArgs;
 
 /// Plans every statement and prints each product's table and columns.
 pub async fn validate(args: JobArgs, config: &EngineConfig) -> anyhow::Result<()> {
-    let loaded = LoadedJob::load(&args.job, &args.vars()?)?;
+    let loaded = LoadedJob::load(&args.job, &args.vars()?, args.profile.as_deref())?;
     let reports = validate_job(&loaded, config).await?;
     println!("job '{}' is valid", loaded.job.name());
     for report in reports.products {
@@ -32,7 +32,7 @@ pub async fn validate(args: JobArgs, config: &EngineConfig) -> anyhow::Result<()
 
 /// Prints the logical and physical plans of each check pass and each product.
 pub async fn plan(args: JobArgs, config: &EngineConfig) -> anyhow::Result<()> {
-    let loaded = LoadedJob::load(&args.job, &args.vars()?)?;
+    let loaded = LoadedJob::load(&args.job, &args.vars()?, args.profile.as_deref())?;
     let reports = validate_job(&loaded, config).await?;
     for pass in reports.check_passes {
         println!("== checks on {} (one pass)", pass.dataset);
