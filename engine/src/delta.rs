@@ -306,7 +306,7 @@ pub async fn vacuum(
     Ok(VacuumReport {
         dry_run,
         files,
-        version: vacuumed.version().unwrap_or_default() as u64,
+        version: vacuumed.version().unwrap_or_default(),
     })
 }
 

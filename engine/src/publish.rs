@@ -41,6 +41,7 @@ use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
+use crate::storage::describe_error;
 
 /// Files roll over at this size, so large products become many files readers can split.
 const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -521,7 +522,13 @@ async fn stream_to_tables(
                     .or(quarantine.map(|q| &q.target.url))
                     .map_or_else(String::new, display_location),
             },
-            Some(message) if !cancelled => EngineError::product(dataset, message),
+            Some(message) if !cancelled => match target {
+                Some(target) => EngineError::product(
+                    dataset,
+                    format!("{message} (table {})", display_location(&target.url)),
+                ),
+                None => EngineError::product(dataset, message),
+            },
             _ => cancel.error(),
         });
     }
@@ -610,7 +617,7 @@ impl PartitionSinks {
                     writer
                         .write(valid)
                         .await
-                        .map_err(|e| format!("cannot write files: {e}"))?;
+                        .map_err(|e| format!("cannot write files: {}", describe_error(&e)))?;
                     published_rows += count;
                     self.rows_progress.fetch_add(count, Ordering::Relaxed);
                 }
@@ -618,10 +625,9 @@ impl PartitionSinks {
                     && rows.num_rows() > 0
                 {
                     let count = rows.num_rows() as u64;
-                    writer
-                        .write(rows)
-                        .await
-                        .map_err(|e| format!("cannot write quarantined rows: {e}"))?;
+                    writer.write(rows).await.map_err(|e| {
+                        format!("cannot write quarantined rows: {}", describe_error(&e))
+                    })?;
                     quarantined_rows += count;
                 }
             }
@@ -641,14 +647,14 @@ impl PartitionSinks {
             Some(writer) => writer
                 .flush()
                 .await
-                .map_err(|e| format!("cannot finish files: {e}"))?,
+                .map_err(|e| format!("cannot finish files: {}", describe_error(&e)))?,
             None => Vec::new(),
         };
         let quarantined = match &mut self.quarantine {
             Some((writer, _)) if quarantined_rows > 0 => writer
                 .flush()
                 .await
-                .map_err(|e| format!("cannot finish quarantine files: {e}"))?,
+                .map_err(|e| format!("cannot finish quarantine files: {}", describe_error(&e)))?,
             _ => Vec::new(),
         };
         Ok(PartitionDone {

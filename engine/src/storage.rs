@@ -470,6 +470,29 @@ pub async fn check_access(url: &Url) -> Result<()> {
     }
 }
 
+/// An error in one line for the user: when an object store's failure is among its causes
+/// (delta-rs and the Parquet writer wrap them, e.g. `Failed to parse parquet: External: ...`),
+/// that failure as [`short_cause`] says it; otherwise the error's own text.
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(store_error) = current.downcast_ref::<object_store::Error>() {
+            return format!("the object store failed: {}", short_cause(store_error));
+        }
+        // Writers that go through `AsyncWrite` wrap the store's error in an `io::Error`, whose
+        // `source()` skips the wrapped error itself; look inside.
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<object_store::Error>())
+        {
+            return format!("the object store failed: {}", short_cause(inner));
+        }
+        cause = current.source();
+    }
+    error.to_string()
+}
+
 /// An `object_store` error in one line: what kind of failure, without the server's response
 /// body (XML that may run over many lines).
 pub fn short_cause(error: &object_store::Error) -> String {

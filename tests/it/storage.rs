@@ -690,3 +690,292 @@ action = "quarantine"
     assert!(lineage.contains("churn"), "{lineage}");
     assert_no_leak(&admin(&["s3-scan", &s3.endpoint(), "lake", S3_SECRET]), 20);
 }
+
+/// A TCP proxy in front of a server that fails on cue: once `limit` bytes have gone from
+/// clients to the server since [`FlakyProxy::fail_after`], it cuts every connection and refuses
+/// new ones until [`FlakyProxy::recover`] (the server "goes down" in the middle of an upload,
+/// deterministically, and comes back with its data intact).
+struct FlakyProxy {
+    port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    down: std::sync::atomic::AtomicBool,
+    stopped: std::sync::atomic::AtomicBool,
+    uploaded: std::sync::atomic::AtomicU64,
+    limit: std::sync::atomic::AtomicU64,
+}
+
+impl FlakyProxy {
+    fn start(upstream: u16) -> FlakyProxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(ProxyState::default());
+        state.limit.store(u64::MAX, SeqCst);
+        let shared = std::sync::Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stopped.load(SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if shared.down.load(SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream, counted: bool| {
+                    let state = std::sync::Arc::clone(&shared);
+                    std::thread::spawn(move || {
+                        use std::io::{Read, Write};
+                        let mut buffer = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buffer) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if counted {
+                                let total = state.uploaded.fetch_add(n as u64, SeqCst) + n as u64;
+                                if total > state.limit.load(SeqCst) {
+                                    state.down.store(true, SeqCst);
+                                }
+                            }
+                            if state.down.load(SeqCst) || to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                pipe(client, server, true);
+                pipe(server_copy, client_copy, false);
+            }
+        });
+        FlakyProxy { port, state }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Fails once `bytes` more bytes have been uploaded.
+    fn fail_after(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.uploaded.store(0, SeqCst);
+        self.state.limit.store(bytes, SeqCst);
+    }
+
+    fn is_down(&self) -> bool {
+        self.state.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The server is back.
+    fn recover(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.limit.store(u64::MAX, SeqCst);
+        self.state.down.store(false, SeqCst);
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.state
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so its thread ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// The store fails in the middle of a run's upload: the run fails naming the table, commits
+/// nothing, and the files it could not clean up are orphans; once the store is back a rerun
+/// succeeds, and `lakeforge vacuum` removes exactly the orphans (refusing a short retention
+/// without `--force`), leaving every version readable.
+#[test]
+fn a_store_failing_mid_write_loses_nothing_and_vacuum_removes_the_orphans() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let proxy = FlakyProxy::start(s3.port);
+    let project = Project::new();
+    project.write(
+        "storage.toml",
+        &format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+            proxy.endpoint()
+        ),
+    );
+    // Products are staged one after the other: `small`'s file is complete when the store
+    // fails during `events`' upload (about 18 MB of Parquet in four files), so the failed run
+    // leaves at least that file behind.
+    project.write(
+        "job.toml",
+        r#"
+[job]
+name = "big"
+warehouse = "s3://lake/wh"
+
+[[products]]
+name = "small"
+mode = "append"
+sql = "SELECT value AS id FROM generate_series(1, 1000)"
+
+[[products]]
+name = "events"
+mode = "append"
+sql = """SELECT value AS id, value * 7 % 1000003 AS k, sha256(CAST(value AS VARCHAR)) AS h
+         FROM generate_series(1, 400000)"""
+"#,
+    );
+    let with_storage = |args: &[&str]| -> Vec<String> {
+        ["--storage", "storage.toml", "--target-partitions", "4"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let ok = |args: &[&str]| {
+        let all = with_storage(args);
+        project.ok(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let json = |args: &[&str]| {
+        let all = with_storage(args);
+        project.json(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // Parquet objects under a table, listed by the S3 SDK (not by Lakeforge).
+    let data_files = |table: &str| -> Vec<String> {
+        admin(&["s3-list", &s3.endpoint(), "lake", &format!("wh/{table}/")])
+            .lines()
+            .filter(|key| key.ends_with(".parquet"))
+            .map(|key| key.trim_start_matches(&format!("wh/{table}/")).to_string())
+            .collect()
+    };
+    let tables = ["small", "events"];
+    ok(&["run", "job.toml"]);
+    let committed: Vec<Vec<String>> = tables.iter().map(|t| data_files(t)).collect();
+
+    proxy.fail_after(2_000_000);
+    let clock = Instant::now();
+    let all = with_storage(&["run", "job.toml"]);
+    let output = project.run(&all.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!output.status.success());
+    // Warnings (the OpenLineage event and the run record could not be written either) may
+    // come first in the log; the error is one line, the last.
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let error = stderr.lines().last().unwrap_or_default().to_string();
+    assert!(error.starts_with("error: "), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{stderr}"
+    );
+    eprintln!("the failed run said: {error}");
+    assert!(proxy.is_down(), "the store never failed: {error}");
+    assert!(error.contains("s3://lake/wh/events"), "{error}");
+    assert!(!stderr.contains(S3_SECRET), "{stderr}");
+    assert!(
+        clock.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        clock.elapsed()
+    );
+    proxy.recover();
+
+    // Nothing committed; what the failed run uploaded is orphaned next to the tables' files.
+    let mut orphans = Vec::new();
+    for (table, before) in tables.iter().zip(&committed) {
+        let history = json(&["history", &format!("s3://lake/wh/{table}")]);
+        assert_eq!(history.len(), 1, "{table}: {history:?}");
+        let mut left: Vec<String> = data_files(table)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        left.sort();
+        orphans.push(left);
+    }
+    assert!(
+        !orphans[0].is_empty(),
+        "the failed run left no file of 'small'"
+    );
+
+    // The store is back: the rerun commits version 1 of both.
+    ok(&["run", "job.toml"]);
+    let error = project.fails(&[
+        "--storage",
+        "storage.toml",
+        "vacuum",
+        "s3://lake/wh/small",
+        "--retain",
+        "0h",
+    ]);
+    assert!(error.contains("--force") && error.contains("7d"), "{error}");
+    for (table, orphaned) in tables.iter().zip(&orphans) {
+        let url = format!("s3://lake/wh/{table}");
+        let referenced = data_files(table).len() - orphaned.len();
+        let vacuum = ["vacuum", url.as_str(), "--retain", "0h", "--force"];
+        let planned = json(&[&vacuum[..], &["--dry-run"]].concat());
+        let planned: Vec<&str> = planned[0]["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            &planned, orphaned,
+            "{table}: a dry run lists exactly the orphans"
+        );
+        assert_eq!(
+            data_files(table).len(),
+            referenced + orphaned.len(),
+            "{table}"
+        );
+        ok(&vacuum);
+        assert_eq!(
+            data_files(table).len(),
+            referenced,
+            "{table}: only the orphans went"
+        );
+    }
+
+    // Every version still reads in full (sums read every file; counts could come from stats).
+    project.write(
+        "check.toml",
+        r#"
+[job]
+name = "check"
+warehouse = "local"
+
+[sources.v0]
+format = "delta"
+path = "s3://lake/wh/events"
+version = 0
+
+[sources.v1]
+format = "delta"
+path = "s3://lake/wh/events"
+version = 1
+
+[[products]]
+name = "sums"
+sql = "SELECT (SELECT sum(k) FROM v0) AS s0, (SELECT sum(k) FROM v1) AS s1"
+"#,
+    );
+    ok(&["run", "check.toml"]);
+    let sums = project.json(&["show", "local/sums"]);
+    let expected_sum: i64 = (1..=400_000i64).map(|v| v * 7 % 1_000_003).sum();
+    assert_eq!(sums[0]["s0"].as_i64().unwrap(), expected_sum, "{sums:?}");
+    assert_eq!(
+        sums[0]["s1"].as_i64().unwrap(),
+        2 * expected_sum,
+        "{sums:?}"
+    );
+}

@@ -365,3 +365,56 @@ fn overwrite_can_change_the_schema_and_old_versions_keep_theirs() {
     );
     assert_eq!(project.snapshot_log(TABLE), before);
 }
+
+#[test]
+fn vacuum_keeps_what_versions_reference_and_refuses_nested_tables() {
+    let project = Project::new();
+    project.write(
+        "job.toml",
+        r#"
+[job]
+name = "vac"
+warehouse = "wh"
+
+[[products]]
+name = "outer"
+sql = "SELECT value AS id FROM generate_series(1, 10)"
+
+[[products]]
+name = "inner"
+path = "outer/inner"
+sql = "SELECT value AS id FROM generate_series(1, 5)"
+"#,
+    );
+    project.ok(&["run", "job.toml"]);
+    project.ok(&["run", "job.toml"]);
+    // An overwrite's replaced files are kept for the retention (7 days by default).
+    let report = project.json(&["vacuum", "wh/outer/inner", "--dry-run"]);
+    assert_eq!(report[0]["files"], serde_json::json!([]), "{report:?}");
+    assert_eq!(report[0]["dry_run"], true);
+    // With no retention the replaced version's file goes, and the latest still reads.
+    let error = project.fails(&["vacuum", "wh/outer/inner", "--retain", "0s"]);
+    assert!(error.contains("--force"), "{error}");
+    let report = project.json(&["vacuum", "wh/outer/inner", "--retain", "0s", "--force"]);
+    assert_eq!(
+        report[0]["files"].as_array().unwrap().len(),
+        1,
+        "{report:?}"
+    );
+    assert_eq!(project.json(&["show", "wh/outer/inner"]).len(), 5);
+    let operations: Vec<Value> = project
+        .json(&["history", "wh/outer/inner"])
+        .into_iter()
+        .map(|h| h["operation"].clone())
+        .collect();
+    assert!(
+        operations.contains(&Value::from("VACUUM END")),
+        "{operations:?}"
+    );
+    // A table inside the table's folder would look like orphans: refused, nothing deleted.
+    let error = project.fails(&["vacuum", "wh/outer", "--retain", "0s", "--force"]);
+    assert!(error.contains("another Delta table at inner/"), "{error}");
+    assert_eq!(project.json(&["show", "wh/outer/inner"]).len(), 5);
+    let error = project.fails(&["vacuum", "wh/missing"]);
+    assert!(error.contains("wh/missing"), "{error}");
+}

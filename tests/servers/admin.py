@@ -5,6 +5,7 @@ Usage:
   admin.py s3-create ENDPOINT BUCKET
   admin.py s3-scan ENDPOINT BUCKET NEEDLE        # prints the keys holding NEEDLE, then the count scanned
   admin.py s3-lines ENDPOINT BUCKET KEY            # prints the number of lines of one object
+  admin.py s3-list ENDPOINT BUCKET PREFIX          # prints the keys under PREFIX, one per line
   admin.py azure-create CONNECTION_STRING CONTAINER
   admin.py azure-scan CONNECTION_STRING CONTAINER NEEDLE
 """
@@ -37,6 +38,11 @@ def main(argv):
                 if needle in body:
                     print("LEAK", item["Key"])
         print("scanned", scanned)
+    elif command == "s3-list":
+        client, bucket, prefix = s3(argv[2]), argv[3], argv[4]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                print(item["Key"])
     elif command == "s3-lines":
         body = s3(argv[2]).get_object(Bucket=argv[3], Key=argv[4])["Body"].read()
         print(body.count(b"\n"))
