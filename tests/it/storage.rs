@@ -979,3 +979,117 @@ sql = "SELECT (SELECT sum(k) FROM v0) AS s0, (SELECT sum(k) FROM v1) AS s1"
         "{sums:?}"
     );
 }
+
+/// One job across two clouds: its source a Delta table on Azure (Azurite, named in the Data
+/// Lake `abfss://` form), its warehouse on S3; both tables read back by an independent reader,
+/// the Python `deltalake` package, with its own storage options.
+#[test]
+fn a_job_reads_from_azure_and_publishes_to_s3() {
+    let Some(s3) = Server::moto() else { return };
+    let Some(azurite) = Server::azurite() else {
+        return;
+    };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let blob_endpoint = format!("{}/{AZURITE_ACCOUNT}", azurite.endpoint());
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};\
+         BlobEndpoint={blob_endpoint};"
+    );
+    admin(&["azure-create", &connection, "raw"]);
+    let abfss_root = format!("abfss://raw@{AZURITE_ACCOUNT}.dfs.core.windows.net");
+    let azure_options = format!(
+        "endpoint = \"{blob_endpoint}\"\naccount_name = \"{AZURITE_ACCOUNT}\"\naccess_key = \
+         \"{AZURITE_KEY}\"\nallow_http = true\n"
+    );
+    let project = Project::new();
+    project.write(
+        "storage.toml",
+        &format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n\n\
+             [storage.\"az://raw\"]\n{azure_options}\n[storage.\"{abfss_root}\"]\n{azure_options}",
+            s3.endpoint()
+        ),
+    );
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--storage", "storage.toml"];
+        all.extend_from_slice(args);
+        project.ok(&all)
+    };
+    // The raw table lands on Azure (written through the az:// form)...
+    project.write(
+        "land.toml",
+        r#"
+[job]
+name = "land"
+warehouse = "az://raw/landing"
+
+[sources.customers]
+format = "csv"
+path = "data/customers/customers.csv"
+
+[[products]]
+name = "raw_customers"
+partition_by = ["country"]
+sql = "SELECT customer_id, country FROM customers"
+"#,
+    );
+    ok(&["run", "land.toml"]);
+    // ... and a job reads it through the Data Lake form, publishing to S3.
+    project.write(
+        "features.toml",
+        &format!(
+            r#"
+[job]
+name = "features"
+warehouse = "s3://lake/wh"
+
+[sources.customers]
+format = "delta"
+path = "{abfss_root}/landing/raw_customers"
+
+[[products]]
+name = "by_country"
+sql = "SELECT country, count(*) AS customers FROM customers GROUP BY country"
+"#
+        ),
+    );
+    ok(&["run", "features.toml"]);
+    let shown = project.json(&[
+        "--storage",
+        "storage.toml",
+        "show",
+        "s3://lake/wh/by_country",
+    ]);
+    let total: i64 = shown.iter().map(|r| r["customers"].as_i64().unwrap()).sum();
+    assert_eq!(total, 4, "{shown:?}");
+    // The lineage names the Azure source.
+    let lineage = ok(&["lineage", "s3://lake/wh/by_country", "--format", "json"]);
+    assert!(lineage.contains(&abfss_root), "{lineage}");
+
+    // An independent reader sees both tables, with Lakeforge's metadata.
+    let s3_options = serde_json::json!({
+        "endpoint": s3.endpoint(), "allow_http": "true", "region": "us-east-1",
+        "access_key_id": "lakeforge", "secret_access_key": S3_SECRET,
+    });
+    let read = admin(&[
+        "delta-read",
+        "s3://lake/wh/by_country",
+        &s3_options.to_string(),
+    ]);
+    let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
+    assert_eq!(read["rows"], shown.len(), "{read}");
+    assert_eq!(read["jobs"], serde_json::json!(["features"]), "{read}");
+    let azure_options = serde_json::json!({
+        "endpoint": blob_endpoint, "account_name": AZURITE_ACCOUNT, "access_key": AZURITE_KEY,
+        "allow_http": "true",
+    });
+    let read = admin(&[
+        "delta-read",
+        &format!("{abfss_root}/landing/raw_customers"),
+        &azure_options.to_string(),
+    ]);
+    let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
+    assert_eq!(read["rows"], 4, "{read}");
+    assert_eq!(read["jobs"], serde_json::json!(["land"]), "{read}");
+}

@@ -7,6 +7,7 @@ Usage:
   admin.py s3-lines ENDPOINT BUCKET KEY            # prints the number of lines of one object
   admin.py s3-list ENDPOINT BUCKET PREFIX          # prints the keys under PREFIX, one per line
   admin.py azure-create CONNECTION_STRING CONTAINER
+  admin.py delta-read URI OPTIONS_JSON             # the Python `deltalake` reader: prints version, rows, ops
   admin.py azure-scan CONNECTION_STRING CONTAINER NEEDLE
 """
 import sys
@@ -61,6 +62,24 @@ def main(argv):
                 if needle in body:
                     print("LEAK", blob.name)
             print("scanned", scanned)
+    elif command == "delta-read":
+        import json
+
+        from deltalake import DeltaTable
+
+        table = DeltaTable(argv[2], storage_options=json.loads(argv[3]))
+        data = table.to_pyarrow_table()
+        history = table.history()
+        print(
+            json.dumps(
+                {
+                    "version": table.version(),
+                    "rows": data.num_rows,
+                    "columns": data.column_names,
+                    "jobs": sorted({h["lakeforge"]["job"] for h in history if h.get("lakeforge", {}).get("job")}),
+                }
+            )
+        )
     else:
         sys.exit(f"unknown command {command}")
 
