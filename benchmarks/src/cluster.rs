@@ -484,7 +484,7 @@ fn table_rows(
 }
 
 /// Floats rounded to 9 significant digits, so sums computed in another order compare equal.
-fn normalize(value: &Value) -> Value {
+pub(crate) fn normalize(value: &Value) -> Value {
     match value {
         Value::Number(n) if n.is_f64() => n
             .as_f64()

@@ -11,6 +11,7 @@ mod dq;
 mod harness;
 mod lineage;
 mod scoring;
+mod storage;
 mod tpch;
 mod write;
 
@@ -91,6 +92,17 @@ enum Suite {
         /// Workers to start.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+    },
+    /// Object storage: the 22 TPC-H queries as jobs and the Delta write of the feature dataset,
+    /// with data and warehouse on a local disk and on an S3 server on this machine (moto,
+    /// installed into a pinned virtual environment; needs python3), alternating.
+    Storage {
+        /// The scale factor (0.1, 1, 10, ...).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// Rows of the feature dataset the write case publishes.
+        #[arg(long, default_value_t = 2_000_000)]
+        write_rows: u64,
     },
     /// Every suite, at its default size, into one report.
     All,
@@ -203,6 +215,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )
     };
+    let storage_suite = |sf: f64, write_rows: u64| {
+        storage::run(
+            &lakeforge,
+            &storage::StorageOptions {
+                scale_factor: if cli.smoke { sf.min(0.01) } else { sf },
+                write_rows: if cli.smoke {
+                    write_rows.min(20_000)
+                } else {
+                    write_rows
+                },
+                runs,
+                warmup,
+                data_root: data_root.clone(),
+                work_dir: work_root.join("storage"),
+            },
+        )
+    };
     let suites = match cli.suite {
         Suite::Dq { rows } => vec![dq_suite(rows)?],
         Suite::Scoring { rows } => vec![scoring_suite(rows)?],
@@ -210,6 +239,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Suite::Tpch { sf } => vec![tpch_suite(sf)?],
         Suite::Write { rows } => vec![write_suite(rows)?],
         Suite::Cluster { sf, workers } => vec![cluster_suite(sf, workers)?],
+        Suite::Storage { sf, write_rows } => vec![storage_suite(sf, write_rows)?],
         Suite::All => vec![
             dq_suite(10_000_000)?,
             scoring_suite(1_000_000)?,
@@ -217,6 +247,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tpch_suite(1.0)?,
             write_suite(10_000_000)?,
             cluster_suite(1.0, 2)?,
+            storage_suite(1.0, 2_000_000)?,
         ],
     };
     let report = Report {

@@ -68,6 +68,9 @@ pub async fn register_source(
         });
     }
 
+    let url = &crate::storage::folder_unless_object(url)
+        .await
+        .map_err(|e| source_error(e.to_string()))?;
     let extension = file_extension(spec.format, url);
     let identity = list_files(ctx, name, spec.format, url, &extension)
         .await

@@ -525,6 +525,30 @@ fn local_path(url: &Url) -> Result<std::path::PathBuf> {
     })
 }
 
+/// A cloud URL without a trailing slash may name an object or a "folder" (every object under
+/// that prefix): object stores do not say which, as a local filesystem does. When there is no
+/// object at exactly that key the URL is taken as the folder (with a trailing slash), so
+/// `s3://bucket/tables/events` reads the files under it, as the same path on disk would.
+pub async fn folder_unless_object(url: &Url) -> Result<Url> {
+    if !is_cloud(url) || url.path().ends_with('/') || url.path().contains(['*', '?', '[']) {
+        return Ok(url.clone());
+    }
+    let store = store_for(url)?;
+    let path = path_in_store(url)?;
+    match store.head(&path).await {
+        Ok(_) => Ok(url.clone()),
+        Err(object_store::Error::NotFound { .. }) => {
+            let mut folder = url.clone();
+            crate::location::ensure_trailing_slash(&mut folder);
+            Ok(folder)
+        }
+        Err(source) => Err(EngineError::ObjectStore {
+            context: format!("cannot read {url}"),
+            source,
+        }),
+    }
+}
+
 /// True when `url` names a cloud object store (not a local path).
 pub fn is_cloud(url: &Url) -> bool {
     CLOUD_SCHEMES.contains(&url.scheme())

@@ -210,7 +210,7 @@ path = "{warehouse}/scores"
 
 [sources.files]
 format = "parquet"
-path = "{warehouse}/scores/"
+path = "{warehouse}/scores"
 
 [[products]]
 name = "summary"
