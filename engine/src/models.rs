@@ -15,7 +15,7 @@ pub use crate::metadata::ModelUse;
 pub use crate::model_files::{ModelFile, read_model_file};
 use crate::registry::Registry;
 use crate::registry::artifact_url;
-use crate::storage::read_object_blocking;
+use crate::storage::{read_object_blocking, read_objects_blocking};
 
 /// The models a job can score with: its inline `[models.NAME]`, then its warehouse's registry.
 #[derive(Debug, Default)]
@@ -164,10 +164,22 @@ fn read_verified_artifact(
     expected_hash: &str,
     since: &str,
 ) -> std::result::Result<(Arc<Model>, String), String> {
-    let displayed = display_location(location);
     let bytes = read_object_blocking(location)
         .map_err(|e| format!("cannot read the artifact of model '{shown}': {e}"))?;
-    let (model, content_hash) = parse_model_cached(&bytes, format)
+    verify_artifact(shown, location, &bytes, format, expected_hash, since)
+}
+
+/// Parses an artifact's `bytes` and checks they still have `expected_hash`.
+fn verify_artifact(
+    shown: &str,
+    location: &Url,
+    bytes: &[u8],
+    format: ModelFormat,
+    expected_hash: &str,
+    since: &str,
+) -> std::result::Result<(Arc<Model>, String), String> {
+    let displayed = display_location(location);
+    let (model, content_hash) = parse_model_cached(bytes, format)
         .map_err(|e| format!("model '{shown}' ({displayed}): {e}"))?;
     if content_hash != expected_hash {
         return Err(format!(
@@ -178,13 +190,46 @@ fn read_verified_artifact(
     Ok((model, content_hash))
 }
 
-/// The models of a plan that came from another process: each pinned reference is loaded from
-/// its location the first time a function needs it (lazily, once per process and content
-/// hash), and must still have the content hash the client resolved.
+/// The models of a plan that came from another process: each pinned reference must still have
+/// the content hash the client resolved.
+///
+/// A worker decodes a plan once per task, so every task's resolver names the same pins: models
+/// are kept once per process (by pin: name, version, location, hash), and the first reference
+/// a resolver needs prefetches every pin the process does not hold yet, their artifacts read
+/// concurrently from their stores before any row is scored (plans are decoded, and scoring
+/// functions typed, before execution starts).
 #[derive(Debug, Default)]
 pub struct PinnedModels {
     pins: BTreeMap<String, ModelPin>,
-    loaded: Mutex<HashMap<String, Arc<LoadedModel>>>,
+}
+
+/// What identifies a pinned model's artifact: name, version, location, content hash, format.
+type PinKey = (String, Option<u64>, String, String, String);
+
+fn pin_key(pin: &ModelPin) -> PinKey {
+    (
+        pin.name.clone(),
+        pin.version,
+        pin.location.clone(),
+        pin.content_hash.clone(),
+        pin.format.clone(),
+    )
+}
+
+/// The process's models loaded from pins. Bounded by the distinct pins of the plans this
+/// process ran (a handful of model versions).
+fn process_models() -> &'static Mutex<HashMap<PinKey, Arc<LoadedModel>>> {
+    static MODELS: std::sync::OnceLock<Mutex<HashMap<PinKey, Arc<LoadedModel>>>> =
+        std::sync::OnceLock::new();
+    MODELS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn cached(pin: &ModelPin) -> Option<Arc<LoadedModel>> {
+    process_models()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&pin_key(pin))
+        .cloned()
 }
 
 impl PinnedModels {
@@ -192,22 +237,68 @@ impl PinnedModels {
     pub fn new(pins: Vec<ModelPin>) -> PinnedModels {
         PinnedModels {
             pins: pins.into_iter().map(|p| (p.reference.clone(), p)).collect(),
-            loaded: Mutex::new(HashMap::new()),
         }
     }
 
-    fn load(pin: &ModelPin) -> std::result::Result<Arc<LoadedModel>, String> {
-        let shown = match pin.version {
-            Some(version) => format!("{}@{version}", pin.name),
-            None => pin.name.clone(),
-        };
-        let url = Url::parse(&pin.location)
-            .map_err(|e| format!("model '{shown}': invalid location '{}': {e}", pin.location))?;
+    /// Loads every pin the process does not hold yet, reading their artifacts concurrently;
+    /// returns the error of each pin that failed, by reference.
+    fn prefetch(&self) -> BTreeMap<String, String> {
+        let missing: Vec<&ModelPin> = self
+            .pins
+            .values()
+            .filter(|pin| cached(pin).is_none())
+            .collect();
+        let mut errors = BTreeMap::new();
+        let mut readable = Vec::new();
+        for pin in missing {
+            match Url::parse(&pin.location) {
+                Ok(url) => readable.push((pin, url)),
+                Err(e) => {
+                    errors.insert(
+                        pin.reference.clone(),
+                        format!(
+                            "model '{}': invalid location '{}': {e}",
+                            shown(pin),
+                            pin.location
+                        ),
+                    );
+                }
+            }
+        }
+        let urls: Vec<Url> = readable.iter().map(|(_, url)| url.clone()).collect();
+        let contents = read_objects_blocking(&urls);
+        for ((pin, url), bytes) in readable.into_iter().zip(contents) {
+            match Self::verify(pin, &url, bytes) {
+                Ok(model) => {
+                    process_models()
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(pin_key(pin))
+                        .or_insert(model);
+                }
+                Err(message) => {
+                    errors.insert(pin.reference.clone(), message);
+                }
+            }
+        }
+        errors
+    }
+
+    /// A pin's artifact, read, parsed and checked against the hash the client resolved.
+    fn verify(
+        pin: &ModelPin,
+        url: &Url,
+        bytes: Result<Vec<u8>>,
+    ) -> std::result::Result<Arc<LoadedModel>, String> {
+        let shown = shown(pin);
         let format = ModelFormat::parse(&pin.format)
             .ok_or_else(|| format!("model '{shown}': unknown format '{}'", pin.format))?;
-        let (model, content_hash) = read_verified_artifact(
+        let bytes =
+            bytes.map_err(|e| format!("cannot read the artifact of model '{shown}': {e}"))?;
+        let (model, content_hash) = verify_artifact(
             &shown,
-            &url,
+            url,
+            &bytes,
             format,
             &pin.content_hash,
             "the job was planned",
@@ -223,26 +314,79 @@ impl PinnedModels {
     }
 }
 
+/// `name@version` of a pin, for messages.
+fn shown(pin: &ModelPin) -> String {
+    match pin.version {
+        Some(version) => format!("{}@{version}", pin.name),
+        None => pin.name.clone(),
+    }
+}
+
 impl ModelResolver for PinnedModels {
     fn resolve(&self, reference: &str) -> std::result::Result<Arc<LoadedModel>, String> {
-        if let Ok(loaded) = self.loaded.lock()
-            && let Some(model) = loaded.get(reference)
-        {
-            return Ok(Arc::clone(model));
-        }
         let pin = self.pins.get(reference).ok_or_else(|| {
             format!("model '{reference}' was not resolved when the job was planned")
         })?;
-        let model = Self::load(pin)?;
-        if let Ok(mut loaded) = self.loaded.lock() {
-            return Ok(Arc::clone(
-                loaded.entry(reference.to_string()).or_insert(model),
-            ));
+        if let Some(model) = cached(pin) {
+            return Ok(model);
         }
-        Ok(model)
+        let mut errors = self.prefetch();
+        if let Some(message) = errors.remove(reference) {
+            return Err(message);
+        }
+        cached(pin).ok_or_else(|| format!("model '{}' could not be loaded", shown(pin)))
     }
 
     fn pins(&self) -> std::result::Result<Vec<ModelPin>, String> {
         Ok(self.pins.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn pin(reference: &str, path: &std::path::Path, bytes: &[u8]) -> ModelPin {
+        let (_, content_hash) = parse_model_cached(bytes, ModelFormat::XgboostJson).unwrap();
+        ModelPin {
+            reference: reference.to_string(),
+            name: reference.to_string(),
+            version: Some(1),
+            content_hash,
+            format: ModelFormat::XgboostJson.to_string(),
+            location: Url::from_file_path(path).unwrap().to_string(),
+        }
+    }
+
+    #[test]
+    fn the_first_reference_prefetches_every_pin_once_per_process() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models/xgb_binary.json");
+        let bytes = std::fs::read(fixture).unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let pins: Vec<ModelPin> = ["prefetch_a", "prefetch_b"]
+            .iter()
+            .map(|name| {
+                let path = folder.path().join(format!("{name}.json"));
+                std::fs::write(&path, &bytes).unwrap();
+                pin(name, &path, &bytes)
+            })
+            .collect();
+        let first_task = PinnedModels::new(pins.clone());
+        assert_eq!(first_task.resolve("prefetch_a").unwrap().name, "prefetch_a");
+        // Both artifacts were read with the first reference: with the files gone, another
+        // task's resolver (a new plan decoded by the same process) still has both.
+        drop(folder);
+        let second_task = PinnedModels::new(pins);
+        assert_eq!(
+            second_task.resolve("prefetch_b").unwrap().name,
+            "prefetch_b"
+        );
+        assert_eq!(
+            second_task.resolve("prefetch_a").unwrap().name,
+            "prefetch_a"
+        );
     }
 }

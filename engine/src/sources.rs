@@ -2,7 +2,7 @@
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lakeforge_planner::{ResolvedJob, SourceFormat, SourceSpec};
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -13,19 +13,31 @@ use crate::location::{display_location, resolve_location};
 use crate::metadata::{FileIdentity, InputIdentity, MAX_LISTED_FILES};
 use crate::session::RunBackend;
 
+/// How many sources are registered at once. Registering one is a few round trips to its store
+/// (listing, Parquet footers or the Delta log), which on an object store are tens of
+/// milliseconds each; sources are independent, so they are registered concurrently.
+const CONCURRENT_REGISTRATIONS: usize = 8;
+
 /// Registers every source of `job` in `ctx` under its name and returns their identities, in
 /// the spec's (alphabetical) order.
 pub async fn register_sources(
     ctx: &SessionContext,
     job: &ResolvedJob,
 ) -> Result<Vec<InputIdentity>> {
-    let mut identities = Vec::with_capacity(job.spec.sources.len());
+    let mut located = Vec::with_capacity(job.spec.sources.len());
     for (name, spec) in &job.spec.sources {
-        let url = resolve_location(&job.base_dir, &spec.path)?;
-        let identity = register_source(ctx, name, spec, &url).await?;
-        identities.push(identity);
+        located.push((name, spec, resolve_location(&job.base_dir, &spec.path)?));
     }
-    Ok(identities)
+    // The futures are made first (they start only when polled): a closure inside the stream
+    // adapter would make the future's `Send` bound higher-ranked over the borrowed names.
+    let registrations: Vec<_> = located
+        .iter()
+        .map(|(name, spec, url)| register_source(ctx, name, spec, url))
+        .collect();
+    futures::stream::iter(registrations)
+        .buffered(CONCURRENT_REGISTRATIONS)
+        .try_collect()
+        .await
 }
 
 /// Registers one source.

@@ -294,6 +294,63 @@ pub async fn read_object(url: &Url) -> Result<Vec<u8>> {
 /// store built for it alone (a store's pooled connections belong to the runtime that opened
 /// them, so the process's stores are not shared across runtimes).
 pub fn read_object_blocking(url: &Url) -> Result<Vec<u8>> {
+    read_objects_blocking(std::slice::from_ref(url))
+        .pop()
+        .unwrap_or_else(|| {
+            Err(EngineError::Storage {
+                location: url.to_string(),
+                message: "nothing was read".to_string(),
+            })
+        })
+}
+
+/// Reads several whole objects from synchronous code, concurrently, like
+/// [`read_object_blocking`] (one thread and runtime of its own for all of them); the results are
+/// in the order of `urls`.
+pub fn read_objects_blocking(urls: &[Url]) -> Vec<Result<Vec<u8>>> {
+    if urls.iter().all(|url| url.scheme() == "file") {
+        return urls
+            .iter()
+            .map(|url| {
+                let path = local_path(url)?;
+                std::fs::read(&path).map_err(|source| EngineError::Io {
+                    context: format!("cannot read {}", path.display()),
+                    source,
+                })
+            })
+            .collect();
+    }
+    let read_all = || -> std::result::Result<Vec<Result<Vec<u8>>>, std::io::Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(futures::future::join_all(urls.iter().map(read_fresh))))
+    };
+    match std::thread::scope(|scope| scope.spawn(read_all).join()) {
+        Ok(Ok(results)) => results,
+        Ok(Err(error)) => urls
+            .iter()
+            .map(|url| {
+                Err(EngineError::Storage {
+                    location: url.to_string(),
+                    message: format!("cannot start a runtime to read it: {error}"),
+                })
+            })
+            .collect(),
+        Err(_) => urls
+            .iter()
+            .map(|url| {
+                Err(EngineError::Storage {
+                    location: url.to_string(),
+                    message: "the reading thread panicked".to_string(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Reads `url` with a store built for this read alone (see [`read_object_blocking`]).
+async fn read_fresh(url: &Url) -> Result<Vec<u8>> {
     if url.scheme() == "file" {
         let path = local_path(url)?;
         return std::fs::read(&path).map_err(|source| EngineError::Io {
@@ -314,27 +371,12 @@ pub fn read_object_blocking(url: &Url) -> Result<Vec<u8>> {
         message,
     })?;
     let path = path_in_store(url)?;
-    let read = move || -> std::result::Result<Vec<u8>, object_store::Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| object_store::Error::Generic {
-                store: "lakeforge",
-                source: Box::new(e),
-            })?;
-        runtime.block_on(async { Ok(store.get(&path).await?.bytes().await?.to_vec()) })
+    let failed = |source| EngineError::ObjectStore {
+        context: format!("cannot read {url}"),
+        source,
     };
-    let joined = std::thread::scope(|scope| scope.spawn(read).join());
-    match joined {
-        Ok(result) => result.map_err(|source| EngineError::ObjectStore {
-            context: format!("cannot read {url}"),
-            source,
-        }),
-        Err(_) => Err(EngineError::Storage {
-            location: url.to_string(),
-            message: "the reading thread panicked".to_string(),
-        }),
-    }
+    let object = store.get(&path).await.map_err(failed)?;
+    object.bytes().await.map(|b| b.to_vec()).map_err(failed)
 }
 
 /// Writes `bytes` as the object at `url`, replacing what is there (local folders are created).
