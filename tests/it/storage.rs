@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::scoring::{features, project_for};
+use serde_json::Value;
+
 use crate::support::Project;
 
 /// Azurite's published development account and key (documented by Microsoft; not a secret).
@@ -1092,4 +1094,132 @@ sql = "SELECT country, count(*) AS customers FROM customers GROUP BY country"
     let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
     assert_eq!(read["rows"], 4, "{read}");
     assert_eq!(read["jobs"], serde_json::json!(["land"]), "{read}");
+}
+
+/// Kills a child process when dropped (a test that fails leaves nothing running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The scheduler's data triggers on S3: a job `after` a product on the bucket runs once per new
+/// version of it, and the trigger log lives in the bucket's warehouse.
+#[test]
+fn the_scheduler_triggers_on_versions_of_a_table_on_s3() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    let project = Project::new();
+    project.write(
+        "storage.toml",
+        &format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+            s3.endpoint()
+        ),
+    );
+    project.write(
+        "up.toml",
+        r#"
+[job]
+name = "up"
+warehouse = "s3://lake/wh"
+[sources.customers]
+format = "csv"
+path = "data/customers"
+[[products]]
+name = "up_out"
+mode = "append"
+sql = "SELECT customer_id FROM customers"
+"#,
+    );
+    project.write(
+        "down.toml",
+        r#"
+[job]
+name = "down"
+warehouse = "s3://lake/wh"
+after = ["up_out"]
+[sources.up]
+format = "delta"
+path = "s3://lake/wh/up_out"
+[[products]]
+name = "down_out"
+sql = "SELECT count(*) AS n FROM up"
+"#,
+    );
+    let ok = |args: &[&str]| {
+        let mut all = vec!["--storage", "storage.toml"];
+        all.extend_from_slice(args);
+        project.ok(&all)
+    };
+    ok(&["run", "up.toml"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lakeforge"))
+        .args(["--storage", "storage.toml", "schedule", "down.toml"])
+        .args(["--http", "127.0.0.1:0", "--poll", "200ms"])
+        .current_dir(project.path())
+        .env("LAKEFORGE_TARGET_PARTITIONS", "2")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lakeforge schedule");
+    let lines = crate::support::stdout_lines(&mut child);
+    let _daemon = Running(child);
+    lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon did not report it started");
+    let down_counts = || -> Vec<i64> {
+        let runs = project.json(&["--storage", "storage.toml", "runs", "s3://lake/wh"]);
+        let succeeded = runs
+            .iter()
+            .filter(|r| r["job"] == "down" && r["status"] == "succeeded")
+            .count();
+        if succeeded == 0 {
+            return Vec::new();
+        }
+        project
+            .json(&[
+                "--storage",
+                "storage.toml",
+                "history",
+                "s3://lake/wh/down_out",
+            ])
+            .iter()
+            .map(|h| h["version"].as_i64().unwrap())
+            .collect()
+    };
+    let wait_for = |versions: usize| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while down_counts().len() < versions {
+            assert!(
+                Instant::now() < deadline,
+                "the triggered run {versions} did not happen"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_for(1);
+    ok(&["run", "up.toml"]);
+    wait_for(2);
+    let log = project.json(&[
+        "--storage",
+        "storage.toml",
+        "show",
+        "s3://lake/wh/_lakeforge/schedule",
+        "--limit",
+        "100",
+    ]);
+    let consumed: Vec<&Value> = log.iter().filter(|r| r["job"] == "down").collect();
+    assert_eq!(consumed.len(), 2, "{log:?}");
+    assert!(
+        consumed.iter().all(|r| r["trigger"] == "inputs"),
+        "{consumed:?}"
+    );
+    let latest = project.json(&["--storage", "storage.toml", "show", "s3://lake/wh/down_out"]);
+    // Two appends of the four customers.
+    assert_eq!(latest[0]["n"], 8, "{latest:?}");
 }
