@@ -667,47 +667,15 @@ pub fn toml_number(value: &toml::Value) -> Option<f64> {
     }
 }
 
-/// Parses durations like `90s`, `30m`, `26h`, `7d`, `500ms`, or combinations like `1h30m`.
+/// Parses durations like `90s`, `30m`, `26h`, `7d`, `500ms`, or combinations like `1h30m`, with
+/// humantime (which also takes long unit names, `1h 30m`, and months and years as 30.44 and
+/// 365.25 days).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let shape = || format!("{text:?} is not a duration like 30m, 26h, 500ms or 1h30m");
-    let mut total_ms = 0u64;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(shape());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(shape());
-        }
-        let value: u64 = rest[..digits].parse().map_err(|_| shape())?;
-        rest = &rest[digits..];
-        let letters = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit_ms = match &rest[..letters] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 604_800_000,
-            "" => return Err(format!("{} (a unit is required)", shape())),
-            unit => {
-                return Err(format!(
-                    "unknown unit '{unit}' in {text:?} (use ms, s, m, h, d or w)"
-                ));
-            }
-        };
-        rest = &rest[letters..];
-        total_ms = value
-            .checked_mul(unit_ms)
-            .and_then(|v| total_ms.checked_add(v))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-    }
-    Ok(std::time::Duration::from_millis(total_ms))
+    // humantime's grammar (`26h`, `1h30m`, `1h 30m`, `500ms`, `7d`, `2w`, long unit names);
+    // its messages say what is wrong but not which text, so both are given.
+    humantime::parse_duration(text.trim()).map_err(|error| {
+        format!("{text:?} is not a duration like 30m, 26h, 500ms or 1h30m ({error})")
+    })
 }
 
 #[cfg(test)]
@@ -723,7 +691,13 @@ mod tests {
         assert_eq!(parse_duration("26h").unwrap().as_secs(), 26 * 3600);
         assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
         assert!(parse_duration("26").is_err());
-        assert!(parse_duration("3y").is_err());
+        assert!(parse_duration("3x").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap().as_secs(), 5400);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 7 * 86_400);
+        assert_eq!(parse_duration("2w").unwrap().as_secs(), 14 * 86_400);
+        assert_eq!(parse_duration(" 30s ").unwrap().as_secs(), 30);
+        let error = parse_duration("26").unwrap_err();
+        assert!(error.starts_with("\"26\" is not a duration like"), "{error}");
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
         assert_eq!(parse_duration("1m30s").unwrap().as_secs(), 90);
