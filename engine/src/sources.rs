@@ -140,7 +140,12 @@ async fn list_files(
     url: &Url,
     extension: &str,
 ) -> std::result::Result<InputIdentity, String> {
-    let table_url = ListingTableUrl::parse(url.as_str()).map_err(|e| e.strip_backtrace())?;
+    // Scoped to the table's name, the listing lands in the session's list-files cache under the
+    // key DataFusion's own registration and scan use: the files are listed once per run, not
+    // once here and again there (a round trip each on an object store).
+    let table_url = ListingTableUrl::parse(url.as_str())
+        .map_err(|e| e.strip_backtrace())?
+        .with_table_ref(datafusion::common::TableReference::bare(name));
     let store = ctx
         .runtime_env()
         .object_store(&table_url)
