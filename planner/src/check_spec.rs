@@ -697,7 +697,10 @@ mod tests {
         assert_eq!(parse_duration("2w").unwrap().as_secs(), 14 * 86_400);
         assert_eq!(parse_duration(" 30s ").unwrap().as_secs(), 30);
         let error = parse_duration("26").unwrap_err();
-        assert!(error.starts_with("\"26\" is not a duration like"), "{error}");
+        assert!(
+            error.starts_with("\"26\" is not a duration like"),
+            "{error}"
+        );
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
         assert_eq!(parse_duration("1m30s").unwrap().as_secs(), 90);

@@ -168,21 +168,23 @@ fn assert_no_leak(scan: &str, at_least: usize) {
 }
 
 /// A job scoring `rows` with the registered model `churn`, with a quarantine check, in
-/// `warehouse`; its profile `cloud` puts the warehouse on S3 (`${bucket}` from the profile).
-fn scoring_job(warehouse: &str, features: &str, mode: &str) -> String {
+/// `warehouse`; its profile `cloud` puts the warehouse and the rows on the store `scheme://lake`
+/// (`${bucket}` from the profile).
+fn scoring_job(warehouse: &str, features: &str, mode: &str, scheme: &str) -> String {
     format!(
         r#"
 [job]
 name = "scores_job"
 warehouse = "{warehouse}"
+vars = {{ data = "data" }}
 
 [profiles.cloud]
-warehouse = "s3://${{bucket}}/wh"
-vars = {{ bucket = "lake" }}
+warehouse = "{scheme}://${{bucket}}/wh"
+vars = {{ bucket = "lake", data = "{scheme}://lake/data" }}
 
 [sources.rows]
 format = "csv"
-path = "data/rows.csv"
+path = "${{data}}/rows.csv"
 
 [[products]]
 name = "scores"
@@ -233,19 +235,48 @@ fn rows(project: &Project, storage: &str, table: &str, query: &str) -> String {
     ])
 }
 
-#[test]
-fn a_warehouse_on_s3_works_as_one_on_disk() {
-    let Some(s3) = Server::moto() else { return };
-    admin(&["s3-create", &s3.endpoint(), "lake"]);
+/// A store under test, and how its cloud's own SDK (`admin.py`) reaches it.
+struct Cloud {
+    /// The bucket or container: `s3://lake`, `az://lake`.
+    root: String,
+    /// Its URL scheme.
+    scheme: &'static str,
+    /// The store's name in option errors.
+    store: &'static str,
+    /// The `--storage` file.
+    storage: String,
+    /// The secret in it, which must appear nowhere else.
+    secret: String,
+    /// `admin.py`'s command prefix (`s3`, `azure`) and its first argument (endpoint,
+    /// connection string).
+    admin: (&'static str, String),
+}
+
+impl Cloud {
+    /// `admin.py PREFIX-COMMAND TARGET lake ARGS`.
+    fn admin(&self, command: &str, args: &[&str]) -> String {
+        let command = format!("{}-{command}", self.admin.0);
+        let mut all = vec![command.as_str(), self.admin.1.as_str(), "lake"];
+        all.extend_from_slice(args);
+        admin(&all)
+    }
+}
+
+/// The scoring job with its rows and warehouse on `cloud` (and the same job on disk): models
+/// in the registry there, products, quarantine, history, time travel, rollback, Delta and
+/// Parquet sources on the store, the warehouse's tables, lineage, status, the OpenLineage file,
+/// no secret anywhere, and mistakes named.
+fn a_cloud_warehouse_works_as_one_on_disk(cloud: &Cloud) {
+    let root = cloud.root.as_str();
     let (project, expected) = project_for("xgb_binary");
     let features = features(&expected);
-    project.write(
-        "storage.toml",
-        &format!(
-            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-            s3.endpoint()
-        ),
+    project.write("storage.toml", &cloud.storage);
+    cloud.admin(
+        "put",
+        &[
+            "data/rows.csv",
+            &project.join("data/rows.csv").display().to_string(),
+        ],
     );
     let mut outputs = String::new();
     let mut ok = |args: &[&str]| {
@@ -256,8 +287,8 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
         out
     };
 
-    // The same model, job and checks on S3 and on disk.
-    for warehouse in ["s3://lake/wh", "wh"] {
+    // The same model, job and checks on the store and on disk.
+    for warehouse in [format!("{root}/wh").as_str(), "wh"] {
         ok(&[
             "model",
             "register",
@@ -268,20 +299,28 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
             warehouse,
         ]);
     }
-    // One job file: on disk by default, on S3 with its `cloud` profile.
-    project.write("job.toml", &scoring_job("wh", &features, "append"));
+    // One job file: on disk by default, on the store with its `cloud` profile.
+    project.write(
+        "job.toml",
+        &scoring_job("wh", &features, "append", cloud.scheme),
+    );
     ok(&["run", "job.toml", "--profile", "cloud"]);
     ok(&["run", "job.toml"]);
     let query = "SELECT id, score FROM t ORDER BY id";
     assert_eq!(
-        rows(&project, "storage.toml", "s3://lake/wh/scores", query),
+        rows(
+            &project,
+            "storage.toml",
+            &format!("{root}/wh/scores"),
+            query
+        ),
         rows(&project, "storage.toml", "wh/scores", query)
     );
     assert_eq!(
         rows(
             &project,
             "storage.toml",
-            "s3://lake/wh/_lakeforge/quarantine/scores",
+            &format!("{root}/wh/_lakeforge/quarantine/scores"),
             "SELECT id FROM t ORDER BY id"
         ),
         rows(
@@ -294,12 +333,17 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
 
     // Versions, time travel and rollback.
     ok(&["run", "job.toml", "--profile", "cloud"]);
-    ok(&["rollback", "s3://lake/wh/scores", "--to-version", "0"]);
+    ok(&[
+        "rollback",
+        &format!("{root}/wh/scores"),
+        "--to-version",
+        "0",
+    ]);
     let history = project.json(&[
         "--storage",
         "storage.toml",
         "history",
-        "s3://lake/wh/scores",
+        &format!("{root}/wh/scores"),
     ]);
     assert_eq!(history.len(), 3, "{history:?}");
     let count = |version: &str| {
@@ -307,7 +351,7 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
             "--storage",
             "storage.toml",
             "show",
-            "s3://lake/wh/scores",
+            &format!("{root}/wh/scores"),
             "--version",
             version,
             "--limit",
@@ -318,10 +362,15 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
     assert_eq!(count("1"), 2 * count("0"));
     assert_eq!(count("2"), count("0"));
 
-    // Sources on S3: the product as a Delta source and as Parquet files.
-    project.write("reader.toml", &reader_job("s3://lake/wh"));
+    // Sources on the store: the product as a Delta source and as Parquet files.
+    project.write("reader.toml", &reader_job(&format!("{root}/wh")));
     ok(&["run", "reader.toml"]);
-    let summary = project.json(&["--storage", "storage.toml", "show", "s3://lake/wh/summary"]);
+    let summary = project.json(&[
+        "--storage",
+        "storage.toml",
+        "show",
+        &format!("{root}/wh/summary"),
+    ]);
     // The Parquet files of every version (two appends) against the latest version.
     assert_eq!(
         summary[0]["file_rows"].as_i64().unwrap(),
@@ -329,14 +378,14 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
         "{summary:?}"
     );
 
-    // The warehouse's own tables and OpenLineage events live on S3 too.
-    let runs = project.json(&["--storage", "storage.toml", "runs", "s3://lake/wh"]);
+    // The warehouse's own tables and OpenLineage events live on the store too.
+    let runs = project.json(&["--storage", "storage.toml", "runs", &format!("{root}/wh")]);
     assert_eq!(runs.len(), 3, "{runs:?}");
     let history = project.json(&[
         "--storage",
         "storage.toml",
         "history",
-        "s3://lake/wh/scores",
+        &format!("{root}/wh/scores"),
     ]);
     let profiles: Vec<&str> = history
         .iter()
@@ -346,7 +395,7 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
     let recorded = rows(
         &project,
         "storage.toml",
-        "s3://lake/wh/_lakeforge/runs",
+        &format!("{root}/wh/_lakeforge/runs"),
         "SELECT DISTINCT job, profile FROM t WHERE job = 'scores_job'",
     );
     assert!(recorded.contains("cloud"), "{recorded}");
@@ -356,35 +405,31 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
         "{error}"
     );
     assert!(runs.iter().all(|r| r["status"] == "succeeded"), "{runs:?}");
-    let dq = project.json(&["--storage", "storage.toml", "dq", "s3://lake/wh"]);
+    let dq = project.json(&["--storage", "storage.toml", "dq", &format!("{root}/wh")]);
     assert!(dq.iter().any(|r| r["check"] == "known_ids"), "{dq:?}");
-    let lineage = ok(&["lineage", "s3://lake/wh/scores"]);
+    let lineage = ok(&["lineage", &format!("{root}/wh/scores")]);
     assert!(lineage.contains("rows.f0"), "{lineage}");
-    ok(&["status", "s3://lake/wh"]);
-    let events = admin(&[
-        "s3-lines",
-        &s3.endpoint(),
-        "lake",
-        "wh/_lakeforge/openlineage/events.ndjson",
-    ]);
+    ok(&["status", &format!("{root}/wh")]);
+    let events = cloud.admin("lines", &["wh/_lakeforge/openlineage/events.ndjson"]);
     // START and COMPLETE of the three runs, appended to one object.
     assert_eq!(events.trim(), "6", "{events}");
 
     // No secret in any object the runs wrote, nor in anything they printed.
-    assert_no_leak(&admin(&["s3-scan", &s3.endpoint(), "lake", S3_SECRET]), 20);
-    assert!(!outputs.contains(S3_SECRET));
+    assert_no_leak(&cloud.admin("scan", &[&cloud.secret]), 20);
+    assert!(!outputs.contains(&cloud.secret));
 
     // Mistakes are one error naming what is wrong, never the secret.
     project.write(
         "typo.toml",
         &format!(
-            "{}\n[storage.\"s3://lake\"]\nendpiont = \"x\"\n",
-            scoring_job("s3://lake/wh", &features, "append")
+            "{}\n[storage.\"{root}\"]\nendpiont = \"x\"\n",
+            scoring_job(&format!("{root}/wh"), &features, "append", cloud.scheme)
         ),
     );
     let error = project.fails(&["run", "typo.toml"]);
     assert!(
-        error.contains("unknown option 'endpiont' for S3") && error.contains("typo.toml"),
+        error.contains(&format!("unknown option 'endpiont' for {}", cloud.store))
+            && error.contains("typo.toml"),
         "{error}"
     );
     let clock = Instant::now();
@@ -392,11 +437,53 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
         "--storage",
         "storage.toml",
         "history",
-        "s3://lake/no/such/table",
+        &format!("{root}/no/such/table"),
     ]);
-    assert!(error.contains("s3://lake/no/such/table"), "{error}");
-    assert!(!error.contains(S3_SECRET), "{error}");
+    assert!(error.contains(&format!("{root}/no/such/table")), "{error}");
+    assert!(!error.contains(&cloud.secret), "{error}");
     assert!(clock.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn a_warehouse_on_s3_works_as_one_on_disk() {
+    let Some(s3) = Server::moto() else { return };
+    admin(&["s3-create", &s3.endpoint(), "lake"]);
+    a_cloud_warehouse_works_as_one_on_disk(&Cloud {
+        root: "s3://lake".to_string(),
+        scheme: "s3",
+        store: "S3",
+        storage: format!(
+            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
+             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
+            s3.endpoint()
+        ),
+        secret: S3_SECRET.to_string(),
+        admin: ("s3", s3.endpoint()),
+    });
+}
+
+#[test]
+fn a_warehouse_on_azure_works_as_one_on_disk() {
+    let Some(azurite) = Server::azurite() else {
+        return;
+    };
+    let endpoint = format!("{}/{AZURITE_ACCOUNT}", azurite.endpoint());
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};\
+         BlobEndpoint={endpoint};"
+    );
+    admin(&["azure-create", &connection, "lake"]);
+    a_cloud_warehouse_works_as_one_on_disk(&Cloud {
+        root: "az://lake".to_string(),
+        scheme: "az",
+        store: "Azure",
+        storage: format!(
+            "[storage.\"az://lake\"]\nendpoint = \"{endpoint}\"\naccount_name = \
+             \"{AZURITE_ACCOUNT}\"\naccess_key = \"{AZURITE_KEY}\"\nallow_http = true\n"
+        ),
+        secret: AZURITE_KEY.to_string(),
+        admin: ("azure", connection),
+    });
 }
 
 #[test]

@@ -6,9 +6,12 @@ Usage:
   admin.py s3-scan ENDPOINT BUCKET NEEDLE        # prints the keys holding NEEDLE, then the count scanned
   admin.py s3-lines ENDPOINT BUCKET KEY            # prints the number of lines of one object
   admin.py s3-list ENDPOINT BUCKET PREFIX          # prints the keys under PREFIX, one per line
+  admin.py s3-put ENDPOINT BUCKET KEY FILE         # uploads FILE as KEY
   admin.py azure-create CONNECTION_STRING CONTAINER
-  admin.py delta-read URI OPTIONS_JSON             # the Python `deltalake` reader: prints version, rows, ops
   admin.py azure-scan CONNECTION_STRING CONTAINER NEEDLE
+  admin.py azure-lines CONNECTION_STRING CONTAINER KEY
+  admin.py azure-put CONNECTION_STRING CONTAINER KEY FILE
+  admin.py delta-read URI OPTIONS_JSON             # the Python `deltalake` reader: prints version, rows, ops
 """
 import sys
 
@@ -44,9 +47,20 @@ def main(argv):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 print(item["Key"])
+    elif command == "s3-put":
+        s3(argv[2]).upload_file(argv[5], argv[3], argv[4])
     elif command == "s3-lines":
         body = s3(argv[2]).get_object(Bucket=argv[3], Key=argv[4])["Body"].read()
         print(body.count(b"\n"))
+    elif command in ("azure-lines", "azure-put"):
+        from azure.storage.blob import BlobServiceClient
+
+        container = BlobServiceClient.from_connection_string(argv[2]).get_container_client(argv[3])
+        if command == "azure-lines":
+            print(container.download_blob(argv[4]).readall().count(b"\n"))
+        else:
+            with open(argv[5], "rb") as f:
+                container.upload_blob(argv[4], f, overwrite=True)
     elif command in ("azure-create", "azure-scan"):
         from azure.storage.blob import BlobServiceClient
 
