@@ -10,6 +10,10 @@ uploads that put the benchmark's data on it with boto3 (an independent client, n
     python3 benchmarks/peers/s3_server.py upload ENDPOINT BUCKET PREFIX DIR
         creates BUCKET if needed and uploads every file under DIR to PREFIX/<relative path>;
         prints {"files": N, "bytes": B}
+    python3 benchmarks/peers/s3_server.py floor ENDPOINT DIR
+        the server's own cost, with boto3: uploads the .parquet files under DIR to a bucket
+        `floor`, then times whole-object GETs, 1 MiB ranged GETs and HEADs of them; prints
+        {"mb": ..., "whole_mb_per_s": ..., "ranged_get_ms": ..., "head_ms": ...}
 
 Creates (once) a virtual environment under $LAKEFORGE_CACHE (default ~/.cache/lakeforge) with
 the pinned versions below and re-runs itself there. moto is the same server the storage tests
@@ -62,6 +66,45 @@ def main():
             files += 1
             size += path.stat().st_size
         print(json.dumps({"files": files, "bytes": size}))
+    elif command == "floor":
+        import time
+
+        endpoint, folder = sys.argv[2:4]
+        s3 = client(endpoint)
+        s3.create_bucket(Bucket="floor")
+        files = sorted(Path(folder).rglob("*.parquet"))
+        for path in files:
+            s3.upload_file(str(path), "floor", path.name)
+        total = sum(p.stat().st_size for p in files)
+        start = time.time()
+        for path in files:
+            s3.get_object(Bucket="floor", Key=path.name)["Body"].read()
+        whole = time.time() - start
+        start, ranged = time.time(), 0
+        for path in files:
+            size = path.stat().st_size
+            for offset in range(0, size, 1 << 20):
+                last = min(size, offset + (1 << 20)) - 1
+                s3.get_object(Bucket="floor", Key=path.name, Range=f"bytes={offset}-{last}")[
+                    "Body"
+                ].read()
+                ranged += 1
+        ranged_seconds = time.time() - start
+        start = time.time()
+        for _ in range(200):
+            s3.head_object(Bucket="floor", Key=files[0].name)
+        head = (time.time() - start) / 200
+        print(
+            json.dumps(
+                {
+                    "mb": round(total / 1e6),
+                    "whole_mb_per_s": round(total / 1e6 / whole),
+                    "ranged_gets": ranged,
+                    "ranged_get_ms": round(ranged_seconds / ranged * 1000, 1),
+                    "head_ms": round(head * 1000, 1),
+                }
+            )
+        )
     else:
         sys.exit(f"unknown command {command}")
 
