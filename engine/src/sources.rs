@@ -204,7 +204,8 @@ pub async fn register_location(
             .ok_or_else(|| EngineError::Source {
                 name: name.to_string(),
                 location: display_location(url),
-                message: "neither a Delta table nor .parquet, .csv or .json files".to_string(),
+                message: "neither a Delta table nor .parquet, .csv, .json or .ndjson files"
+                    .to_string(),
             })?
     };
     let spec = SourceSpec {
@@ -223,6 +224,8 @@ async fn guess_file_format(ctx: &SessionContext, url: &Url) -> Option<SourceForm
         (".parquet", SourceFormat::Parquet),
         (".csv", SourceFormat::Csv),
         (".json", SourceFormat::Json),
+        // Newline-delimited JSON under its other usual name (the OpenLineage events file).
+        (".ndjson", SourceFormat::Json),
     ];
     let mut with_slash = url.clone();
     crate::location::ensure_trailing_slash(&mut with_slash);

@@ -418,3 +418,20 @@ sql = "SELECT value AS id FROM generate_series(1, 5)"
     let error = project.fails(&["vacuum", "wh/missing"]);
     assert!(error.contains("wh/missing"), "{error}");
 }
+
+#[test]
+fn sql_reads_newline_delimited_json_files() {
+    let project = Project::new();
+    project.write(
+        "events.ndjson",
+        "{\"kind\":\"START\",\"n\":1}\n{\"kind\":\"COMPLETE\",\"n\":2}\n",
+    );
+    let rows = project.json(&[
+        "sql",
+        "SELECT kind, n FROM e ORDER BY n",
+        "--table",
+        "e=events.ndjson",
+    ]);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1]["kind"], "COMPLETE");
+}
