@@ -175,6 +175,36 @@ pub async fn commit_metadata(
     Ok((version, entry.and_then(|e| e.lakeforge)))
 }
 
+/// The commit properties of a maintenance operation run from the command line (`rollback`,
+/// `vacuum`): Lakeforge's metadata with the operation and its run id, no job.
+fn maintenance_commit(
+    operation: &str,
+    run_id: &str,
+    restored_version: Option<u64>,
+) -> CommitProperties {
+    let metadata = CommitMetadata {
+        operation: operation.to_string(),
+        run_id: run_id.to_string(),
+        job: None,
+        product: None,
+        spec_hash: None,
+        profile: None,
+        vars: Default::default(),
+        engine_version: ENGINE_VERSION.to_string(),
+        rows_written: None,
+        inputs: Vec::new(),
+        restored_version,
+        freshness_sla_seconds: None,
+        checks: Vec::new(),
+        models: Vec::new(),
+        lineage: None,
+    };
+    CommitProperties::default().with_metadata([(
+        COMMIT_INFO_KEY.to_string(),
+        serde_json::to_value(&metadata).unwrap_or_default(),
+    )])
+}
+
 /// Restores the table's contents at `to_version` as a new version, and returns it.
 pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
     let location = display_location(url);
@@ -186,27 +216,7 @@ pub async fn rollback(url: &Url, to_version: u64, run_id: &str) -> Result<u64> {
              pick an earlier one"
         )));
     }
-    let metadata = CommitMetadata {
-        operation: "rollback".to_string(),
-        run_id: run_id.to_string(),
-        job: None,
-        product: None,
-        spec_hash: None,
-        profile: None,
-        vars: Default::default(),
-        engine_version: ENGINE_VERSION.to_string(),
-        rows_written: None,
-        inputs: Vec::new(),
-        restored_version: Some(to_version),
-        freshness_sla_seconds: None,
-        checks: Vec::new(),
-        models: Vec::new(),
-        lineage: None,
-    };
-    let properties = CommitProperties::default().with_metadata([(
-        COMMIT_INFO_KEY.to_string(),
-        serde_json::to_value(&metadata).unwrap_or_default(),
-    )]);
+    let properties = maintenance_commit("rollback", run_id, Some(to_version));
     let (restored, _metrics) = table
         .restore()
         .with_version_to_restore(to_version)
@@ -261,27 +271,7 @@ pub async fn vacuum(
     refuse_nested_tables(url).await?;
     let retention = chrono::Duration::from_std(retain)
         .map_err(|_| EngineError::Usage(format!("a retention of {retain:?} is too long")))?;
-    let metadata = CommitMetadata {
-        operation: "vacuum".to_string(),
-        run_id: run_id.to_string(),
-        job: None,
-        product: None,
-        spec_hash: None,
-        profile: None,
-        vars: Default::default(),
-        engine_version: ENGINE_VERSION.to_string(),
-        rows_written: None,
-        inputs: Vec::new(),
-        restored_version: None,
-        freshness_sla_seconds: None,
-        checks: Vec::new(),
-        models: Vec::new(),
-        lineage: None,
-    };
-    let properties = CommitProperties::default().with_metadata([(
-        COMMIT_INFO_KEY.to_string(),
-        serde_json::to_value(&metadata).unwrap_or_default(),
-    )]);
+    let properties = maintenance_commit("vacuum", run_id, None);
     let minimum = table_retention(&table, &location)?;
     if retain < minimum && !force {
         return Err(EngineError::Usage(format!(

@@ -139,6 +139,14 @@ impl Drop for Server {
     }
 }
 
+/// The `--storage` file for the bucket `lake` on the S3 server at `endpoint`.
+fn s3_storage(endpoint: &str) -> String {
+    format!(
+        "[storage.\"s3://lake\"]\nendpoint = \"{endpoint}\"\nallow_http = true\nregion = \
+         \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n"
+    )
+}
+
 /// Runs `admin.py ARGS` with the servers' Python; returns stdout.
 fn admin(args: &[&str]) -> String {
     let python = servers_dir().join("venv/bin/python");
@@ -452,11 +460,7 @@ fn a_warehouse_on_s3_works_as_one_on_disk() {
         root: "s3://lake".to_string(),
         scheme: "s3",
         store: "S3",
-        storage: format!(
-            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-            s3.endpoint()
-        ),
+        storage: s3_storage(&s3.endpoint()),
         secret: S3_SECRET.to_string(),
         admin: ("s3", s3.endpoint()),
     });
@@ -543,11 +547,7 @@ sql = "SELECT customer_id FROM customers"
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let storage = format!(
-        "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-         \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-        s3.endpoint()
-    );
+    let storage = s3_storage(&s3.endpoint());
     project.write("storage.toml", &storage);
     let history = project.json(&["--storage", "storage.toml", "history", "s3://lake/wh/log"]);
     let mut versions: Vec<i64> = history
@@ -676,14 +676,7 @@ fn a_cluster_shares_nothing_but_the_object_store() {
     admin(&["s3-create", &s3.endpoint(), "lake"]);
     let (project, expected) = project_for("xgb_binary");
     let features = features(&expected);
-    project.write(
-        "storage.toml",
-        &format!(
-            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-            s3.endpoint()
-        ),
-    );
+    project.write("storage.toml", &s3_storage(&s3.endpoint()));
     let storage_file = project.join("storage.toml").display().to_string();
     let cluster = crate::cluster::Cluster::start_with(2, &["--storage", &storage_file]);
     let ok = |args: &[&str]| {
@@ -896,14 +889,7 @@ fn a_store_failing_mid_write_loses_nothing_and_vacuum_removes_the_orphans() {
     admin(&["s3-create", &s3.endpoint(), "lake"]);
     let proxy = FlakyProxy::start(s3.port);
     let project = Project::new();
-    project.write(
-        "storage.toml",
-        &format!(
-            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-            proxy.endpoint()
-        ),
-    );
+    project.write("storage.toml", &s3_storage(&proxy.endpoint()));
     // Products are staged one after the other: `small`'s file is complete when the store
     // fails during `events`' upload (about 18 MB of Parquet in four files), so the failed run
     // leaves at least that file behind.
@@ -1200,14 +1186,7 @@ fn the_scheduler_triggers_on_versions_of_a_table_on_s3() {
     let Some(s3) = Server::moto() else { return };
     admin(&["s3-create", &s3.endpoint(), "lake"]);
     let project = Project::new();
-    project.write(
-        "storage.toml",
-        &format!(
-            "[storage.\"s3://lake\"]\nendpoint = \"{}\"\nallow_http = true\nregion = \
-             \"us-east-1\"\naccess_key_id = \"lakeforge\"\nsecret_access_key = \"{S3_SECRET}\"\n",
-            s3.endpoint()
-        ),
-    );
+    project.write("storage.toml", &s3_storage(&s3.endpoint()));
     project.write(
         "up.toml",
         r#"
