@@ -94,8 +94,8 @@ enum Suite {
         workers: usize,
     },
     /// Object storage: the 22 TPC-H queries as jobs and the Delta write of the feature dataset,
-    /// with data and warehouse on a local disk and on an S3 server on this machine (moto,
-    /// installed into a pinned virtual environment; needs python3), alternating.
+    /// with data and warehouse on a local disk and on an S3 server on this machine,
+    /// alternating (data uploaded with boto3; needs python3).
     Storage {
         /// The scale factor (0.1, 1, 10, ...).
         #[arg(long, default_value_t = 1.0)]
@@ -103,6 +103,10 @@ enum Suite {
         /// Rows of the feature dataset the write case publishes.
         #[arg(long, default_value_t = 2_000_000)]
         write_rows: u64,
+        /// The S3 server: `s3s-fs` (Rust; `cargo install`ed into the cache on first use) or
+        /// `moto` (Python, in a pinned virtual environment).
+        #[arg(long, value_enum, default_value_t = storage::S3ServerKind::S3sFs)]
+        server: storage::S3ServerKind,
     },
     /// Every suite, at its default size, into one report.
     All,
@@ -215,7 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )
     };
-    let storage_suite = |sf: f64, write_rows: u64| {
+    let storage_suite = |sf: f64, write_rows: u64, server: storage::S3ServerKind| {
         storage::run(
             &lakeforge,
             &storage::StorageOptions {
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 warmup,
                 data_root: data_root.clone(),
                 work_dir: work_root.join("storage"),
+                server,
             },
         )
     };
@@ -239,7 +244,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Suite::Tpch { sf } => vec![tpch_suite(sf)?],
         Suite::Write { rows } => vec![write_suite(rows)?],
         Suite::Cluster { sf, workers } => vec![cluster_suite(sf, workers)?],
-        Suite::Storage { sf, write_rows } => vec![storage_suite(sf, write_rows)?],
+        Suite::Storage {
+            sf,
+            write_rows,
+            server,
+        } => vec![storage_suite(sf, write_rows, server)?],
         Suite::All => vec![
             dq_suite(10_000_000)?,
             scoring_suite(1_000_000)?,
@@ -247,7 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tpch_suite(1.0)?,
             write_suite(10_000_000)?,
             cluster_suite(1.0, 2)?,
-            storage_suite(1.0, 2_000_000)?,
+            storage_suite(1.0, 2_000_000, storage::S3ServerKind::S3sFs)?,
         ],
     };
     let report = Report {

@@ -1,6 +1,13 @@
 //! The storage suite: the same jobs with their data and warehouse on a local disk and on an S3
-//! server on this machine (moto, `benchmarks/peers/s3_server.py`), alternating in the same
-//! rounds; the ratio is what object storage costs Lakeforge.
+//! server on this machine, alternating in the same rounds; the ratio is what object storage
+//! costs Lakeforge. Two servers, chosen with `--server`:
+//!
+//! - `s3s-fs` (default): the S3 server of the `s3s` project (crates.io `s3s-fs`, Rust, tokio +
+//!   hyper, objects as files), built once with `cargo install` into the cache. Its per-request
+//!   cost is close to a real object store's client-side floor, so the ratio shows what
+//!   Lakeforge's own request pattern costs.
+//! - `moto`: the server the storage tests use (PyPI `moto[server]`, `benchmarks/peers/
+//!   s3_server.py`), one Python process; its ~14 ms per ranged GET dominates the ratio.
 //!
 //! - the 22 TPC-H queries as jobs (Parquet sources, a Delta product, the run record), one job
 //!   file each with a `[profiles.s3]` that moves its sources and warehouse to the bucket;
@@ -15,7 +22,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -43,16 +50,33 @@ pub struct StorageOptions {
     pub data_root: PathBuf,
     /// Where the jobs, the local warehouse and the server's log go (emptied first).
     pub work_dir: PathBuf,
+    /// The S3 server to run.
+    pub server: S3ServerKind,
 }
+
+/// Which S3 server the suite runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum S3ServerKind {
+    /// `s3s-fs` (Rust), installed with `cargo install` on first use.
+    S3sFs,
+    /// moto's server (Python), in a pinned virtual environment.
+    Moto,
+}
+
+/// The `s3s-fs` release the suite installs (0.14 is the newest that builds with Rust 1.95).
+const S3S_FS_VERSION: &str = "0.14.1";
 
 /// The bucket everything goes to.
 const BUCKET: &str = "bench";
 
 /// The S3 server; killed when dropped.
 struct S3Server {
+    kind: S3ServerKind,
     child: Child,
     endpoint: String,
     log: PathBuf,
+    /// What it is, for the report.
+    description: String,
 }
 
 impl Drop for S3Server {
@@ -63,22 +87,48 @@ impl Drop for S3Server {
 }
 
 impl S3Server {
-    /// Starts moto on a free loopback port, its access log into `log`, and waits until it
-    /// accepts connections.
-    fn start(log: PathBuf) -> anyhow::Result<S3Server> {
+    /// Starts the server on a free loopback port, its request log into `log` (objects of
+    /// `s3s-fs` under `root`), and waits until it accepts connections.
+    fn start(kind: S3ServerKind, log: PathBuf, root: &Path) -> anyhow::Result<S3Server> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/s3_server.py");
-        let child = Command::new("python3")
-            .arg(&script)
-            .args(["serve", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+        let (mut command, description) = match kind {
+            S3ServerKind::Moto => {
+                let versions = run_peer_script("s3_server.py", ["versions"])?;
+                let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/s3_server.py");
+                let mut command = Command::new("python3");
+                command.arg(&script).args(["serve", &port.to_string()]);
+                let description = format!(
+                    "moto {} (Python, one process)",
+                    versions["moto"].as_str().unwrap_or("?")
+                );
+                (command, description)
+            }
+            S3ServerKind::S3sFs => {
+                std::fs::create_dir_all(root.join(BUCKET))?;
+                let mut command = Command::new(s3s_fs_binary()?);
+                command
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", "bench", "--secret-key", "bench"])
+                    .arg(root)
+                    // One `resolved route, op: GetObject` line per request, which is counted.
+                    .env("RUST_LOG", "s3s::ops=debug")
+                    .env("NO_COLOR", "1");
+                let description =
+                    format!("s3s-fs {S3S_FS_VERSION} (Rust, tokio + hyper, objects as files)");
+                (command, description)
+            }
+        };
+        let child = command
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(log.with_extension("stderr.log"))?)
             .spawn()
-            .with_context(|| format!("cannot run {}", script.display()))?;
+            .with_context(|| format!("cannot start the S3 server ({description})"))?;
         let mut server = S3Server {
+            kind,
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             log,
+            description,
         };
         let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -98,10 +148,20 @@ impl S3Server {
 
     /// Requests the server has logged so far, by kind.
     fn requests(&self) -> anyhow::Result<RequestCounts> {
-        let file = std::fs::File::open(&self.log)?;
+        // moto's werkzeug logs to stderr, s3s-fs's tracing to stdout.
+        let log = match self.kind {
+            S3ServerKind::Moto => self.log.with_extension("stderr.log"),
+            S3ServerKind::S3sFs => self.log.clone(),
+        };
+        let file = std::fs::File::open(&log)?;
         let mut counts = RequestCounts::default();
         for line in BufReader::new(file).lines() {
-            if let Some(kind) = request_kind(&line?) {
+            let line = line?;
+            let kind = match self.kind {
+                S3ServerKind::Moto => request_kind(&line),
+                S3ServerKind::S3sFs => s3s_operation_kind(&line),
+            };
+            if let Some(kind) = kind {
                 *counts.0.entry(kind).or_default() += 1;
             }
         }
@@ -161,6 +221,56 @@ fn request_kind(line: &str) -> Option<&'static str> {
         "DELETE" => "DELETE",
         _ => return None,
     })
+}
+
+/// The kind of request one line of s3s's debug log records (`... resolved route, op:
+/// GetObject, s3_path: ...`), or `None` for other lines.
+fn s3s_operation_kind(line: &str) -> Option<&'static str> {
+    let plain = strip_ansi(line);
+    let operation = plain
+        .split("resolved route, op: ")
+        .nth(1)?
+        .split([',', ' '])
+        .next()?;
+    Some(match operation {
+        "GetObject" => "GET",
+        "HeadObject" | "HeadBucket" => "HEAD",
+        "ListObjects" | "ListObjectsV2" | "ListBuckets" => "LIST",
+        "PutObject" | "UploadPart" | "CopyObject" | "CreateBucket" => "PUT",
+        "CreateMultipartUpload" | "CompleteMultipartUpload" => "POST",
+        "DeleteObject" | "DeleteObjects" | "AbortMultipartUpload" => "DELETE",
+        _ => "OTHER",
+    })
+}
+
+/// The `s3s-fs` binary, installed into the cache with `cargo install` the first time (a few
+/// minutes, outside any timing).
+fn s3s_fs_binary() -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("LAKEFORGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/lakeforge")))
+        .context("neither LAKEFORGE_CACHE nor HOME is set")?;
+    let root = cache.join(format!("s3s-fs-{S3S_FS_VERSION}"));
+    let binary = root.join("bin/s3s-fs");
+    if !binary.exists() {
+        eprintln!(
+            "  installing s3s-fs {S3S_FS_VERSION} into {} (once)",
+            root.display()
+        );
+        let status = Command::new("cargo")
+            .args(["install", "--locked", "--quiet", "--features", "binary"])
+            .arg(format!("s3s-fs@{S3S_FS_VERSION}"))
+            .arg("--root")
+            .arg(&root)
+            // Its own target folder: not the workspace's, whose artifacts it must not disturb.
+            .env("CARGO_TARGET_DIR", cache.join("s3s-fs-build"))
+            .status()
+            .context("cannot run cargo install s3s-fs")?;
+        if !status.success() {
+            bail!("cargo install s3s-fs@{S3S_FS_VERSION} failed ({status})");
+        }
+    }
+    Ok(binary)
 }
 
 /// `text` without ANSI colour sequences (`ESC [ ... m`).
@@ -224,10 +334,16 @@ impl StorageSuite<'_> {
         let (features, _) = feature_dataset("storage", &options.data_root, options.write_rows)?;
         fresh_dir(&options.work_dir)?;
         std::fs::create_dir_all(&options.work_dir)?;
-        // Installs the server's pinned environment (once) outside any timing.
-        let versions = run_peer_script("s3_server.py", ["versions"])?;
-        let server = S3Server::start(options.work_dir.join("s3-server.log"))?;
-        eprintln!("  S3 server (moto) at {}", server.endpoint);
+        // Installs the server (once) outside any timing.
+        let server = S3Server::start(
+            options.server,
+            options.work_dir.join("s3-server.log"),
+            &options.work_dir.join("s3-objects"),
+        )?;
+        eprintln!(
+            "  S3 server ({}) at {}",
+            server.description, server.endpoint
+        );
         let mut uploaded = BTreeMap::new();
         for (prefix, folder) in [("tpch", &tpch), ("features", &features)] {
             let folder_text = folder.display().to_string();
@@ -268,9 +384,8 @@ impl StorageSuite<'_> {
         setup.insert(
             "server".to_string(),
             Value::from(format!(
-                "moto {} (Python, one process) on loopback, on the same cores as Lakeforge; \
-                 data uploaded with boto3: {}",
-                versions["moto"].as_str().unwrap_or("?"),
+                "{} on loopback, on the same cores as Lakeforge; data uploaded with boto3: {}",
+                server.description,
                 serde_json::to_string(&uploaded)?
             )),
         );
@@ -457,8 +572,8 @@ impl StorageSuite<'_> {
             notes: vec![
                 "Both sides are whole `lakeforge run` processes of the same job file: on disk \
                  by default, with `--profile s3` on the bucket (sources, product, run record, \
-                 lineage, OpenLineage file). The S3 server is Python on the same two cores, so \
-                 its own CPU time is inside the S3 side's time."
+                 lineage, OpenLineage file). The S3 server runs on the same cores, so its own \
+                 CPU time is inside the S3 side's time."
                     .to_string(),
             ],
         })

@@ -20,10 +20,10 @@ use lakeforge_udfs::scoring::ModelResolver;
 use url::Url;
 
 use crate::cancel::RunCancellation;
+use crate::check_history::{RecordedResult, observed_history, record_results};
 use crate::cluster;
 use crate::config::EngineConfig;
 use crate::dq::predicates::rewrite_check_projection;
-use crate::dq::results::{RecordedResult, observed_history, record_results};
 use crate::dq::{CheckResult, DatasetCheckRun, ProductHistory};
 use crate::error::{EngineError, Result};
 use crate::lineage::openlineage::{

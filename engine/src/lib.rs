@@ -9,6 +9,7 @@
 //! This crate is the only one that knows Delta Lake and the command line (`src/main.rs`).
 
 pub mod cancel;
+pub mod check_history;
 pub mod check_result;
 pub mod cluster;
 pub mod config;
@@ -29,7 +30,7 @@ pub mod schedule;
 pub mod session;
 pub mod sources;
 pub mod storage;
-pub mod stored;
+pub mod system_table;
 pub mod tables;
 
 pub use config::{EngineConfig, JoinStrategy};

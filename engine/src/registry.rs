@@ -14,18 +14,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use lakeforge_udfs::models::ModelFormat;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{append_batch, is_delta_table, query_table};
 use crate::error::{EngineError, Result};
-use crate::location::join_folder;
 use crate::model_files::{ModelFile, read_model_file};
-use crate::stored::StoredBatch;
+use crate::system_table::{SystemTable, append_rows, encode, exists, query_rows};
 
 /// The registry's versions table, relative to the warehouse.
 pub const MODELS_TABLE: &str = "_lakeforge/models";
@@ -34,31 +33,91 @@ pub const ALIASES_TABLE: &str = "_lakeforge/model_aliases";
 /// Where artifacts are copied, relative to the warehouse.
 pub const ARTIFACTS_FOLDER: &str = "_lakeforge/models/_artifacts";
 
-/// One registered model version.
-#[derive(Debug, Clone, PartialEq)]
+/// One registered model version: a row of `_lakeforge/models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisteredModel {
     /// The model's name.
     pub name: String,
     /// Its version (1, 2, ...).
     pub version: u64,
     /// The artifact's format.
+    #[serde(with = "format_name")]
     pub format: ModelFormat,
     /// `sha256:<hex>` of the artifact.
     pub content_hash: String,
     /// The artifact's path relative to the warehouse.
     pub artifact: String,
     /// The features the model reads, in order.
+    #[serde(with = "encode::json_text")]
     pub feature_names: Vec<String>,
     /// Metrics given at registration (e.g. `auc`).
+    #[serde(with = "encode::json_text")]
     pub metrics: BTreeMap<String, f64>,
     /// The training dataset: a table location and its version, when given.
     pub training: Option<String>,
     /// When it was registered.
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub registered_at: DateTime<Utc>,
 }
 
-/// One alias change.
-#[derive(Debug, Clone, PartialEq)]
+impl SystemTable for RegisteredModel {
+    const PATH: &'static str = MODELS_TABLE;
+    const NAME: &'static str = "lakeforge_models";
+    fn schema() -> SchemaRef {
+        models_schema()
+    }
+}
+
+/// What an alias change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AliasAction {
+    /// `lakeforge model promote`: the alias moved to a version.
+    Promote,
+    /// `lakeforge model rollback`: the alias went back to the version before.
+    Rollback,
+}
+
+impl AliasAction {
+    /// The action as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AliasAction::Promote => "promote",
+            AliasAction::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for AliasAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A model format stored by its name.
+mod format_name {
+    use lakeforge_udfs::models::ModelFormat;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        format: &ModelFormat,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(format)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<ModelFormat, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        ModelFormat::parse(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown model format '{name}'")))
+    }
+}
+
+/// One alias change: a row of `_lakeforge/model_aliases`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AliasChange {
     /// The model.
     pub name: String,
@@ -68,12 +127,21 @@ pub struct AliasChange {
     pub version: u64,
     /// The version it pointed to before, if any.
     pub previous_version: Option<u64>,
-    /// `promote` or `rollback`.
-    pub action: String,
+    /// What the change did.
+    pub action: AliasAction,
     /// The gate that was checked (`auc>=0.8, ...`), for gated promotions.
     pub gate: Option<String>,
     /// When.
+    #[serde(with = "chrono::serde::ts_microseconds")]
     pub changed_at: DateTime<Utc>,
+}
+
+impl SystemTable for AliasChange {
+    const PATH: &'static str = ALIASES_TABLE;
+    const NAME: &'static str = "lakeforge_model_aliases";
+    fn schema() -> SchemaRef {
+        aliases_schema()
+    }
 }
 
 /// A metric condition of a gated promotion: `auc>=0.8`.
@@ -138,35 +206,23 @@ impl Registry {
     /// Reads the registry of `warehouse` (empty when nothing was ever registered).
     pub async fn load(warehouse: &Url, config: &EngineConfig) -> Result<Registry> {
         let mut registry = Registry::default();
-        let models_url = join_folder(warehouse, MODELS_TABLE)?;
-        if is_delta_table(&models_url).await {
-            let batches = query_table(
-                &models_url,
-                "models",
-                "SELECT name, version, format, content_hash, artifact, feature_names, metrics, \
-                 training, registered_at FROM models ORDER BY registered_at, name, version",
+        if exists::<RegisteredModel>(warehouse).await? {
+            registry.models = query_rows::<RegisteredModel, _>(
+                warehouse,
+                "SELECT * FROM models ORDER BY registered_at, name, version",
                 config,
                 "cannot read the model registry",
             )
             .await?;
-            for batch in &batches {
-                registry.models.extend(model_rows(batch)?);
-            }
         }
-        let aliases_url = join_folder(warehouse, ALIASES_TABLE)?;
-        if is_delta_table(&aliases_url).await {
-            let batches = query_table(
-                &aliases_url,
-                "aliases",
-                "SELECT name, alias, version, previous_version, action, gate, changed_at \
-                 FROM aliases ORDER BY changed_at",
+        if exists::<AliasChange>(warehouse).await? {
+            registry.changes = query_rows::<AliasChange, _>(
+                warehouse,
+                "SELECT * FROM model_aliases ORDER BY changed_at",
                 config,
                 "cannot read the model aliases",
             )
             .await?;
-            for batch in &batches {
-                registry.changes.extend(alias_rows(batch)?);
-            }
         }
         Ok(registry)
     }
@@ -184,7 +240,7 @@ impl Registry {
             .iter()
             .filter(|c| c.name == name && c.alias == alias)
         {
-            if change.action == "rollback" {
+            if change.action == AliasAction::Rollback {
                 stack.pop();
             } else {
                 stack.push(change.version);
@@ -330,12 +386,9 @@ pub async fn register_model(
         training,
         registered_at: Utc::now(),
     };
-    let batch = models_batch(&registered)?;
-    let url = join_folder(warehouse, MODELS_TABLE)?;
-    let appended = append_batch(
-        &url,
-        batch,
-        "lakeforge_models",
+    let appended = append_rows(
+        warehouse,
+        std::slice::from_ref(&registered),
         &format!("cannot register model '{name}'"),
     )
     .await;
@@ -390,7 +443,7 @@ pub async fn promote_model(
         alias: alias.to_string(),
         version,
         previous_version: registry.aliases(name).get(alias).copied(),
-        action: "promote".to_string(),
+        action: AliasAction::Promote,
         gate: (!requirements.is_empty()).then(|| {
             requirements
                 .iter()
@@ -432,7 +485,7 @@ pub async fn rollback_alias(
         alias: alias.to_string(),
         version: previous,
         previous_version: Some(current),
-        action: "rollback".to_string(),
+        action: AliasAction::Rollback,
         gate: None,
         changed_at: Utc::now(),
     };
@@ -441,28 +494,9 @@ pub async fn rollback_alias(
 }
 
 async fn record_change(warehouse: &Url, change: &AliasChange) -> Result<()> {
-    let schema = aliases_schema();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![change.name.clone()])),
-        Arc::new(StringArray::from(vec![change.alias.clone()])),
-        Arc::new(Int64Array::from(vec![change.version as i64])),
-        Arc::new(Int64Array::from(vec![
-            change.previous_version.map(|v| v as i64),
-        ])),
-        Arc::new(StringArray::from(vec![change.action.clone()])),
-        Arc::new(StringArray::from(vec![change.gate.clone()])),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![change.changed_at.timestamp_micros()])
-                .with_timezone("UTC"),
-        ),
-    ];
-    let batch = RecordBatch::try_new(schema, columns)
-        .map_err(|e| EngineError::internal("cannot build the alias change", e))?;
-    let url = join_folder(warehouse, ALIASES_TABLE)?;
-    append_batch(
-        &url,
-        batch,
-        "lakeforge_model_aliases",
+    append_rows(
+        warehouse,
+        std::slice::from_ref(change),
         &format!("cannot record the alias change of model '{}'", change.name),
     )
     .await
@@ -502,30 +536,6 @@ pub fn aliases_schema() -> SchemaRef {
             true,
         ),
     ]))
-}
-
-fn models_batch(model: &RegisteredModel) -> Result<RecordBatch> {
-    let json = |value: serde_json::Result<String>| value.unwrap_or_else(|_| "null".to_string());
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![model.name.clone()])),
-        Arc::new(Int64Array::from(vec![model.version as i64])),
-        Arc::new(StringArray::from(vec![model.format.to_string()])),
-        Arc::new(StringArray::from(vec![model.content_hash.clone()])),
-        Arc::new(StringArray::from(vec![model.artifact.clone()])),
-        Arc::new(StringArray::from(vec![json(serde_json::to_string(
-            &model.feature_names,
-        ))])),
-        Arc::new(StringArray::from(vec![json(serde_json::to_string(
-            &model.metrics,
-        ))])),
-        Arc::new(StringArray::from(vec![model.training.clone()])),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![model.registered_at.timestamp_micros()])
-                .with_timezone("UTC"),
-        ),
-    ];
-    RecordBatch::try_new(models_schema(), columns)
-        .map_err(|e| EngineError::internal("cannot build the registry row", e))
 }
 
 /// `lakeforge model list`: one row per version with its aliases.
@@ -612,7 +622,7 @@ pub fn history_batch(registry: &Registry, name: &str) -> Result<RecordBatch> {
             changes.iter().map(|c| c.alias.clone()),
         )),
         Arc::new(StringArray::from_iter_values(
-            changes.iter().map(|c| c.action.clone()),
+            changes.iter().map(|c| c.action.as_str()),
         )),
         Arc::new(Int64Array::from_iter_values(
             changes.iter().map(|c| c.version as i64),
@@ -629,50 +639,4 @@ pub fn history_batch(registry: &Registry, name: &str) -> Result<RecordBatch> {
     ];
     RecordBatch::try_new(schema, columns)
         .map_err(|e| EngineError::internal("cannot list the alias history", e))
-}
-
-/// The registered versions in a batch of `_lakeforge/models`.
-fn model_rows(batch: &RecordBatch) -> Result<Vec<RegisteredModel>> {
-    let rows = StoredBatch::new(MODELS_TABLE, batch)?;
-    (0..rows.num_rows())
-        .map(|row| {
-            let format_name = rows.text(row, "format")?;
-            Ok(RegisteredModel {
-                name: rows.text(row, "name")?,
-                version: rows.count(row, "version")?,
-                format: ModelFormat::parse(&format_name).ok_or_else(|| {
-                    EngineError::CorruptTable {
-                        table: MODELS_TABLE.to_string(),
-                        row,
-                        column: "format".to_string(),
-                        message: format!("unknown model format '{format_name}'"),
-                    }
-                })?,
-                content_hash: rows.text(row, "content_hash")?,
-                artifact: rows.text(row, "artifact")?,
-                feature_names: rows.json(row, "feature_names")?,
-                metrics: rows.json(row, "metrics")?,
-                training: rows.optional_text(row, "training")?,
-                registered_at: rows.timestamp(row, "registered_at")?,
-            })
-        })
-        .collect()
-}
-
-/// The alias changes in a batch of `_lakeforge/model_aliases`.
-fn alias_rows(batch: &RecordBatch) -> Result<Vec<AliasChange>> {
-    let rows = StoredBatch::new(ALIASES_TABLE, batch)?;
-    (0..rows.num_rows())
-        .map(|row| {
-            Ok(AliasChange {
-                name: rows.text(row, "name")?,
-                alias: rows.text(row, "alias")?,
-                version: rows.count(row, "version")?,
-                previous_version: rows.optional_count(row, "previous_version")?,
-                action: rows.text(row, "action")?,
-                gate: rows.optional_text(row, "gate")?,
-                changed_at: rows.timestamp(row, "changed_at")?,
-            })
-        })
-        .collect()
 }

@@ -2,16 +2,15 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::delta::append_batch;
-use crate::error::{EngineError, Result};
-use crate::location::{display_location, join_folder};
+use crate::error::Result;
+use crate::location::display_location;
 use crate::metadata::{ENGINE_VERSION, InputIdentity};
+use crate::system_table::{SystemTable, append_rows, encode};
 
 /// Where run records live, relative to the warehouse.
 pub const RUNS_TABLE: &str = "_lakeforge/runs";
@@ -98,51 +97,78 @@ pub fn runs_schema() -> SchemaRef {
     ]))
 }
 
+/// A row of the runs table: a [`RunRecord`] with its duration and the engine that ran it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    /// The run's id.
+    pub run_id: String,
+    /// The job's name.
+    pub job: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// When it started.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub ended_at: DateTime<Utc>,
+    /// `ended_at - started_at` in milliseconds.
+    pub duration_ms: i64,
+    /// Hash of the spec and SQL.
+    pub spec_hash: String,
+    /// Products and versions written.
+    #[serde(with = "encode::json_text")]
+    pub products: Vec<ProductVersion>,
+    /// The inputs read.
+    #[serde(with = "encode::json_text")]
+    pub inputs: Vec<InputIdentity>,
+    /// The error, for a failed run.
+    pub error: Option<String>,
+    /// The version of Lakeforge that ran it.
+    pub engine_version: String,
+    /// The `[profiles.NAME]` the run used (NULL in rows written before profiles existed).
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl SystemTable for StoredRun {
+    const PATH: &'static str = RUNS_TABLE;
+    const NAME: &'static str = "lakeforge_runs";
+    fn schema() -> SchemaRef {
+        runs_schema()
+    }
+}
+
+impl From<&RunRecord> for StoredRun {
+    fn from(record: &RunRecord) -> Self {
+        StoredRun {
+            run_id: record.run_id.clone(),
+            job: record.job.clone(),
+            status: record.status,
+            started_at: record.started_at,
+            ended_at: record.ended_at,
+            duration_ms: (record.ended_at - record.started_at).num_milliseconds(),
+            spec_hash: record.spec_hash.clone(),
+            products: record.products.clone(),
+            inputs: record.inputs.clone(),
+            error: record.error.clone(),
+            engine_version: ENGINE_VERSION.to_string(),
+            profile: record.profile.clone(),
+        }
+    }
+}
+
 /// The runs table of a warehouse.
 pub fn runs_table_url(warehouse: &Url) -> Result<Url> {
-    join_folder(warehouse, RUNS_TABLE)
+    StoredRun::url(warehouse)
 }
 
 /// Appends `record` to the warehouse's runs table, creating the table on first use.
 pub async fn record_run(warehouse: &Url, record: &RunRecord) -> Result<()> {
-    let url = runs_table_url(warehouse)?;
-    let batch = record_batch(record)?;
     let context = format!(
         "cannot record run {} in {}",
         record.run_id,
-        display_location(&url)
+        display_location(&runs_table_url(warehouse)?)
     );
-    append_batch(&url, batch, "lakeforge_runs", &context).await
-}
-
-fn record_batch(record: &RunRecord) -> Result<RecordBatch> {
-    let products = to_json(&record.products)?;
-    let inputs = to_json(&record.inputs)?;
-    let micros = |t: DateTime<Utc>| t.timestamp_micros();
-    let duration = (record.ended_at - record.started_at).num_milliseconds();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![record.run_id.as_str()])),
-        Arc::new(StringArray::from(vec![record.job.as_str()])),
-        Arc::new(StringArray::from(vec![record.status.as_str()])),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![micros(record.started_at)]).with_timezone("UTC"),
-        ),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![micros(record.ended_at)]).with_timezone("UTC"),
-        ),
-        Arc::new(Int64Array::from(vec![duration])),
-        Arc::new(StringArray::from(vec![record.spec_hash.as_str()])),
-        Arc::new(StringArray::from(vec![products])),
-        Arc::new(StringArray::from(vec![inputs])),
-        Arc::new(StringArray::from(vec![record.error.as_deref()])),
-        Arc::new(StringArray::from(vec![ENGINE_VERSION])),
-        Arc::new(StringArray::from(vec![record.profile.as_deref()])),
-    ];
-    RecordBatch::try_new(runs_schema(), columns)
-        .map_err(|e| EngineError::internal("cannot build the run record", e))
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value)
-        .map_err(|e| EngineError::internal("cannot encode the run record", e))
+    append_rows(warehouse, &[StoredRun::from(record)], &context).await
 }

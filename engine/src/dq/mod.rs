@@ -34,7 +34,6 @@ pub(crate) mod predicates;
 pub mod quantile;
 mod radix;
 pub(crate) mod ranges;
-pub mod results;
 mod state;
 
 use std::sync::Arc;

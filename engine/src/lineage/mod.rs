@@ -12,18 +12,16 @@ pub mod query;
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use lakeforge_planner::LineageOptions;
 use lakeforge_udfs::scoring::SCORING_FUNCTIONS;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::delta::append_batch;
-use crate::error::{EngineError, Result};
-use crate::location::{display_location, join_folder};
+use crate::error::Result;
+use crate::location::display_location;
+use crate::system_table::{SystemTable, append_rows};
 
 /// Where lineage edges live, relative to the warehouse.
 pub const LINEAGE_TABLE: &str = "_lakeforge/lineage";
@@ -72,9 +70,61 @@ pub fn lineage_schema() -> SchemaRef {
     ]))
 }
 
+/// A row of the lineage table: one edge from an input column (or the whole input) to a
+/// product column (or the whole product) of a committed version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredLineageEdge {
+    /// The run that committed the version.
+    pub run_id: String,
+    /// The job.
+    pub job: String,
+    /// The product's name.
+    pub product: String,
+    /// The product's table, normalized (no trailing slash).
+    pub product_table: String,
+    /// The version committed.
+    pub product_version: u64,
+    /// The product column, NULL for a dependency of the whole dataset.
+    pub output_column: Option<String>,
+    /// `delta`, `files`, `model` or `table`.
+    pub input_kind: Option<String>,
+    /// The input's name in the job.
+    pub input_name: Option<String>,
+    /// The input's dataset id (normalized URL, or `model:NAME`).
+    pub input_dataset: Option<String>,
+    /// The input's version read (Delta tables, models).
+    pub input_version: Option<u64>,
+    /// The input column.
+    pub input_field: String,
+    /// `DIRECT` or `INDIRECT`.
+    #[serde(rename = "type")]
+    pub edge_type: String,
+    /// `IDENTITY`, `TRANSFORMATION`, `AGGREGATION`, `FILTER`, `JOIN`, ...
+    pub subtype: String,
+    /// Whether the transformation masks the input (NULL in rows written before it existed).
+    #[serde(default)]
+    pub masking: Option<bool>,
+    /// Whether the edge was inferred rather than read from the plan (NULL in older rows).
+    #[serde(default)]
+    pub inferred: Option<bool>,
+    /// The transformation's description.
+    pub description: Option<String>,
+    /// When the run recorded it.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl SystemTable for StoredLineageEdge {
+    const PATH: &'static str = LINEAGE_TABLE;
+    const NAME: &'static str = "lakeforge_lineage";
+    fn schema() -> SchemaRef {
+        lineage_schema()
+    }
+}
+
 /// The lineage table of a warehouse.
 pub fn lineage_table_url(warehouse: &Url) -> Result<Url> {
-    join_folder(warehouse, LINEAGE_TABLE)
+    StoredLineageEdge::url(warehouse)
 }
 
 /// A committed product version and its lineage.
@@ -123,64 +173,31 @@ pub async fn record_lineage(
             })
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let url = lineage_table_url(warehouse)?;
-    let i64_of = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let strings = |f: &dyn Fn(&Row<'_>) -> Option<String>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<StringArray>())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        strings(&|_| Some(run_id.to_string())),
-        strings(&|_| Some(job.to_string())),
-        strings(&|r| Some(r.product.product.to_string())),
-        strings(&|r| Some(normalize_dataset_url(r.product.table.as_str()))),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(i64_of(r.product.version)))
-                .collect::<Int64Array>(),
-        ),
-        strings(&|r| r.column.map(str::to_string)),
-        strings(&|r| r.input.map(|i| i.kind.as_str().to_string())),
-        strings(&|r| r.input.map(|i| i.name.clone())),
-        strings(&|r| r.input.map(LineageInput::dataset_id)),
-        Arc::new(
-            rows.iter()
-                .map(|r| r.input.and_then(|i| i.version).map(i64_of))
-                .collect::<Int64Array>(),
-        ),
-        strings(&|r| Some(r.edge.field.clone())),
-        strings(&|r| Some(r.edge.subtype.kind().to_string())),
-        strings(&|r| Some(r.edge.subtype.as_str().to_string())),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.edge.masking))
-                .collect::<BooleanArray>(),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|r| Some(r.edge.inferred))
-                .collect::<BooleanArray>(),
-        ),
-        strings(&|r| r.edge.description.clone()),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![recorded_at.timestamp_micros(); rows.len()])
-                .with_timezone("UTC"),
-        ),
-    ];
-    let batch = RecordBatch::try_new(lineage_schema(), columns).map_err(|e| EngineError::Io {
-        context: "cannot build the lineage rows".to_string(),
-        source: std::io::Error::other(e),
-    })?;
-    append_batch(
-        &url,
-        batch,
-        "lakeforge_lineage",
-        &format!(
-            "cannot record the lineage of run {run_id} in {}",
-            display_location(&url)
-        ),
-    )
-    .await
+    let rows: Vec<StoredLineageEdge> = rows
+        .into_iter()
+        .map(|row| StoredLineageEdge {
+            run_id: run_id.to_string(),
+            job: job.to_string(),
+            product: row.product.product.to_string(),
+            product_table: normalize_dataset_url(row.product.table.as_str()),
+            product_version: row.product.version,
+            output_column: row.column.map(str::to_string),
+            input_kind: row.input.map(|i| i.kind.as_str().to_string()),
+            input_name: row.input.map(|i| i.name.clone()),
+            input_dataset: row.input.map(LineageInput::dataset_id),
+            input_version: row.input.and_then(|i| i.version),
+            input_field: row.edge.field.clone(),
+            edge_type: row.edge.subtype.kind().to_string(),
+            subtype: row.edge.subtype.as_str().to_string(),
+            masking: Some(row.edge.masking),
+            inferred: Some(row.edge.inferred),
+            description: row.edge.description.clone(),
+            recorded_at,
+        })
+        .collect();
+    let context = format!(
+        "cannot record the lineage of run {run_id} in {}",
+        display_location(&lineage_table_url(warehouse)?)
+    );
+    append_rows(warehouse, &rows, &context).await
 }

@@ -5,18 +5,21 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{commit_metadata, is_delta_table, query_table};
+use crate::delta::{commit_metadata, is_delta_table};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::CommitMetadata;
 
-use super::{InputKind, LineageEdge, ProductLineage, lineage_table_url, normalize_dataset_url};
+use crate::system_table::query_rows;
+
+use super::{
+    InputKind, LineageEdge, ProductLineage, StoredLineageEdge, lineage_table_url,
+    normalize_dataset_url,
+};
 
 /// How deep `upstream` follows products into the products they read.
 const MAX_UPSTREAM_DEPTH: usize = 32;
@@ -528,19 +531,25 @@ pub struct ImpactHop {
 }
 
 /// One row of the lineage table, as impact analysis reads it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 struct EdgeRow {
     job: String,
     product: String,
+    #[serde(rename = "product_table")]
     table: String,
+    #[serde(rename = "product_version")]
     version: u64,
     output_column: Option<String>,
-    input_dataset: String,
+    /// NULL for an input the run could not resolve: it matches no dataset.
+    input_dataset: Option<String>,
     input_field: String,
+    #[serde(rename = "type")]
     kind: String,
     subtype: String,
-    masking: bool,
-    inferred: bool,
+    /// NULL in rows written before the column existed: not masking.
+    masking: Option<bool>,
+    /// NULL in rows written before the column existed: read from the plan.
+    inferred: Option<bool>,
 }
 
 /// Every product column in `warehouse` that depends on `column` of `dataset` (a location or
@@ -563,9 +572,8 @@ pub async fn impact(
             display_location(&url)
         )));
     }
-    let batches = query_table(
-        &url,
-        "lineage",
+    let rows: Vec<EdgeRow> = query_rows::<StoredLineageEdge, _>(
+        warehouse,
         "SELECT l.job, l.product, l.product_table, l.product_version, l.output_column, \
          l.input_dataset, l.input_field, l.type, l.subtype, l.masking, l.inferred \
          FROM lineage AS l JOIN \
@@ -576,7 +584,6 @@ pub async fn impact(
         "cannot read the lineage table",
     )
     .await?;
-    let rows = edge_rows(&batches);
     let start = normalize_dataset_url(dataset.as_str());
     let mut hits: BTreeMap<(String, String), ImpactHit> = BTreeMap::new();
     let mut queue: VecDeque<(String, Option<String>, Vec<ImpactHop>)> = VecDeque::new();
@@ -593,7 +600,7 @@ pub async fn impact(
                 None => true,
                 Some(c) => row.input_field == *c || row.input_field.starts_with(&format!("{c}.")),
             };
-            if row.input_dataset != from_dataset
+            if row.input_dataset.as_deref() != Some(from_dataset.as_str())
                 || !field_matches
                 || (direct_only && row.kind != "DIRECT")
             {
@@ -606,8 +613,8 @@ pub async fn impact(
             let transformation = Transformation {
                 kind: row.kind.clone(),
                 subtype: row.subtype.clone(),
-                masking: row.masking,
-                inferred: row.inferred,
+                masking: row.masking.unwrap_or(false),
+                inferred: row.inferred.unwrap_or(false),
             };
             if !entry.0.contains(&transformation) {
                 entry.0.push(transformation);
@@ -647,49 +654,6 @@ pub async fn impact(
     let mut hits: Vec<ImpactHit> = hits.into_values().collect();
     hits.sort();
     Ok(hits)
-}
-
-fn edge_rows(batches: &[RecordBatch]) -> Vec<EdgeRow> {
-    let mut rows = Vec::new();
-    for batch in batches {
-        // Delta scans read strings as views: normalise to plain UTF-8 once per column.
-        let strings: Vec<Option<ArrayRef>> = (0..batch.num_columns())
-            .map(|i| arrow::compute::cast(batch.column(i), &DataType::Utf8).ok())
-            .collect();
-        let text = |index: usize, row: usize| -> Option<String> {
-            let strings = strings.get(index)?.as_ref()?.as_string_opt::<i32>()?;
-            (!strings.is_null(row)).then(|| strings.value(row).to_string())
-        };
-        // NULL (a row written before the column existed) reads as false.
-        let flag = |index: usize, row: usize| -> bool {
-            batch
-                .columns()
-                .get(index)
-                .and_then(|c| c.as_boolean_opt())
-                .is_some_and(|c| c.is_valid(row) && c.value(row))
-        };
-        let versions = batch.column(3).as_primitive_opt::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            let version = versions
-                .filter(|v| !v.is_null(row))
-                .map(|v| u64::try_from(v.value(row)).unwrap_or_default())
-                .unwrap_or_default();
-            rows.push(EdgeRow {
-                job: text(0, row).unwrap_or_default(),
-                product: text(1, row).unwrap_or_default(),
-                table: text(2, row).unwrap_or_default(),
-                version,
-                output_column: text(4, row),
-                input_dataset: text(5, row).unwrap_or_default(),
-                input_field: text(6, row).unwrap_or_default(),
-                kind: text(7, row).unwrap_or_default(),
-                subtype: text(8, row).unwrap_or_default(),
-                masking: flag(9, row),
-                inferred: flag(10, row),
-            });
-        }
-    }
-    rows
 }
 
 /// Renders impact hits.

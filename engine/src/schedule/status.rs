@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use lakeforge_planner::CronSchedule;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{history, is_delta_table, query_table};
+use crate::delta::{history, is_delta_table};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
-use crate::runs::{ProductVersion, runs_table_url};
+use crate::runs::{ProductVersion, StoredRun, runs_table_url};
 use crate::schedule::scheduler::{RunningView, humanize};
-use crate::schedule::store::{schedule_table_url, strings, timestamps};
+use crate::schedule::store::{StoredTrigger, schedule_table_url};
+use crate::system_table::{SystemTable, encode, query_rows};
 use crate::tables::text_table;
 
 /// The whole report.
@@ -211,31 +212,37 @@ pub async fn warehouse_status(
         )));
     }
     if has_runs {
-        let counts = query_table(
-            &runs,
-            "runs",
-            "SELECT job, status, CAST(count(*) AS VARCHAR) FROM runs GROUP BY job, status",
+        #[derive(Deserialize)]
+        struct Count {
+            job: String,
+            status: String,
+            runs: u64,
+        }
+        let counts: Vec<Count> = query_rows::<StoredRun, _>(
+            warehouse,
+            "SELECT job, status, count(*) AS runs FROM runs GROUP BY job, status",
             config,
             "cannot read the runs table",
         )
         .await?;
-        for batch in &counts {
-            let (job, status, count) = (
-                strings(batch.column(0))?,
-                strings(batch.column(1))?,
-                strings(batch.column(2))?,
-            );
-            for ((job, status), count) in job.into_iter().zip(status).zip(count) {
-                let (Some(job), Some(status)) = (job, status) else {
-                    continue;
-                };
-                let count = count.and_then(|c| c.parse().ok()).unwrap_or(0);
-                status_of(&mut jobs, &job).runs.insert(status, count);
-            }
+        for count in counts {
+            status_of(&mut jobs, &count.job)
+                .runs
+                .insert(count.status, count.runs);
         }
-        let newest = query_table(
-            &runs,
-            "runs",
+        #[derive(Deserialize)]
+        struct Newest {
+            job: String,
+            run_id: String,
+            status: String,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            started_at: DateTime<Utc>,
+            #[serde(with = "chrono::serde::ts_microseconds")]
+            ended_at: DateTime<Utc>,
+            error: Option<String>,
+        }
+        let newest: Vec<Newest> = query_rows::<StoredRun, _>(
+            warehouse,
             "SELECT job, run_id, status, started_at, ended_at, error FROM (SELECT *, \
              row_number() OVER (PARTITION BY job ORDER BY started_at DESC) AS newest FROM runs) \
              WHERE newest = 1",
@@ -243,73 +250,65 @@ pub async fn warehouse_status(
             "cannot read the runs table",
         )
         .await?;
-        for batch in &newest {
-            let job = strings(batch.column(0))?;
-            let run_id = strings(batch.column(1))?;
-            let status = strings(batch.column(2))?;
-            let started = timestamps(batch.column(3))?;
-            let ended = timestamps(batch.column(4))?;
-            let error = strings(batch.column(5))?;
-            for i in 0..job.len() {
-                let Some(name) = &job[i] else { continue };
-                status_of(&mut jobs, name).last_run = Some(LastRun {
-                    run_id: run_id[i].clone(),
-                    status: status[i].clone().unwrap_or_default(),
-                    started_at: started[i],
-                    ended_at: ended[i],
-                    error: error[i].clone(),
-                });
-            }
+        for run in newest {
+            status_of(&mut jobs, &run.job).last_run = Some(LastRun {
+                run_id: Some(run.run_id),
+                status: run.status,
+                started_at: Some(run.started_at),
+                ended_at: Some(run.ended_at),
+                error: run.error,
+            });
         }
-        let published = query_table(
-            &runs,
-            "runs",
+        #[derive(Deserialize)]
+        struct Published {
+            job: String,
+            #[serde(with = "encode::json_text")]
+            products: Vec<ProductVersion>,
+        }
+        let published: Vec<Published> = query_rows::<StoredRun, _>(
+            warehouse,
             "SELECT job, products FROM runs WHERE status = 'succeeded' ORDER BY started_at",
             config,
             "cannot read the runs table",
         )
         .await?;
-        for batch in &published {
-            let job = strings(batch.column(0))?;
-            let written = strings(batch.column(1))?;
-            for (job, written) in job.into_iter().zip(written) {
-                let (Some(job), Some(written)) = (job, written) else {
-                    continue;
-                };
-                let Ok(versions) = serde_json::from_str::<Vec<ProductVersion>>(&written) else {
-                    continue;
-                };
-                for version in versions {
-                    if let Ok(url) = Url::parse(&version.table) {
-                        products.insert(version.table.clone(), (job.clone(), version.product, url));
-                    }
-                }
+        for run in published {
+            for version in run.products {
+                let url = Url::parse(&version.table).map_err(|e| EngineError::CorruptTable {
+                    table: StoredRun::PATH.to_string(),
+                    row: 0,
+                    column: "products".to_string(),
+                    message: format!("'{}' is not a table URL: {e}", version.table),
+                })?;
+                products.insert(
+                    version.table.clone(),
+                    (run.job.clone(), version.product, url),
+                );
             }
         }
     }
 
     if has_schedule {
-        let newest = query_table(
-            &schedule,
-            "schedule",
+        #[derive(Deserialize)]
+        struct Schedule {
+            job: String,
+            schedule: Option<String>,
+            timezone: Option<String>,
+        }
+        let newest: Vec<Schedule> = query_rows::<StoredTrigger, _>(
+            warehouse,
             "SELECT job, schedule, timezone FROM (SELECT *, row_number() OVER (PARTITION BY job \
              ORDER BY ended_at DESC) AS newest FROM schedule) WHERE newest = 1",
             config,
             "cannot read the trigger log",
         )
         .await?;
-        for batch in &newest {
-            let job = strings(batch.column(0))?;
-            let pattern = strings(batch.column(1))?;
-            let timezone = strings(batch.column(2))?;
-            for i in 0..job.len() {
-                let Some(name) = &job[i] else { continue };
-                let entry = status_of(&mut jobs, name);
-                entry.schedule = pattern[i].clone();
-                entry.timezone = timezone[i].clone();
-                entry.next_run =
-                    next_occurrence(entry.schedule.as_deref(), entry.timezone.as_deref(), now);
-            }
+        for row in newest {
+            let entry = status_of(&mut jobs, &row.job);
+            entry.schedule = row.schedule;
+            entry.timezone = row.timezone;
+            entry.next_run =
+                next_occurrence(entry.schedule.as_deref(), entry.timezone.as_deref(), now);
         }
     }
 

@@ -6,22 +6,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::EngineConfig;
-use crate::delta::{append_batch, is_delta_table, newest_version, query_table};
-use crate::dq::results::sql_string;
-use crate::error::{EngineError, Result};
-use crate::location::{display_location, join_folder};
+use crate::delta::newest_version;
+use crate::error::Result;
+use crate::location::display_location;
 use crate::metadata::ENGINE_VERSION;
 use crate::schedule::scheduler::{
     ScheduledJob, Trigger, TriggerRecord, TriggerState, TriggerStore,
 };
+use crate::system_table::{SystemTable, append_rows, encode, exists, query_rows, sql_string};
 
 /// Where the trigger log lives, relative to the warehouse.
 pub const SCHEDULE_TABLE: &str = "_lakeforge/schedule";
@@ -31,7 +29,7 @@ const INTERRUPTED: &str = "interrupted";
 
 /// The trigger log of a warehouse.
 pub fn schedule_table_url(warehouse: &Url) -> Result<Url> {
-    join_folder(warehouse, SCHEDULE_TABLE)
+    StoredTrigger::url(warehouse)
 }
 
 /// The trigger log's schema. Input versions are JSON text (`{"table URL": version}`).
@@ -54,6 +52,76 @@ pub fn schedule_schema() -> SchemaRef {
     ]))
 }
 
+/// A row of the trigger log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTrigger {
+    /// The job.
+    pub job: String,
+    /// `schedule` or `inputs`.
+    pub trigger: String,
+    /// The cron occurrence, for a scheduled trigger.
+    #[serde(with = "chrono::serde::ts_microseconds_option")]
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// Versions of the watched tables consumed (table URL → version), as JSON text.
+    #[serde(with = "encode::json_text")]
+    pub input_versions: BTreeMap<String, u64>,
+    /// The last attempt's run id.
+    pub run_id: Option<String>,
+    /// The last attempt's status, or `interrupted`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub error: Option<String>,
+    /// When the first attempt started.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub started_at: DateTime<Utc>,
+    /// When the last attempt ended.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub ended_at: DateTime<Utc>,
+    /// The job's cron pattern at the time.
+    pub schedule: Option<String>,
+    /// The job's time zone.
+    pub timezone: String,
+    /// The version of Lakeforge that recorded it.
+    pub engine_version: String,
+}
+
+impl SystemTable for StoredTrigger {
+    const PATH: &'static str = SCHEDULE_TABLE;
+    const NAME: &'static str = "lakeforge_schedule";
+    fn schema() -> SchemaRef {
+        schedule_schema()
+    }
+}
+
+impl From<&TriggerRecord> for StoredTrigger {
+    fn from(record: &TriggerRecord) -> Self {
+        StoredTrigger {
+            job: record.job.clone(),
+            trigger: record.trigger.kind().to_string(),
+            scheduled_for: match record.trigger {
+                Trigger::Schedule { scheduled_for } => Some(scheduled_for),
+                Trigger::Inputs => None,
+            },
+            input_versions: record.input_versions.clone(),
+            run_id: record.run_id.clone(),
+            status: if record.interrupted {
+                INTERRUPTED.to_string()
+            } else {
+                record.status.as_str().to_string()
+            },
+            attempts: record.attempts,
+            error: record.error.clone(),
+            started_at: record.started_at,
+            ended_at: record.ended_at,
+            schedule: record.schedule.clone(),
+            timezone: record.timezone.clone(),
+            engine_version: ENGINE_VERSION.to_string(),
+        }
+    }
+}
+
 /// The production [`TriggerStore`]: each job's warehouse's trigger log, and Delta logs for
 /// input versions.
 #[derive(Debug, Clone)]
@@ -74,53 +142,17 @@ impl TriggerStore for WarehouseTriggerStore {
     }
 
     async fn record(&self, job: &ScheduledJob, record: &TriggerRecord) -> Result<()> {
-        let url = schedule_table_url(&job.warehouse)?;
         let context = format!(
             "cannot record the trigger of job '{}' in {}",
             record.job,
-            display_location(&url)
+            display_location(&schedule_table_url(&job.warehouse)?)
         );
-        append_batch(&url, trigger_batch(record)?, "lakeforge_schedule", &context).await
+        append_rows(&job.warehouse, &[StoredTrigger::from(record)], &context).await
     }
 
     async fn latest_version(&self, table: &Url) -> Result<Option<u64>> {
         newest_version(table).await
     }
-}
-
-fn trigger_batch(record: &TriggerRecord) -> Result<RecordBatch> {
-    let micros = |t: DateTime<Utc>| t.timestamp_micros();
-    let scheduled_for = match record.trigger {
-        Trigger::Schedule { scheduled_for } => Some(micros(scheduled_for)),
-        Trigger::Inputs => None,
-    };
-    let versions = serde_json::to_string(&record.input_versions)
-        .map_err(|e| EngineError::internal("cannot encode input versions", e))?;
-    let timestamp = |value: Option<i64>| {
-        Arc::new(TimestampMicrosecondArray::from(vec![value]).with_timezone("UTC")) as ArrayRef
-    };
-    let text = |value: Option<&str>| Arc::new(StringArray::from(vec![value])) as ArrayRef;
-    let columns: Vec<ArrayRef> = vec![
-        text(Some(&record.job)),
-        text(Some(record.trigger.kind())),
-        timestamp(scheduled_for),
-        text(Some(&versions)),
-        text(record.run_id.as_deref()),
-        text(Some(if record.interrupted {
-            INTERRUPTED
-        } else {
-            record.status.as_str()
-        })),
-        Arc::new(Int64Array::from(vec![i64::from(record.attempts)])),
-        text(record.error.as_deref()),
-        timestamp(Some(micros(record.started_at))),
-        timestamp(Some(micros(record.ended_at))),
-        text(record.schedule.as_deref()),
-        text(Some(&record.timezone)),
-        text(Some(ENGINE_VERSION)),
-    ];
-    RecordBatch::try_new(schedule_schema(), columns)
-        .map_err(|e| EngineError::internal("cannot build the trigger record", e))
 }
 
 /// The newest scheduled occurrence and the input versions consumed by `job`'s triggers.
@@ -129,14 +161,21 @@ pub async fn read_trigger_state(
     job: &str,
     config: &EngineConfig,
 ) -> Result<TriggerState> {
-    let url = schedule_table_url(warehouse)?;
+    /// The projection read back.
+    #[derive(Deserialize)]
+    struct Consumed {
+        #[serde(with = "chrono::serde::ts_microseconds_option")]
+        scheduled_for: Option<DateTime<Utc>>,
+        #[serde(with = "encode::json_text")]
+        input_versions: BTreeMap<String, u64>,
+        status: String,
+    }
     let mut state = TriggerState::default();
-    if !is_delta_table(&url).await {
+    if !exists::<StoredTrigger>(warehouse).await? {
         return Ok(state);
     }
-    let batches = query_table(
-        &url,
-        "schedule",
+    let rows: Vec<Consumed> = query_rows::<StoredTrigger, _>(
+        warehouse,
         &format!(
             "SELECT scheduled_for, input_versions, status FROM schedule WHERE job = {}",
             sql_string(job)
@@ -145,52 +184,12 @@ pub async fn read_trigger_state(
         &format!("cannot read the trigger state of job '{job}'"),
     )
     .await?;
-    for batch in &batches {
-        let scheduled_for = timestamps(batch.column(0))?;
-        let versions = strings(batch.column(1))?;
-        let status = strings(batch.column(2))?;
-        for ((scheduled_for, versions), status) in
-            scheduled_for.into_iter().zip(versions).zip(status)
-        {
-            let versions = versions.unwrap_or_else(|| "{}".to_string());
-            let parsed: BTreeMap<String, u64> = serde_json::from_str(&versions).map_err(|e| {
-                EngineError::Usage(format!(
-                    "{}: unreadable input versions {versions:?}: {e}",
-                    display_location(&url)
-                ))
-            })?;
-            let interrupted = status.as_deref() == Some(INTERRUPTED);
-            state.absorb(scheduled_for, &parsed, interrupted);
-        }
+    for row in rows {
+        state.absorb(
+            row.scheduled_for,
+            &row.input_versions,
+            row.status == INTERRUPTED,
+        );
     }
     Ok(state)
-}
-
-/// A column as optional strings, whatever string or null type the scan gave it.
-pub(crate) fn strings(column: &ArrayRef) -> Result<Vec<Option<String>>> {
-    let cast = arrow::compute::cast(column, &DataType::Utf8)
-        .map_err(|e| EngineError::internal("cannot read a text column", e))?;
-    let values = cast.as_string::<i32>();
-    Ok((0..values.len())
-        .map(|i| values.is_valid(i).then(|| values.value(i).to_string()))
-        .collect())
-}
-
-/// A timestamp (or null) column as optional UTC instants.
-pub(crate) fn timestamps(column: &ArrayRef) -> Result<Vec<Option<DateTime<Utc>>>> {
-    let micros = arrow::compute::cast(
-        column,
-        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    )
-    .and_then(|c| arrow::compute::cast(&c, &DataType::Int64))
-    .map_err(|e| EngineError::internal("cannot read a timestamp column", e))?;
-    let values = micros.as_primitive::<Int64Type>();
-    Ok((0..values.len())
-        .map(|i| {
-            values
-                .is_valid(i)
-                .then(|| DateTime::<Utc>::from_timestamp_micros(values.value(i)))
-                .flatten()
-        })
-        .collect())
 }

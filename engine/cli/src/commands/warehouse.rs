@@ -1,7 +1,7 @@
 //! `lakeforge status`, `runs` and `dq`: what a warehouse's own tables record.
 
 use lakeforge_engine::EngineConfig;
-use lakeforge_engine::dq::results::list_results;
+use lakeforge_engine::check_history::list_results;
 use lakeforge_engine::schedule::status::{render_text, warehouse_status};
 use lakeforge_engine::tables::list_runs;
 

@@ -1,22 +1,24 @@
 //! Check results over time: the Delta table `WAREHOUSE/_lakeforge/dq_results`, one row per
-//! check per run, appended in one commit per run.
+//! check per run, appended in one commit per run. (Persistence lives here, outside `dq`, which
+//! only evaluates.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
-};
-use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use url::Url;
 
+use lakeforge_planner::{CheckAction, CheckKind};
+
+use crate::check_result::CheckResult;
 use crate::config::EngineConfig;
-use crate::delta::{append_batch, is_delta_table, query_table};
-use crate::dq::CheckResult;
+use crate::delta::{is_delta_table, query_table};
 use crate::error::{EngineError, Result};
-use crate::location::{display_location, join_folder};
+use crate::location::display_location;
+use crate::system_table::{SystemTable, append_rows, encode, exists, query_rows, sql_string};
 
 /// Where check results live, relative to the warehouse.
 pub const DQ_RESULTS_TABLE: &str = "_lakeforge/dq_results";
@@ -56,9 +58,56 @@ pub fn results_schema() -> SchemaRef {
     ]))
 }
 
+/// A row of the results table: one check's result in one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredCheckResult {
+    /// The run.
+    pub run_id: String,
+    /// The job.
+    pub job: String,
+    /// The source, step or product checked.
+    pub dataset: String,
+    /// The product version the run committed for the dataset (products of successful runs).
+    pub product_version: Option<u64>,
+    /// The check's name.
+    pub check: String,
+    /// Its kind (stored by its name in specs, `not_null`).
+    pub kind: CheckKind,
+    /// Its action (stored by name, `quarantine`).
+    pub action: CheckAction,
+    /// Rows evaluated.
+    pub evaluated: u64,
+    /// Rows failing.
+    pub failed: u64,
+    /// Rows whose predicate was NULL and that passed.
+    pub null_skipped: u64,
+    /// The value measured (dataset-level kinds).
+    pub observed: Option<f64>,
+    /// Whether the check passed.
+    pub passed: bool,
+    /// What it checks.
+    pub description: String,
+    /// Details.
+    pub message: Option<String>,
+    /// Failing rows, as JSON text.
+    #[serde(with = "encode::json_text")]
+    pub samples: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// When the run recorded it.
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl SystemTable for StoredCheckResult {
+    const PATH: &'static str = DQ_RESULTS_TABLE;
+    const NAME: &'static str = "lakeforge_dq_results";
+    fn schema() -> SchemaRef {
+        results_schema()
+    }
+}
+
 /// The results table of a warehouse.
 pub fn results_table_url(warehouse: &Url) -> Result<Url> {
-    join_folder(warehouse, DQ_RESULTS_TABLE)
+    StoredCheckResult::url(warehouse)
 }
 
 /// Appends one run's results in one commit (nothing when there are none).
@@ -69,74 +118,35 @@ pub async fn record_results(
     results: &[RecordedResult<'_>],
     recorded_at: DateTime<Utc>,
 ) -> Result<()> {
-    if results.is_empty() {
-        return Ok(());
-    }
-    let url = results_table_url(warehouse)?;
-    let context = || {
-        format!(
-            "cannot record the check results of run {run_id} in {}",
-            display_location(&url)
-        )
-    };
-    let i64_of = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let strings = |f: &dyn Fn(&RecordedResult<'_>) -> Option<String>| -> ArrayRef {
-        Arc::new(results.iter().map(f).collect::<StringArray>())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        strings(&|_| Some(run_id.to_string())),
-        strings(&|_| Some(job.to_string())),
-        strings(&|r| Some(r.result.dataset.clone())),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r.product_version.map(i64_of))
-                .collect::<Int64Array>(),
-        ),
-        strings(&|r| Some(r.result.check.clone())),
-        strings(&|r| Some(r.result.kind.to_string())),
-        strings(&|r| Some(r.result.action.to_string())),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| Some(i64_of(r.result.evaluated)))
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| Some(i64_of(r.result.failed)))
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| Some(i64_of(r.result.null_skipped)))
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| r.result.observed)
-                .collect::<Float64Array>(),
-        ),
-        Arc::new(
-            results
-                .iter()
-                .map(|r| Some(r.result.passed))
-                .collect::<BooleanArray>(),
-        ),
-        strings(&|r| Some(r.result.description.clone())),
-        strings(&|r| r.result.message.clone()),
-        strings(&|r| serde_json::to_string(&r.result.samples).ok()),
-        Arc::new(
-            TimestampMicrosecondArray::from(vec![recorded_at.timestamp_micros(); results.len()])
-                .with_timezone("UTC"),
-        ),
-    ];
-    let batch = RecordBatch::try_new(results_schema(), columns)
-        .map_err(|e| EngineError::Usage(format!("{}: {e}", context())))?;
-    append_batch(&url, batch, "lakeforge_dq_results", &context()).await
+    let rows: Vec<StoredCheckResult> = results
+        .iter()
+        .map(|recorded| {
+            let result = recorded.result;
+            StoredCheckResult {
+                run_id: run_id.to_string(),
+                job: job.to_string(),
+                dataset: result.dataset.clone(),
+                product_version: recorded.product_version,
+                check: result.check.clone(),
+                kind: result.kind,
+                action: result.action,
+                evaluated: result.evaluated,
+                failed: result.failed,
+                null_skipped: result.null_skipped,
+                observed: result.observed,
+                passed: result.passed,
+                description: result.description.clone(),
+                message: result.message.clone(),
+                samples: result.samples.clone(),
+                recorded_at,
+            }
+        })
+        .collect();
+    let context = format!(
+        "cannot record the check results of run {run_id} in {}",
+        display_location(&results_table_url(warehouse)?)
+    );
+    append_rows(warehouse, &rows, &context).await
 }
 
 /// The observed values of a job's checks named `checks` on `dataset`, per check name, oldest
@@ -148,14 +158,18 @@ pub async fn observed_history(
     checks: &[String],
     config: &EngineConfig,
 ) -> Result<BTreeMap<String, Vec<f64>>> {
-    let url = results_table_url(warehouse)?;
+    /// The projection read back.
+    #[derive(Deserialize)]
+    struct Observed {
+        check: String,
+        observed: f64,
+    }
     let mut history: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    if checks.is_empty() || !is_delta_table(&url).await {
+    if checks.is_empty() || !exists::<StoredCheckResult>(warehouse).await? {
         return Ok(history);
     }
-    let batches = query_table(
-        &url,
-        "dq_results",
+    let rows: Vec<Observed> = query_rows::<StoredCheckResult, _>(
+        warehouse,
         &format!(
             "SELECT \"check\", observed FROM dq_results WHERE job = {} AND dataset = {} \
              AND \"check\" IN ({}) AND observed IS NOT NULL ORDER BY recorded_at, \"check\"",
@@ -171,21 +185,8 @@ pub async fn observed_history(
         "cannot read the check results",
     )
     .await?;
-    for batch in &batches {
-        // Parquet strings may come back as Utf8View; read them as plain strings.
-        let checks = arrow::compute::cast(batch.column(0), &DataType::Utf8)
-            .map_err(|e| EngineError::Usage(format!("cannot read the check results: {e}")))?;
-        let (Some(checks), Some(values)) = (
-            checks.as_string_opt::<i32>(),
-            batch.column(1).as_primitive_opt::<Float64Type>(),
-        ) else {
-            continue;
-        };
-        for (check, value) in checks.iter().zip(values.iter()) {
-            if let (Some(check), Some(value)) = (check, value) {
-                history.entry(check.to_string()).or_default().push(value);
-            }
-        }
+    for row in rows {
+        history.entry(row.check).or_default().push(row.observed);
     }
     Ok(history)
 }
@@ -232,8 +233,4 @@ pub async fn list_results(
         "cannot read the check results",
     )
     .await
-}
-
-pub(crate) fn sql_string(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
