@@ -21,7 +21,7 @@
 //!
 //! The modules: `checker` evaluates a partition's batches into [`CheckState`]s (`state`);
 //! `baseline` measures drift references before the pass; `evaluate` concludes the merged
-//! states into results; [`results`] records them.
+//! states into results; `crate::check_history` records them.
 
 mod baseline;
 mod checker;
