@@ -105,7 +105,7 @@ enum Suite {
         write_rows: u64,
         /// The S3 server: `s3s-fs` (Rust; `cargo install`ed into the cache on first use) or
         /// `moto` (Python, in a pinned virtual environment).
-        #[arg(long, value_enum, default_value_t = storage::S3ServerKind::S3sFs)]
+        #[arg(long, value_enum, default_value_t = storage::S3ServerKind::Moto)]
         server: storage::S3ServerKind,
     },
     /// Every suite, at its default size, into one report.
@@ -256,7 +256,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tpch_suite(1.0)?,
             write_suite(10_000_000)?,
             cluster_suite(1.0, 2)?,
-            storage_suite(1.0, 2_000_000, storage::S3ServerKind::S3sFs)?,
+            storage_suite(1.0, 2_000_000, storage::S3ServerKind::Moto)?,
         ],
     };
     let report = Report {

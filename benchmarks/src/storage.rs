@@ -2,11 +2,12 @@
 //! server on this machine, alternating in the same rounds; the ratio is what object storage
 //! costs Lakeforge. Two servers, chosen with `--server`:
 //!
-//! - `s3s-fs` (default): the S3 server of the `s3s` project (crates.io `s3s-fs`, Rust, tokio +
+//! - `s3s-fs` (experimental: it answers a HEAD of a "folder" key with 500, which a file
+//!   source's first probe makes, so TPC-H jobs fail on it today): the S3 server of the `s3s` project (crates.io `s3s-fs`, Rust, tokio +
 //!   hyper, objects as files), built once with `cargo install` into the cache. Its per-request
 //!   cost is close to a real object store's client-side floor, so the ratio shows what
 //!   Lakeforge's own request pattern costs.
-//! - `moto`: the server the storage tests use (PyPI `moto[server]`, `benchmarks/peers/
+//! - `moto` (default): the server the storage tests use (PyPI `moto[server]`, `benchmarks/peers/
 //!   s3_server.py`), one Python process; its ~14 ms per ranged GET dominates the ratio.
 //!
 //! - the 22 TPC-H queries as jobs (Parquet sources, a Delta product, the run record), one job
