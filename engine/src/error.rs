@@ -138,6 +138,63 @@ pub enum EngineError {
         reason: String,
     },
 
+    /// A data-quality check could not be measured or concluded (a spill file that cannot be
+    /// written or read back, an Arrow kernel's failure, a state that does not belong to the
+    /// check). The check did not pass: the run fails and publishes nothing.
+    #[error("product '{dataset}': check '{check}': {source}")]
+    Check {
+        /// The checked dataset (a product or a step).
+        dataset: String,
+        /// The check's name.
+        check: String,
+        /// What went wrong.
+        #[source]
+        source: Box<EngineError>,
+    },
+
+    /// An Arrow kernel failed while doing what `context` says.
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What was being done.
+        context: String,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+
+    /// Executing a plan failed (DataFusion's message without a backtrace; the error itself
+    /// kept as the source).
+    #[error("{}", .0.strip_backtrace())]
+    Execution(#[source] DataFusionError),
+
+    /// Writing a dataset's Parquet files failed: `action` says which ("write files", "finish
+    /// quarantine files"); an object store's failure is told in one line, without the
+    /// server's response body.
+    #[error("cannot {action}: {}", crate::storage::describe_error(.source))]
+    WriteFiles {
+        /// What was being done.
+        action: &'static str,
+        /// delta-rs's writer error.
+        #[source]
+        source: DeltaTableError,
+    },
+
+    /// Publishing a dataset into `table` failed.
+    #[error("product '{product}': {source} (table {table})")]
+    Publish {
+        /// The product (or checked dataset).
+        product: String,
+        /// The table its files were going to.
+        table: String,
+        /// Why.
+        #[source]
+        source: Box<EngineError>,
+    },
+
+    /// A broken invariant of the engine: a bug to report, never the user's input.
+    #[error("internal error: {0}")]
+    Invariant(String),
+
     /// A value stored in one of Lakeforge's own tables is missing or does not parse.
     #[error("Lakeforge table {table}, row {row}, column '{column}': {message}")]
     CorruptTable {
@@ -205,6 +262,22 @@ impl EngineError {
         EngineError::Internal {
             context: context.into(),
             source: Box::new(source),
+        }
+    }
+
+    /// Wraps an Arrow error with what was being done.
+    pub fn arrow(context: impl Into<String>, source: arrow::error::ArrowError) -> Self {
+        EngineError::Arrow {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            context: context.into(),
+            source,
         }
     }
 

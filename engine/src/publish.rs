@@ -41,7 +41,6 @@ use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
-use crate::storage::describe_error;
 
 /// Files roll over at this size, so large products become many files readers can split.
 const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -502,7 +501,9 @@ async fn stream_to_tables(
             }
             Err(join_error) if join_error.is_cancelled() => {}
             Err(join_error) => {
-                failure.get_or_insert(format!("a writer task failed: {join_error}"));
+                failure.get_or_insert(EngineError::Invariant(format!(
+                    "a writer task failed: {join_error}"
+                )));
                 writers.abort_all();
             }
         }
@@ -515,19 +516,24 @@ async fn stream_to_tables(
             delete_files(&quarantine.target.url, &quarantined).await;
         }
         return Err(match failure {
-            Some(message) if !cancelled && is_disk_full(&message) => EngineError::DiskFull {
-                product: dataset.to_string(),
-                location: target
-                    .map(|t| &t.url)
-                    .or(quarantine.map(|q| &q.target.url))
-                    .map_or_else(String::new, display_location),
-            },
-            Some(message) if !cancelled => match target {
-                Some(target) => EngineError::product(
-                    dataset,
-                    format!("{message} (table {})", display_location(&target.url)),
-                ),
-                None => EngineError::product(dataset, message),
+            Some(error) if !cancelled && is_disk_full(&error.to_string()) => {
+                EngineError::DiskFull {
+                    product: dataset.to_string(),
+                    location: target
+                        .map(|t| &t.url)
+                        .or(quarantine.map(|q| &q.target.url))
+                        .map_or_else(String::new, display_location),
+                }
+            }
+            // A check's error names the dataset and the check already.
+            Some(error @ EngineError::Check { .. }) if !cancelled => error,
+            Some(error) if !cancelled => match target {
+                Some(target) => EngineError::Publish {
+                    product: dataset.to_string(),
+                    table: display_location(&target.url),
+                    source: Box::new(error),
+                },
+                None => EngineError::product(dataset, error.to_string()),
             },
             _ => cancel.error(),
         });
@@ -591,11 +597,11 @@ impl PartitionSinks {
     pub(crate) async fn consume(
         mut self,
         mut stream: SendableRecordBatchStream,
-    ) -> std::result::Result<PartitionDone, String> {
+    ) -> Result<PartitionDone> {
         let (mut published_rows, mut quarantined_rows) = (0u64, 0u64);
-        let outcome: std::result::Result<(), String> = async {
+        let outcome: Result<()> = async {
             while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| e.strip_backtrace())?;
+                let batch = batch.map_err(EngineError::Execution)?;
                 if batch.num_rows() == 0 {
                     continue;
                 }
@@ -617,7 +623,10 @@ impl PartitionSinks {
                     writer
                         .write(valid)
                         .await
-                        .map_err(|e| format!("cannot write files: {}", describe_error(&e)))?;
+                        .map_err(|source| EngineError::WriteFiles {
+                            action: "write files",
+                            source,
+                        })?;
                     published_rows += count;
                     self.rows_progress.fetch_add(count, Ordering::Relaxed);
                 }
@@ -625,9 +634,13 @@ impl PartitionSinks {
                     && rows.num_rows() > 0
                 {
                     let count = rows.num_rows() as u64;
-                    writer.write(rows).await.map_err(|e| {
-                        format!("cannot write quarantined rows: {}", describe_error(&e))
-                    })?;
+                    writer
+                        .write(rows)
+                        .await
+                        .map_err(|source| EngineError::WriteFiles {
+                            action: "write quarantined rows",
+                            source,
+                        })?;
                     quarantined_rows += count;
                 }
             }
@@ -647,14 +660,22 @@ impl PartitionSinks {
             Some(writer) => writer
                 .flush()
                 .await
-                .map_err(|e| format!("cannot finish files: {}", describe_error(&e)))?,
+                .map_err(|source| EngineError::WriteFiles {
+                    action: "finish files",
+                    source,
+                })?,
             None => Vec::new(),
         };
         let quarantined = match &mut self.quarantine {
-            Some((writer, _)) if quarantined_rows > 0 => writer
-                .flush()
-                .await
-                .map_err(|e| format!("cannot finish quarantine files: {}", describe_error(&e)))?,
+            Some((writer, _)) if quarantined_rows > 0 => {
+                writer
+                    .flush()
+                    .await
+                    .map_err(|source| EngineError::WriteFiles {
+                        action: "finish quarantine files",
+                        source,
+                    })?
+            }
             _ => Vec::new(),
         };
         Ok(PartitionDone {

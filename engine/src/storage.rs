@@ -28,6 +28,7 @@ use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
     logstore_factories, object_store_factories,
 };
+use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -577,17 +578,27 @@ pub async fn folder_unless_object(url: &Url) -> Result<Url> {
     }
     let store = store_for(url)?;
     let path = path_in_store(url)?;
+    let as_folder = || {
+        let mut folder = url.clone();
+        crate::location::ensure_trailing_slash(&mut folder);
+        folder
+    };
+    // List first: one page of one LIST says whether anything lies under `path/`. Asking for
+    // the folder's key first (a HEAD) would be one request too, but some S3-compatible servers
+    // answer a HEAD of a key that is also a prefix with an error instead of 404 (s3s-fs does).
+    let cannot_read = |source| EngineError::ObjectStore {
+        context: format!("cannot read {url}"),
+        source,
+    };
+    if let Some(first) = store.list(Some(&path)).next().await {
+        first.map_err(cannot_read)?;
+        return Ok(as_folder());
+    }
     match store.head(&path).await {
         Ok(_) => Ok(url.clone()),
-        Err(object_store::Error::NotFound { .. }) => {
-            let mut folder = url.clone();
-            crate::location::ensure_trailing_slash(&mut folder);
-            Ok(folder)
-        }
-        Err(source) => Err(EngineError::ObjectStore {
-            context: format!("cannot read {url}"),
-            source,
-        }),
+        // Neither an object nor a folder: the caller's listing names the empty location.
+        Err(object_store::Error::NotFound { .. }) => Ok(as_folder()),
+        Err(source) => Err(cannot_read(source)),
     }
 }
 

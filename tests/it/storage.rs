@@ -1271,14 +1271,23 @@ sql = "SELECT count(*) AS n FROM up"
     wait_for(1);
     ok(&["run", "up.toml"]);
     wait_for(2);
-    let log = project.json(&[
-        "--storage",
-        "storage.toml",
-        "show",
-        "s3://lake/wh/_lakeforge/schedule",
-        "--limit",
-        "100",
-    ]);
+    // The scheduler records what a run consumed after the run commits its product: poll for
+    // the second record rather than racing it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log = loop {
+        let log = project.json(&[
+            "--storage",
+            "storage.toml",
+            "show",
+            "s3://lake/wh/_lakeforge/schedule",
+            "--limit",
+            "100",
+        ]);
+        if log.iter().filter(|r| r["job"] == "down").count() >= 2 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
     let consumed: Vec<&Value> = log.iter().filter(|r| r["job"] == "down").collect();
     assert_eq!(consumed.len(), 2, "{log:?}");
     assert!(

@@ -37,6 +37,7 @@ use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use deltalake::kernel::Add;
 
 use crate::dq::{CheckProgram, DatasetCheckRun, PartitionChecker};
+use crate::error::EngineError;
 use crate::publish::{PartitionDone, PartitionSinks, file_writer, leading_nullable_schema};
 use serde::{Deserialize, Serialize};
 
@@ -375,7 +376,7 @@ async fn write_partition(
         .as_ref()
         .map(|program| PartitionChecker::new(Arc::new(program.clone()), input_schema, None))
         .transpose()
-        .map_err(|e| DataFusionError::Execution(format!("'{}': {e}", target.dataset)))?;
+        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
     let sinks = PartitionSinks {
         dataset_schema,
         published,
@@ -383,8 +384,9 @@ async fn write_partition(
         checker,
         rows_progress: Arc::new(AtomicU64::new(0)),
     };
-    sinks
-        .consume(input)
-        .await
-        .map_err(|e| DataFusionError::Execution(format!("'{}': {e}", target.dataset)))
+    sinks.consume(input).await.map_err(|e| match e {
+        // A check's error names the dataset and the check already.
+        EngineError::Check { .. } => DataFusionError::Execution(e.to_string()),
+        e => DataFusionError::Execution(format!("'{}': {e}", target.dataset)),
+    })
 }

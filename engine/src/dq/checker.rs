@@ -19,6 +19,7 @@ use crate::dq::state::{
     BatchMoments, CheckState, PartitionState, Samples, column_types, row_converter,
 };
 use crate::dq::{CheckProgram, CheckStep, Measure};
+use crate::error::{EngineError, Result};
 
 /// What one batch becomes after its checks.
 #[derive(Debug)]
@@ -46,19 +47,19 @@ impl PartitionChecker {
         program: Arc<CheckProgram>,
         schema: &Schema,
         resources: Option<&KeyResources>,
-    ) -> std::result::Result<PartitionChecker, String> {
+    ) -> Result<PartitionChecker> {
         let mut converters = Vec::with_capacity(program.checks.len());
         let mut states = Vec::with_capacity(program.checks.len());
         for step in &program.checks {
+            let in_check = |source| program.check_error(step, source);
             match &step.measure {
                 Measure::Predicate {
                     sample_columns,
                     samples,
                     ..
                 } => {
-                    let types = column_types(schema, sample_columns, &step.name)?;
-                    let converter = row_converter(&types)
-                        .map_err(|e| format!("check '{}': cannot sample rows: {e}", step.name))?;
+                    let types = column_types(schema, sample_columns).map_err(in_check)?;
+                    let converter = row_converter(&types).map_err(in_check)?;
                     converters.push(Some(converter));
                     states.push(CheckState::Row {
                         failed: 0,
@@ -71,10 +72,8 @@ impl PartitionChecker {
                     });
                 }
                 Measure::Keys { columns, samples } => {
-                    let types = column_types(schema, columns, &step.name)?;
-                    converters.push(Some(row_converter(&types).map_err(|e| {
-                        format!("check '{}': cannot encode keys: {e}", step.name)
-                    })?));
+                    let types = column_types(schema, columns).map_err(in_check)?;
+                    converters.push(Some(row_converter(&types).map_err(in_check)?));
                     states.push(CheckState::Keys(KeySet::new(
                         &step.name, &types, columns, step.nulls, *samples, resources,
                     )));
@@ -123,7 +122,7 @@ impl PartitionChecker {
         batch: &RecordBatch,
         dataset_schema: &SchemaRef,
         quarantine_schema: Option<&SchemaRef>,
-    ) -> std::result::Result<Split, String> {
+    ) -> Result<Split> {
         let program = Arc::clone(&self.program);
         let rows = batch.num_rows();
         self.rows += rows as u64;
@@ -139,6 +138,7 @@ impl PartitionChecker {
             .zip(&self.converters)
         {
             let mut failing_mask = None;
+            let in_check = |source| program.check_error(step, source);
             match (&step.measure, state) {
                 (
                     Measure::Predicate { predicate, .. },
@@ -148,7 +148,7 @@ impl PartitionChecker {
                         samples,
                     },
                 ) => {
-                    let predicate = as_boolean(batch.column(*predicate))?;
+                    let predicate = as_boolean(batch.column(*predicate)).map_err(in_check)?;
                     let failing = failing_rows(&predicate, step.nulls);
                     let count = failing.count_set_bits() as u64;
                     *failed += count;
@@ -157,7 +157,9 @@ impl PartitionChecker {
                     }
                     if count > 0 {
                         if let Some(converter) = converter {
-                            samples.offer(converter, batch, &failing)?;
+                            samples
+                                .offer(converter, batch, &failing)
+                                .map_err(in_check)?;
                         }
                         if matches!(step.action, CheckAction::Drop | CheckAction::Quarantine) {
                             removed = Some(or(removed.take(), &failing));
@@ -168,15 +170,24 @@ impl PartitionChecker {
                         failing_mask = Some(failing);
                     }
                 }
-                (Measure::Column { input, .. }, state) => {
-                    state.observe(batch.column(*input), &mut batch_moments)?
-                }
+                (Measure::Column { input, .. }, state) => state
+                    .observe(batch.column(*input), &mut batch_moments)
+                    .map_err(in_check)?,
                 (Measure::Keys { columns, .. }, CheckState::Keys(keys)) => {
                     if let Some(converter) = converter {
-                        keys.observe(converter, batch, columns)?;
+                        keys.observe(converter, batch, columns).map_err(in_check)?;
                     }
                 }
-                _ => {}
+                (Measure::Nothing, CheckState::Nothing) => {}
+                // Failing closed: a state that does not belong to its check's measure would
+                // count nothing, and the check could pass on rows it never saw.
+                (measure, state) => {
+                    return Err(in_check(EngineError::Invariant(format!(
+                        "a {:?} state for a check that measures {}",
+                        state.kind(),
+                        measure.describe()
+                    ))));
+                }
             }
             failing_masks.push(failing_mask);
         }
@@ -185,7 +196,9 @@ impl PartitionChecker {
             Arc::clone(dataset_schema),
             batch.columns()[..program.dataset_columns].to_vec(),
         )
-        .map_err(|e| format!("cannot separate the checked rows: {e}"))?;
+        .map_err(|e| {
+            program.dataset_error(EngineError::arrow("cannot separate the checked rows", e))
+        })?;
         let Some(removed) = removed else {
             return Ok(Split {
                 valid: dataset,
@@ -193,16 +206,21 @@ impl PartitionChecker {
             });
         };
         let keep = BooleanArray::new(!&removed, None);
-        let valid = filter_record_batch(&dataset, &keep).map_err(|e| e.to_string())?;
+        let valid = filter_record_batch(&dataset, &keep).map_err(|e| {
+            program.dataset_error(EngineError::arrow("cannot remove the failing rows", e))
+        })?;
         let quarantined = match (quarantined, quarantine_schema) {
-            (Some(mask), Some(schema)) => Some(quarantine_batch(
-                &dataset,
-                &mask,
-                &program.checks,
-                &failing_masks,
-                &program.run_id,
-                schema,
-            )?),
+            (Some(mask), Some(schema)) => Some(
+                quarantine_batch(
+                    &dataset,
+                    &mask,
+                    &program.checks,
+                    &failing_masks,
+                    &program.run_id,
+                    schema,
+                )
+                .map_err(|e| program.dataset_error(e))?,
+            ),
             _ => None,
         };
         Ok(Split { valid, quarantined })
@@ -216,9 +234,10 @@ fn quarantine_batch(
     failing_masks: &[Option<BooleanBuffer>],
     run_id: &str,
     schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, String> {
+) -> Result<RecordBatch> {
     let selected = BooleanArray::new(mask.clone(), None);
-    let rows = filter_record_batch(dataset, &selected).map_err(|e| e.to_string())?;
+    let rows = filter_record_batch(dataset, &selected)
+        .map_err(|e| EngineError::arrow("cannot select the quarantined rows", e))?;
     let mut failed_checks = ListBuilder::new(StringBuilder::new());
     if let DataType::List(item) = schema.field(0).data_type() {
         failed_checks = failed_checks.with_field(Arc::clone(item));
@@ -236,16 +255,17 @@ fn quarantine_batch(
         Arc::new(StringArray::from(vec![run_id; rows.num_rows()])),
     ];
     columns.extend(rows.columns().iter().cloned());
-    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+    RecordBatch::try_new(Arc::clone(schema), columns)
+        .map_err(|e| EngineError::arrow("cannot build the quarantined rows", e))
 }
 
-fn as_boolean(array: &ArrayRef) -> std::result::Result<BooleanArray, String> {
+fn as_boolean(array: &ArrayRef) -> Result<BooleanArray> {
     if let Some(values) = array.as_boolean_opt() {
         return Ok(values.clone());
     }
     arrow::compute::cast(array, &DataType::Boolean)
         .map(|a| a.as_boolean().clone())
-        .map_err(|e| format!("a check predicate is not boolean: {e}"))
+        .map_err(|e| EngineError::arrow("the check's predicate is not boolean", e))
 }
 
 /// Rows failing a predicate: FALSE, or NULL when NULLs fail.

@@ -12,6 +12,7 @@ use crate::dq::CheckResult;
 use crate::dq::baseline::Baseline;
 use crate::dq::drift;
 use crate::dq::state::{CheckState, Samples, StateKind, column_types, row_converter};
+use crate::error::{EngineError, Result};
 
 /// What concluding one check reads besides its merged state.
 pub(super) struct Conclusion<'a> {
@@ -39,11 +40,11 @@ impl Conclusion<'_> {
 
 /// The error for a state that does not belong to its check: a bug in the engine, reported
 /// rather than concluded so that it never counts as a pass.
-fn mismatched(expected: StateKind, state: &CheckState) -> String {
-    format!(
-        "internal error: the check was concluded from a {:?} state; it measures {expected:?}",
+fn mismatched(expected: StateKind, state: &CheckState) -> EngineError {
+    EngineError::Invariant(format!(
+        "the check was concluded from a {:?} state; it measures {expected:?}",
         state.kind()
-    )
+    ))
 }
 
 /// Concludes one check from its merged state into `result`, which starts as not passed.
@@ -51,7 +52,7 @@ pub(super) fn conclude(
     c: &Conclusion<'_>,
     state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     match &c.check.evaluation {
         Evaluation::Row { .. } => conclude_rows(c, state, result),
         Evaluation::UniqueKeys { columns } => conclude_unique(c, columns, state, result),
@@ -95,11 +96,7 @@ fn within(value: f64, min: Option<f64>, max: Option<f64>) -> bool {
 }
 
 /// A row-level check: its failing rows counted by the partitions.
-fn conclude_rows(
-    c: &Conclusion<'_>,
-    state: CheckState,
-    result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+fn conclude_rows(c: &Conclusion<'_>, state: CheckState, result: &mut CheckResult) -> Result<()> {
     match state {
         CheckState::Row {
             failed,
@@ -124,12 +121,12 @@ fn conclude_unique(
     columns: &[usize],
     state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     match state {
         CheckState::Keys(keys) => {
             // Merging the keys can fail (a spill file that cannot be read back): the run
             // fails rather than record a verdict that was not reached.
-            let converter = row_converter(&column_types(c.schema, columns, &c.check.name)?)?;
+            let converter = row_converter(&column_types(c.schema, columns)?)?;
             let verdict = keys.conclude(&converter)?;
             row_verdict(
                 c,
@@ -155,7 +152,7 @@ fn conclude_row_count(
     (min, max): (Option<u64>, Option<u64>),
     state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     let CheckState::Nothing = state else {
         return Err(mismatched(StateKind::Nothing, &state));
     };
@@ -181,7 +178,7 @@ fn conclude_statistic(
     (min, max): (Option<f64>, Option<f64>),
     mut state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     let expected = statistic_state(statistic);
     if state.kind() != expected && !c.unmeasured(&state) {
         return Err(mismatched(expected, &state));
@@ -213,7 +210,7 @@ fn conclude_freshness(
     max_age: std::time::Duration,
     state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     match state {
         CheckState::Newest(Some(newest)) => {
             let age = (c.run_started.timestamp_micros() - newest) as f64 / 1e6;
@@ -239,11 +236,7 @@ fn no_fresh_values(result: &mut CheckResult) {
 }
 
 /// `schema`: evaluated when planning, nothing measured per row.
-fn conclude_schema(
-    problems: &[String],
-    state: CheckState,
-    result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+fn conclude_schema(problems: &[String], state: CheckState, result: &mut CheckResult) -> Result<()> {
     let CheckState::Nothing = state else {
         return Err(mismatched(StateKind::Nothing, &state));
     };
@@ -261,7 +254,7 @@ fn conclude_drift(
     rule: (Option<DriftMethod>, Option<f64>, bool),
     state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     match (c.baseline, state) {
         (
             Some(Baseline::Ready {
@@ -324,7 +317,9 @@ fn conclude_drift(
             return Err(mismatched(StateKind::Nothing, &state));
         }
         (None, _) => {
-            return Err("internal error: the drift check's reference was not measured".to_string());
+            return Err(EngineError::Invariant(
+                "the drift check's reference was not measured".to_string(),
+            ));
         }
     }
     Ok(())
@@ -362,7 +357,7 @@ fn conclude_anomaly(
     rule: &AnomalyRule,
     mut state: CheckState,
     result: &mut CheckResult,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     let expected = rule.state();
     if state.kind() != expected && !c.unmeasured(&state) {
         return Err(mismatched(expected, &state));

@@ -38,6 +38,7 @@ use lakeforge_planner::NullPolicy;
 use crate::dq::dense::{DenseKeys, TooSparse};
 use crate::dq::radix::radix_sort;
 use crate::dq::state::{Samples, display_rows};
+use crate::error::{EngineError, Result};
 
 /// The most bytes a key may take in row format to be kept as a `u128`.
 const FIXED_KEY_BYTES: usize = 16;
@@ -287,7 +288,7 @@ impl KeySet {
         converter: &RowConverter,
         batch: &RecordBatch,
         columns: &[usize],
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let arrays: Vec<ArrayRef> = columns
             .iter()
             .map(|&c| Arc::clone(batch.column(c)))
@@ -354,7 +355,7 @@ impl KeySet {
         } else {
             let rows = converter
                 .convert_columns(&arrays)
-                .map_err(|e| format!("cannot encode the key: {e}"))?;
+                .map_err(|e| EngineError::arrow("cannot encode the key", e))?;
             match &valid {
                 None => self.append(&rows, 0..rows.num_rows()),
                 Some(valid) => self.append(&rows, valid.set_indices()),
@@ -365,7 +366,7 @@ impl KeySet {
 
     /// Reserves the pending keys' growth since they held `before` bytes, spilling them when
     /// the pool refuses.
-    fn reserve_pending(&mut self, before: usize) -> Result<(), String> {
+    fn reserve_pending(&mut self, before: usize) -> Result<()> {
         let grown = self.pending.memory().saturating_sub(before);
         if let Some(reservation) = self.memory.first()
             && reservation.try_grow(grown).is_err()
@@ -429,33 +430,43 @@ impl KeySet {
     }
 
     /// Writes the pending keys, sorted, to a spill file and frees their memory.
-    fn spill(&mut self) -> Result<(), String> {
+    fn spill(&mut self) -> Result<()> {
         let Some(disk) = &self.disk else {
             return Ok(());
         };
         let pending = std::mem::take(&mut self.pending);
         let keys = pending.len();
         let sorted = sort(pending, false);
-        let failed = |e: &dyn std::fmt::Display| format!("cannot spill the keys: {e}");
+        const SPILLING: &str = "cannot spill the keys";
         let file = disk
             .create_tmp_file("a unique check's keys")
-            .map_err(|e| failed(&e))?;
-        let writer = file.open_writer().map_err(|e| failed(&e))?;
+            .map_err(|e| EngineError::datafusion(SPILLING, e))?;
+        let writer = file
+            .open_writer()
+            .map_err(|e| EngineError::datafusion(SPILLING, e))?;
         let mut writer = BufWriter::new(writer);
         let width = self.fixed_width.unwrap_or(0);
         let mut scratch = [0u8; FIXED_KEY_BYTES];
         for index in 0..keys {
             let key = sorted.key(index, width, &mut scratch);
             if self.fixed_width.is_none() {
-                let length = u32::try_from(key.len()).map_err(|e| failed(&e))?;
+                let length = u32::try_from(key.len()).map_err(|_| {
+                    EngineError::Invariant(format!("a key of {} bytes to spill", key.len()))
+                })?;
                 writer
                     .write_all(&length.to_le_bytes())
-                    .map_err(|e| failed(&e))?;
+                    .map_err(|e| EngineError::io(SPILLING, e))?;
             }
-            writer.write_all(key).map_err(|e| failed(&e))?;
+            writer
+                .write_all(key)
+                .map_err(|e| EngineError::io(SPILLING, e))?;
         }
-        let mut writer = writer.into_inner().map_err(|e| failed(e.error()))?;
-        writer.finish().map_err(|e| failed(&e))?;
+        let mut writer = writer
+            .into_inner()
+            .map_err(|e| EngineError::io(SPILLING, e.into_error()))?;
+        writer
+            .finish()
+            .map_err(|e| EngineError::datafusion(SPILLING, e))?;
         self.runs.push(Run::Spilled { file, keys });
         if let Some(reservation) = self.memory.first() {
             reservation.free();
@@ -503,7 +514,7 @@ impl KeySet {
 
     /// Merges every run: counts the rows whose key is duplicated and keeps the smallest
     /// failing rows' keys (decoded by `converter`).
-    pub fn conclude(mut self, converter: &RowConverter) -> Result<KeyVerdict, String> {
+    pub fn conclude(mut self, converter: &RowConverter) -> Result<KeyVerdict> {
         self.seal();
         let limit = self.null_samples.limit;
         let mut duplicates = Duplicates {
@@ -548,7 +559,7 @@ impl KeySet {
             let parser = converter.parser();
             let rows = converter
                 .convert_rows(duplicates.keys.iter().map(|k| parser.parse(k)))
-                .map_err(|e| format!("cannot decode the duplicated keys: {e}"))?;
+                .map_err(|e| EngineError::arrow("cannot decode the duplicated keys", e))?;
             for (key, values) in duplicates.keys.into_iter().zip(display_rows(&rows)?) {
                 samples.kept.push((key, values));
             }
@@ -804,12 +815,9 @@ impl Cursor<'_> {
 }
 
 /// Merges sorted runs of any kind (variable-width keys, spill files).
-fn merge_runs(
-    runs: &[Run],
-    fixed_width: Option<usize>,
-    duplicates: &mut Duplicates,
-) -> Result<(), String> {
-    let failed = |e: &dyn std::fmt::Display| format!("cannot read the spilled keys: {e}");
+fn merge_runs(runs: &[Run], fixed_width: Option<usize>, duplicates: &mut Duplicates) -> Result<()> {
+    const READING: &str = "cannot read the spilled keys";
+    let failed = |e: std::io::Error| EngineError::io(READING, e);
     let mut cursors = Vec::with_capacity(runs.len());
     for run in runs {
         let mut cursor = match run {
@@ -821,18 +829,18 @@ fn merge_runs(
                 current: Vec::new(),
             },
             Run::Spilled { file, keys } => {
-                let path = file
-                    .path()
-                    .ok_or_else(|| failed(&"the spill file is not a local file"))?;
+                let path = file.path().ok_or_else(|| {
+                    EngineError::Invariant("a spill file that is not a local file".to_string())
+                })?;
                 Cursor::File {
-                    reader: BufReader::new(File::open(path).map_err(|e| failed(&e))?),
+                    reader: BufReader::new(File::open(path).map_err(failed)?),
                     width: fixed_width,
                     left: *keys,
                     current: Vec::new(),
                 }
             }
         };
-        if cursor.advance().map_err(|e| failed(&e))? {
+        if cursor.advance().map_err(failed)? {
             cursors.push(cursor);
         }
     }
@@ -854,7 +862,7 @@ fn merge_runs(
             previous.extend_from_slice(key);
             count = 1;
         }
-        if !cursors[smallest].advance().map_err(|e| failed(&e))? {
+        if !cursors[smallest].advance().map_err(failed)? {
             cursors.swap_remove(smallest);
         }
     }

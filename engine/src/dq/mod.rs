@@ -128,6 +128,34 @@ pub enum Measure {
     Nothing,
 }
 
+impl Measure {
+    /// What is measured, for internal errors.
+    fn describe(&self) -> &'static str {
+        match self {
+            Measure::Predicate { .. } => "a predicate",
+            Measure::Column { .. } => "a column",
+            Measure::Keys { .. } => "keys",
+            Measure::Nothing => "nothing",
+        }
+    }
+}
+
+impl CheckProgram {
+    /// `source` as the error of one of this dataset's checks.
+    fn check_error(&self, step: &CheckStep, source: EngineError) -> EngineError {
+        EngineError::Check {
+            dataset: self.dataset.clone(),
+            check: step.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// `source` as an error about the checked dataset (not one check).
+    fn dataset_error(&self, source: EngineError) -> EngineError {
+        EngineError::product(&self.dataset, source.to_string())
+    }
+}
+
 /// Where drift references that are versions of the checked product come from.
 #[derive(Debug, Clone, Copy)]
 pub struct ProductHistory<'a> {
@@ -198,7 +226,6 @@ impl DatasetCheckRun {
         resources: Option<&KeyResources>,
     ) -> Result<PartitionChecker> {
         PartitionChecker::new(Arc::clone(&self.program), schema, resources)
-            .map_err(|message| EngineError::product(&self.checked.dataset, message))
     }
 
     /// The schema of quarantined rows: `failed_checks`, `run_id`, then `dataset` (the
@@ -249,7 +276,7 @@ impl DatasetCheckRun {
             {
                 state
                     .merge(other)
-                    .map_err(|message| self.check_error(check, &message))?;
+                    .map_err(|source| self.check_error(check, source))?;
             }
         }
         self.results(merged.rows, merged.states)
@@ -274,11 +301,12 @@ impl DatasetCheckRun {
     }
 
     /// An error about one of the checks, naming the dataset and the check.
-    fn check_error(&self, check: &CompiledCheck, message: &str) -> EngineError {
-        EngineError::product(
-            &self.checked.dataset,
-            format!("check '{}': {message}", check.name),
-        )
+    fn check_error(&self, check: &CompiledCheck, source: EngineError) -> EngineError {
+        EngineError::Check {
+            dataset: self.checked.dataset.clone(),
+            check: check.name.clone(),
+            source: Box::new(source),
+        }
     }
 
     fn results(&self, rows: u64, mut states: Vec<CheckState>) -> Result<Vec<CheckResult>> {
@@ -325,7 +353,7 @@ impl DatasetCheckRun {
                     run_started: self.run_started,
                 };
                 conclude(&conclusion, state, &mut result)
-                    .map_err(|message| self.check_error(check, &message))?;
+                    .map_err(|source| self.check_error(check, source))?;
                 Ok(result)
             })
             .collect()
@@ -451,10 +479,16 @@ mod tests {
             .next()
             .unwrap_or_default()
             .to_string();
-        let message = match conclude_one(run, 10, state) {
+        let error = match conclude_one(run, 10, state) {
             Ok(result) => panic!("a mismatched state concluded as {result:?}"),
-            Err(error) => error.to_string(),
+            Err(error) => error,
         };
+        // The cause is kept as the error's source, not only in its text.
+        let source = std::error::Error::source(&error)
+            .and_then(|s| s.downcast_ref::<Box<EngineError>>())
+            .map(|s| matches!(**s, EngineError::Invariant(_)));
+        assert_eq!(source, Some(true), "{error:?}");
+        let message = error.to_string();
         assert!(message.contains("check 'c'"), "{message}");
         assert!(message.contains("internal error"), "{message}");
         assert!(message.contains(expected), "{message}");

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::dq::drift::Histogram;
 use crate::dq::keys::KeySet;
 use crate::dq::quantile::QuantileSketch;
+use crate::error::{EngineError, Result};
 
 /// An output partition's check states after its last batch, merged on the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +104,7 @@ impl CheckState {
         &mut self,
         array: &ArrayRef,
         batch_moments: &mut BatchMoments,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<()> {
         match self {
             CheckState::Moments(moments) => {
                 if let Some(values) = array.as_primitive_opt::<Float64Type>() {
@@ -132,7 +133,7 @@ impl CheckState {
 
     /// Merges another partition's state of the same check; states of different kinds are an
     /// internal error, since dropping either would lose what it counted.
-    pub(super) fn merge(&mut self, other: CheckState) -> std::result::Result<(), String> {
+    pub(super) fn merge(&mut self, other: CheckState) -> Result<()> {
         match (self, other) {
             (
                 CheckState::Row {
@@ -164,11 +165,11 @@ impl CheckState {
             (CheckState::Keys(a), CheckState::Keys(b)) => a.absorb(b),
             (CheckState::Nothing, CheckState::Nothing) => {}
             (state, other) => {
-                return Err(format!(
-                    "internal error: partitions returned a {:?} and a {:?} state for the check",
+                return Err(EngineError::Invariant(format!(
+                    "partitions returned a {:?} and a {:?} state for the check",
                     state.kind(),
                     other.kind()
-                ));
+                )));
             }
         }
         Ok(())
@@ -376,7 +377,7 @@ impl Samples {
         converter: &RowConverter,
         batch: &RecordBatch,
         failing: &BooleanBuffer,
-    ) -> std::result::Result<(), String> {
+    ) -> Result<()> {
         if self.limit == 0 || self.columns.is_empty() {
             return Ok(());
         }
@@ -386,7 +387,7 @@ impl Samples {
             .iter()
             .map(|&c| arrow::compute::filter(batch.column(c), &mask))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| EngineError::arrow("cannot select the failing rows to sample", e))?;
         let sort: Vec<SortColumn> = columns
             .iter()
             .map(|values| SortColumn {
@@ -394,15 +395,16 @@ impl Samples {
                 options: None,
             })
             .collect();
-        let order = lexsort_to_indices(&sort, Some(self.limit)).map_err(|e| e.to_string())?;
+        let order = lexsort_to_indices(&sort, Some(self.limit))
+            .map_err(|e| EngineError::arrow("cannot order the sampled rows", e))?;
         let smallest: Vec<ArrayRef> = columns
             .iter()
             .map(|c| take(c.as_ref(), &order, None))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| EngineError::arrow("cannot take the sampled rows", e))?;
         let encoded = converter
             .convert_columns(&smallest)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| EngineError::arrow("cannot encode the sampled rows", e))?;
         for (row, values) in display_rows(&smallest)?.into_iter().enumerate() {
             self.kept.push((encoded.row(row).as_ref().to_vec(), values));
         }
@@ -443,11 +445,7 @@ impl Samples {
 }
 
 /// The types of `columns` of `schema` (a check's sample or key columns).
-pub(super) fn column_types(
-    schema: &Schema,
-    columns: &[usize],
-    check: &str,
-) -> std::result::Result<Vec<DataType>, String> {
+pub(super) fn column_types(schema: &Schema, columns: &[usize]) -> Result<Vec<DataType>> {
     columns
         .iter()
         .map(|&c| {
@@ -455,28 +453,26 @@ pub(super) fn column_types(
                 .fields()
                 .get(c)
                 .map(|f| f.data_type().clone())
-                .ok_or_else(|| format!("check '{check}': no column {c} in the checked plan"))
+                .ok_or_else(|| EngineError::Invariant(format!("no column {c} in the checked plan")))
         })
         .collect()
 }
 
 /// The row-format encoder of sample or key columns (ascending, NULLs first): encoded rows
 /// compare like the columns' values, which orders samples and keys alike.
-pub(super) fn row_converter(types: &[DataType]) -> std::result::Result<RowConverter, String> {
+pub(super) fn row_converter(types: &[DataType]) -> Result<RowConverter> {
     RowConverter::new(types.iter().cloned().map(SortField::new).collect())
-        .map_err(|e| e.to_string())
+        .map_err(|e| EngineError::arrow("cannot encode rows of these columns", e))
 }
 
 /// Each row of `columns` as display text (NULL as `None`), as samples show them.
-pub(super) fn display_rows(
-    columns: &[ArrayRef],
-) -> std::result::Result<Vec<Vec<Option<String>>>, String> {
+pub(super) fn display_rows(columns: &[ArrayRef]) -> Result<Vec<Vec<Option<String>>>> {
     let options = FormatOptions::default();
     let formatters: Vec<ArrayFormatter> = columns
         .iter()
         .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| EngineError::arrow("cannot display the sampled values", e))?;
     Ok((0..columns.first().map_or(0, |c| c.len()))
         .map(|row| {
             columns
