@@ -170,10 +170,12 @@ pub enum EngineError {
     /// Writing a dataset's Parquet files failed: `action` says which ("write files", "finish
     /// quarantine files"); an object store's failure is told in one line, without the
     /// server's response body.
-    #[error("cannot {action}: {}", crate::storage::describe_error(.source))]
+    #[error("cannot {action}: {detail}")]
     WriteFiles {
         /// What was being done.
         action: &'static str,
+        /// The cause in one line (`storage::describe_error` of the source).
+        detail: String,
         /// delta-rs's writer error.
         #[source]
         source: DeltaTableError,

@@ -41,6 +41,7 @@ use crate::dq::{CheckResult, DatasetCheckRun, PartitionChecker, PartitionState};
 use crate::error::{EngineError, Result};
 use crate::location::display_location;
 use crate::metadata::{COMMIT_INFO_KEY, CommitMetadata};
+use crate::storage::describe_error;
 
 /// Files roll over at this size, so large products become many files readers can split.
 const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -624,6 +625,7 @@ impl PartitionSinks {
                         .write(valid)
                         .await
                         .map_err(|source| EngineError::WriteFiles {
+                            detail: describe_error(&source),
                             action: "write files",
                             source,
                         })?;
@@ -638,6 +640,7 @@ impl PartitionSinks {
                         .write(rows)
                         .await
                         .map_err(|source| EngineError::WriteFiles {
+                            detail: describe_error(&source),
                             action: "write quarantined rows",
                             source,
                         })?;
@@ -661,6 +664,7 @@ impl PartitionSinks {
                 .flush()
                 .await
                 .map_err(|source| EngineError::WriteFiles {
+                    detail: describe_error(&source),
                     action: "finish files",
                     source,
                 })?,
@@ -672,6 +676,7 @@ impl PartitionSinks {
                     .flush()
                     .await
                     .map_err(|source| EngineError::WriteFiles {
+                        detail: describe_error(&source),
                         action: "finish quarantine files",
                         source,
                     })?
