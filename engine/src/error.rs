@@ -176,9 +176,9 @@ pub enum EngineError {
         action: &'static str,
         /// The cause in one line (`storage::describe_error` of the source).
         detail: String,
-        /// delta-rs's writer error.
+        /// delta-rs's writer error (boxed: it is large, and every `Result` carries the size).
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
 
     /// Publishing a dataset into `table` failed.

@@ -624,11 +624,7 @@ impl PartitionSinks {
                     writer
                         .write(valid)
                         .await
-                        .map_err(|source| EngineError::WriteFiles {
-                            detail: describe_error(&source),
-                            action: "write files",
-                            source,
-                        })?;
+                        .map_err(write_failed("write files"))?;
                     published_rows += count;
                     self.rows_progress.fetch_add(count, Ordering::Relaxed);
                 }
@@ -639,11 +635,7 @@ impl PartitionSinks {
                     writer
                         .write(rows)
                         .await
-                        .map_err(|source| EngineError::WriteFiles {
-                            detail: describe_error(&source),
-                            action: "write quarantined rows",
-                            source,
-                        })?;
+                        .map_err(write_failed("write quarantined rows"))?;
                     quarantined_rows += count;
                 }
             }
@@ -660,27 +652,14 @@ impl PartitionSinks {
             return Err(error);
         }
         let published = match &mut self.published {
-            Some(writer) => writer
-                .flush()
-                .await
-                .map_err(|source| EngineError::WriteFiles {
-                    detail: describe_error(&source),
-                    action: "finish files",
-                    source,
-                })?,
+            Some(writer) => writer.flush().await.map_err(write_failed("finish files"))?,
             None => Vec::new(),
         };
         let quarantined = match &mut self.quarantine {
-            Some((writer, _)) if quarantined_rows > 0 => {
-                writer
-                    .flush()
-                    .await
-                    .map_err(|source| EngineError::WriteFiles {
-                        detail: describe_error(&source),
-                        action: "finish quarantine files",
-                        source,
-                    })?
-            }
+            Some((writer, _)) if quarantined_rows > 0 => writer
+                .flush()
+                .await
+                .map_err(write_failed("finish quarantine files"))?,
             _ => Vec::new(),
         };
         Ok(PartitionDone {
@@ -688,6 +667,16 @@ impl PartitionSinks {
             quarantined: (quarantined, quarantined_rows),
             checks: self.checker.map(PartitionChecker::finish),
         })
+    }
+}
+
+/// The error of a Parquet writer's failure while doing `action` ("write files"), its cause
+/// told in one line.
+fn write_failed(action: &'static str) -> impl FnOnce(deltalake::DeltaTableError) -> EngineError {
+    move |source| EngineError::WriteFiles {
+        detail: describe_error(&source),
+        action,
+        source: Box::new(source),
     }
 }
 

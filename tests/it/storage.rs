@@ -151,11 +151,22 @@ fn s3_storage(endpoint: &str) -> String {
 fn admin(args: &[&str]) -> String {
     let python = servers_dir().join("venv/bin/python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/servers/admin.py");
-    let output = Command::new(python)
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run admin.py");
+    let run = || {
+        Command::new(&python)
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("run admin.py")
+    };
+    let mut output = run();
+    // Python deltalake's Azure reader sometimes aborts at exit after reading a table
+    // ("terminate called without an active exception"), a crash in the independent reader,
+    // not a wrong answer: run it once more before failing.
+    if !output.status.success()
+        && String::from_utf8_lossy(&output.stderr).contains("terminate called without an active")
+    {
+        output = run();
+    }
     assert!(
         output.status.success(),
         "admin.py {args:?} failed: {}",
