@@ -1,10 +1,13 @@
 //! Reading tables for the CLI: `show`, `sql`, `history`, `runs`; and laying rows out as text.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
 use url::Url;
 
 use crate::config::EngineConfig;
@@ -39,17 +42,122 @@ pub async fn show_table(
         .map_err(|e| EngineError::datafusion(format!("cannot read {}", display_location(url)), e))
 }
 
-/// Runs `query` over the named locations (Delta tables, Parquet, CSV or JSON files).
-pub async fn run_sql(
-    query: &str,
-    tables: &[(String, Url)],
-    config: &EngineConfig,
-) -> Result<Vec<RecordBatch>> {
-    let ctx = new_session(config)?;
-    for (name, url) in tables {
-        register_location(&ctx, name, url).await?;
+/// One session for a script of ad-hoc SQL statements: the named locations are registered
+/// once, then the statements run one after another in it, so a view or setting one makes is
+/// seen by the next (TPC-H q15's `CREATE VIEW ...; SELECT ...; DROP VIEW ...`) and a query
+/// repeated in the script runs warm (file listings and Parquet metadata already cached).
+pub struct SqlSession {
+    ctx: SessionContext,
+}
+
+/// One statement of a script, parsed, with its 1-based position and its text for messages.
+pub struct SqlStatement {
+    /// Its position in the script, from 1.
+    pub number: usize,
+    /// The statement as DataFusion's parser printed it back.
+    pub text: String,
+    statement: DfStatement,
+}
+
+/// What one statement returned and how long it took (planning, execution and collecting the
+/// rows; printing them is the caller's).
+pub struct StatementOutput {
+    /// The result's schema; no columns for statements that return nothing (DDL, SET).
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+    /// Wall-clock time from planning to the last row.
+    pub elapsed: Duration,
+}
+
+impl StatementOutput {
+    /// Whether the statement returns a result to show (a query, EXPLAIN, SHOW), as opposed
+    /// to one that only changes the session (CREATE VIEW, DROP VIEW, SET).
+    pub fn returns_rows(&self) -> bool {
+        !self.schema.fields().is_empty()
     }
-    collect_sql(&ctx, query).await
+}
+
+impl SqlSession {
+    /// A session in which each `(name, location)` is queryable as `name`.
+    pub async fn open(tables: &[(String, Url)], config: &EngineConfig) -> Result<Self> {
+        let ctx = new_session(config)?;
+        for (name, url) in tables {
+            register_location(&ctx, name, url).await?;
+        }
+        Ok(Self { ctx })
+    }
+
+    /// Splits `script` into its `;`-separated statements with DataFusion's own parser (so a
+    /// `;` inside a string literal or comment does not split), in the session's dialect.
+    pub fn parse(&self, script: &str) -> Result<Vec<SqlStatement>> {
+        let state = self.ctx.state();
+        let options = state.config_options();
+        let dialect_name = options.sql_parser.dialect;
+        let dialect = dialect_from_str(dialect_name).ok_or_else(|| {
+            EngineError::Usage(format!("unsupported SQL dialect '{dialect_name}'"))
+        })?;
+        let statements = DFParserBuilder::new(script)
+            .with_dialect(dialect.as_ref())
+            .with_recursion_limit(options.sql_parser.recursion_limit.get())
+            .build()
+            .and_then(|mut parser| parser.parse_statements())
+            .map_err(|e| EngineError::datafusion("cannot parse the SQL", e))?;
+        if statements.is_empty() {
+            return Err(EngineError::Usage("no SQL statement given".to_string()));
+        }
+        Ok(statements
+            .into_iter()
+            .enumerate()
+            .map(|(index, statement)| SqlStatement {
+                number: index + 1,
+                text: statement.to_string(),
+                statement,
+            })
+            .collect())
+    }
+
+    /// Plans, runs and collects one statement. The error names the statement by its position
+    /// and its first words, so a failure in the middle of a long script is easy to find.
+    pub async fn execute(&self, statement: SqlStatement) -> Result<StatementOutput> {
+        let context = format!(
+            "statement {} ({}) failed",
+            statement.number,
+            abbreviate(&statement.text, 60)
+        );
+        let started = Instant::now();
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(statement.statement)
+            .await
+            .map_err(|e| EngineError::datafusion(&context, e))?;
+        let frame = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| EngineError::datafusion(&context, e))?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame
+            .collect()
+            .await
+            .map_err(|e| EngineError::datafusion(&context, e))?;
+        Ok(StatementOutput {
+            schema,
+            batches,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// `text` on one line, cut to at most `max_chars` characters with an ellipsis.
+fn abbreviate(text: &str, max_chars: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max_chars {
+        return one_line;
+    }
+    let cut: String = one_line.chars().take(max_chars.saturating_sub(1)).collect();
+    format!("{}…", cut.trim_end())
 }
 
 async fn collect_sql(ctx: &SessionContext, query: &str) -> Result<Vec<RecordBatch>> {

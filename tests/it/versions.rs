@@ -435,3 +435,78 @@ fn sql_reads_newline_delimited_json_files() {
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[1]["kind"], "COMPLETE");
 }
+
+#[test]
+fn sql_runs_a_script_of_statements_in_one_session() {
+    let project = Project::new();
+    // A view made by the first statement is seen by the second (TPC-H q15's shape); a `;`
+    // inside a string literal or a comment does not split a statement.
+    project.write(
+        "script.sql",
+        "CREATE VIEW by_country AS SELECT country, count(*) AS n FROM c GROUP BY country;\n\
+         -- counts; per country\n\
+         SELECT country, n, 'a;b' AS tag FROM by_country ORDER BY country;\n\
+         DROP VIEW by_country;\n",
+    );
+    let table = ["--table", "c=data/customers/customers.csv"];
+    let text = project.ok(&[&["sql", "-f", "script.sql"][..], &table[..]].concat());
+    assert!(text.contains("| DE      | 1 | a;b |"), "{text}");
+    assert!(text.contains("| US      | 2 | a;b |"), "{text}");
+    // DDL prints nothing in a script: exactly one table came out.
+    assert_eq!(text.matches("| country |").count(), 1, "{text}");
+
+    let lines = project.json(&[&["sql", "-f", "script.sql"][..], &table[..]].concat());
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[1]["statement"], 2);
+    assert!(lines[1]["sql"].as_str().unwrap().starts_with("SELECT country"));
+    assert!(lines[1]["elapsed_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(
+        lines[1]["rows"],
+        serde_json::json!([
+            {"country": "DE", "n": 1, "tag": "a;b"},
+            {"country": "FR", "n": 1, "tag": "a;b"},
+            {"country": "US", "n": 2, "tag": "a;b"},
+        ])
+    );
+    assert_eq!(lines[0]["rows"], serde_json::json!([]));
+
+    // The same query twice in one process (the warm measurement), with timings on stderr.
+    let output = project.run(&[
+        "sql",
+        "--timing",
+        "SELECT count(*) AS n FROM c; SELECT count(*) AS n FROM c",
+        "--table",
+        "c=data/customers/customers.csv",
+    ]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("statement 1: "), "{stderr}");
+    assert!(stderr.contains("statement 2: "), "{stderr}");
+    assert!(stderr.contains(" ms, 1 row\n"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).matches("| 4 |").count(), 2);
+
+    // A failing statement names itself; what ran before it was printed, nothing after runs.
+    let output = project.run(&[
+        "sql",
+        "SELECT 1 AS first; SELECT * FROM missing_table; SELECT 3 AS third",
+    ]);
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("first"), "{stdout}");
+    assert!(!stdout.contains("third"), "{stdout}");
+    assert!(
+        stderr.starts_with("error: statement 2 (SELECT * FROM missing_table) failed: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing_table"), "{stderr}");
+
+    let error = project.fails(&["sql", "SELECT 1; SELEC 2"]);
+    assert!(error.contains("cannot parse the SQL"), "{error}");
+    let error = project.fails(&["sql", " ; "]);
+    assert!(error.contains("no SQL statement given"), "{error}");
+    let error = project.fails(&["sql", "-f", "nope.sql"]);
+    assert!(error.contains("nope.sql"), "{error}");
+    let error = project.fails(&["sql"]);
+    assert!(error.contains("required"), "{error}");
+}

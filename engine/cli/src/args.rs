@@ -274,8 +274,19 @@ pub struct VacuumArgs {
 /// `lakeforge sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The query.
-    pub query: String,
+    /// The SQL: one statement, or several separated by `;`, run in order in one session (a
+    /// view one creates is seen by the next). With --json and more than one statement, each
+    /// statement prints one line {"statement", "sql", "elapsed_ms", "rows"} instead of its
+    /// rows as JSON lines.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub query: Option<String>,
+    /// Read the SQL from this file instead ("-": standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// After each statement, print on standard error how long it took and how many rows it
+    /// returned.
+    #[arg(long)]
+    pub timing: bool,
     /// Make a location queryable as NAME (repeatable).
     #[arg(long = "table", value_name = "NAME=LOCATION")]
     pub tables: Vec<String>,
