@@ -1,21 +1,29 @@
 #!/usr/bin/env python3
-"""TPC-H peers for `lakeforge-benchmarks tpch`: DuckDB and Polars on the same Parquet files.
+"""TPC-H peers for `lakeforge-benchmarks tpch`: DataFusion, DuckDB and Polars on the same Parquet
+files, each under two process models.
 
     python3 benchmarks/peers/tpch.py --data DIR --queries DIR [--check DIR] [--warmup N]
 
 Creates (once) a virtual environment under $LAKEFORGE_CACHE (default ~/.cache/lakeforge) with
-the pinned versions below and re-runs itself there. Then, for each engine, registers the eight
-tables of --data (DIR/<table>/*.parquet) as views, runs each query of --queries (qN.sql; the
-harness's single-statement texts) --warmup times untimed and once timed, and prints one JSON
-document on stdout:
+the pinned versions below and re-runs itself there. Then, for each engine:
 
-    {"versions": {...}, "seconds": {"duckdb": {"q1": 0.12, ...}, "polars": {...}},
+- warm: one session; the eight tables of --data (DIR/<table>/*.parquet) registered once; each
+  query of --queries (qN.sql, the harness's single-statement texts) run --warmup times untimed,
+  then once timed, in that session;
+- fresh: per query, a new session (connection, context) is created, the eight tables are
+  registered, and the query is planned, run and its rows fetched, all inside the timing: what
+  one `lakeforge sql` process does (Lakeforge's process start is subtracted by its harness).
+
+It prints one JSON document on stdout, engines named `ENGINE` (warm) and `ENGINE_fresh`:
+
+    {"versions": {...}, "seconds": {"duckdb": {"q1": 0.12, ...}, "duckdb_fresh": {...}, ...},
      "errors": {"polars": {"q2": "..."}}, "check": {"q1": "ok", "q2": "MISMATCH ...", ...}}
 
 With --check DIR, Lakeforge's answers (DIR/qN.jsonl: `lakeforge --json sql` output, one JSON
 object per row, columns in order) are compared with DuckDB's: same number of rows, and every
 value equal (numbers within a relative 1e-6, dates and strings exactly); rows are compared in
-order, then as sorted lists when the order differs (ties in ORDER BY keys).
+order, then as sorted lists when the order differs (ties in ORDER BY keys). DataFusion's row
+counts are compared with DuckDB's too (`row_counts`).
 """
 import argparse
 import json
@@ -27,7 +35,8 @@ from pathlib import Path
 
 from peer_venv import ensure_venv
 
-PINS = ["duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
+# datafusion: the Python bindings of the DataFusion major version Lakeforge is built on.
+PINS = ["datafusion==55.0.0", "duckdb==2.0.0", "polars==2.1.0", "pyarrow==26.0.1"]
 TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 
 
@@ -46,41 +55,68 @@ def timed(run, warmup):
     return time.perf_counter() - started, result
 
 
-def run_duckdb(data, texts, warmup):
-    import duckdb
+def first_line(error):
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
-    con = duckdb.connect()
-    threads = os.cpu_count() or 1
-    con.execute(f"SET threads = {threads}")
-    for table in TABLES:
-        con.execute(
-            f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{data}/{table}/*.parquet')"
-        )
+
+def measure(open_session, texts, warmup, fresh):
+    """Seconds, results and errors per query. `open_session()` returns a function that runs
+    one query text and returns its rows; `fresh` opens a session per query inside the timing."""
     seconds, answers, errors = {}, {}, {}
+    session = None if fresh else open_session()
     for name, text in texts.items():
         try:
-            elapsed, rows = timed(lambda: con.execute(text).fetchall(), warmup)
+            if fresh:
+                run = lambda: open_session()(text)
+                elapsed, rows = timed(run, 0)
+            else:
+                elapsed, rows = timed(lambda: session(text), warmup)
             seconds[name] = elapsed
             answers[name] = rows
         except Exception as error:  # an engine's refusal is reported, not fatal
-            errors[name] = str(error).splitlines()[0]
+            errors[name] = first_line(error)
     return seconds, answers, errors
 
 
-def run_polars(data, texts, warmup):
+def duckdb_session(data):
+    import duckdb
+
+    def open_session():
+        con = duckdb.connect()
+        con.execute(f"SET threads = {os.cpu_count() or 1}")
+        for table in TABLES:
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{data}/{table}/*.parquet')"
+            )
+        return lambda text: con.execute(text).fetchall()
+
+    return open_session
+
+
+def datafusion_session(data):
+    import datafusion
+
+    def open_session():
+        config = datafusion.SessionConfig().with_target_partitions(os.cpu_count() or 1)
+        ctx = datafusion.SessionContext(config)
+        for table in TABLES:
+            ctx.register_parquet(table, f"{data}/{table}/")
+        # Rows fetched into Arrow (what the engine returns); their count is checked.
+        return lambda text: sum(batch.num_rows for batch in ctx.sql(text).collect())
+
+    return open_session
+
+
+def polars_session(data):
     import polars as pl
 
-    ctx = pl.SQLContext()
-    for table in TABLES:
-        ctx.register(table, pl.scan_parquet(f"{data}/{table}/*.parquet"))
-    seconds, errors = {}, {}
-    for name, text in texts.items():
-        try:
-            elapsed, _ = timed(lambda: ctx.execute(text, eager=True), warmup)
-            seconds[name] = elapsed
-        except Exception as error:
-            errors[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return seconds, errors
+    def open_session():
+        ctx = pl.SQLContext()
+        for table in TABLES:
+            ctx.register(table, pl.scan_parquet(f"{data}/{table}/*.parquet"))
+        return lambda text: ctx.execute(text, eager=True).height
+
+    return open_session
 
 
 def normalize(value):
@@ -160,20 +196,45 @@ def main():
     parser.add_argument("--check")
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
+    import datafusion
     import duckdb
     import polars
 
     texts = queries(args.queries)
-    duck_seconds, answers, duck_errors = run_duckdb(args.data, texts, args.warmup)
-    polars_seconds, polars_errors = run_polars(args.data, texts, args.warmup)
     report = {
-        "versions": {"duckdb": duckdb.__version__, "polars": polars.__version__},
+        "versions": {
+            "datafusion": datafusion.__version__,
+            "duckdb": duckdb.__version__,
+            "polars": polars.__version__,
+        },
         "cores": os.cpu_count(),
-        "seconds": {"duckdb": duck_seconds, "polars": polars_seconds},
-        "errors": {"duckdb": duck_errors, "polars": polars_errors},
+        "seconds": {},
+        "errors": {},
     }
+    engines = {
+        "datafusion": datafusion_session(args.data),
+        "duckdb": duckdb_session(args.data),
+        "polars": polars_session(args.data),
+    }
+    duckdb_answers = {}
+    row_counts = {}
+    for engine, open_session in engines.items():
+        for fresh in (False, True):
+            key = f"{engine}_fresh" if fresh else engine
+            seconds, answers, errors = measure(open_session, texts, args.warmup, fresh)
+            report["seconds"][key] = seconds
+            report["errors"][key] = errors
+            if engine == "duckdb" and not fresh:
+                duckdb_answers = answers
+            if engine == "datafusion" and not fresh:
+                row_counts = answers
     if args.check:
-        report["check"] = check(answers, args.check)
+        report["check"] = check(duckdb_answers, args.check)
+        report["row_counts"] = {
+            name: "ok" if row_counts.get(name) == len(rows) else
+            f"MISMATCH: DataFusion {row_counts.get(name)} rows, DuckDB {len(rows)}"
+            for name, rows in duckdb_answers.items()
+        }
     json.dump(report, sys.stdout)
 
 
