@@ -261,24 +261,31 @@ pub async fn warehouse_status(
         }
         #[derive(Deserialize)]
         struct Published {
+            run_id: String,
             job: String,
             #[serde(with = "encode::json_text")]
             products: Vec<ProductVersion>,
         }
         let published: Vec<Published> = query_rows::<StoredRun, _>(
             warehouse,
-            "SELECT job, products FROM runs WHERE status = 'succeeded' ORDER BY started_at",
+            "SELECT run_id, job, products FROM runs WHERE status = 'succeeded' \
+             ORDER BY started_at",
             config,
             "cannot read the runs table",
         )
         .await?;
-        for run in published {
+        for (row, run) in published.into_iter().enumerate() {
             for version in run.products {
                 let url = Url::parse(&version.table).map_err(|e| EngineError::CorruptTable {
                     table: StoredRun::PATH.to_string(),
-                    row: 0,
+                    // The row of the query's result (succeeded runs, oldest first); the run
+                    // id in the message finds it in the table.
+                    row,
                     column: "products".to_string(),
-                    message: format!("'{}' is not a table URL: {e}", version.table),
+                    message: format!(
+                        "run {}: '{}' is not a table URL: {e}",
+                        run.run_id, version.table
+                    ),
                 })?;
                 products.insert(
                     version.table.clone(),
