@@ -218,7 +218,179 @@ pub struct Ensemble {
     pub trees: Vec<Tree>,
     /// Divide sums by the number of trees per group (LightGBM random-forest mode).
     pub average: bool,
+    /// The trees in the compact layout of the fixed-depth walk, where the model allows it
+    /// (numeric XGBoost splits, no linear leaves); built by [`Ensemble::validate`], `None`
+    /// before it.
+    pub flat: Option<FlatTrees>,
 }
+
+/// A node of [`FlatTrees`]: 12 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct FlatNode {
+    /// The split threshold, an f32 as XGBoost stores it; NaN for a leaf, so that no value
+    /// is below it and a leaf's walk always takes `left + 1`, itself.
+    threshold: f32,
+    /// Where the feature is in a row of the doubled feature block (see
+    /// [`FlatTrees::add_margins`]): its position, plus the row width when a missing value goes
+    /// right.
+    feature: u32,
+    /// The left child, an index into [`FlatTrees::nodes`]; the right child is `left + 1`.
+    left: u32,
+}
+
+/// Numeric XGBoost trees laid out for a branch-free walk: every tree's split nodes and leaves
+/// in one array of 12-byte nodes, a split node's children next to each other, each leaf a node
+/// that leads to itself. A row then takes exactly its tree's depth in steps, whichever leaf it
+/// reaches, so the rows of a chunk walk in lock step with no test for having arrived; each step
+/// is a load, an f32 comparison and an add. Missing values are handled before the walk: each
+/// row is stored twice, once with NaN as -inf (which every finite threshold is above: left) and
+/// once with NaN as +inf (right), and a node reads the copy of its default direction. That is
+/// XGBoost's rule to the bit: `x < threshold` in f32, NaN to the default child, and infinite
+/// values compared as values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatTrees {
+    nodes: Vec<FlatNode>,
+    /// Each node's leaf value (0 for split nodes), as the f32 XGBoost adds.
+    values: Vec<f32>,
+    /// Per tree: its root's index, its depth (steps from the root to its deepest leaf) and its
+    /// output group.
+    trees: Vec<(u32, u32, u32)>,
+    /// Features per row.
+    width: usize,
+}
+
+impl FlatTrees {
+    /// The flat layout of `ensemble`, or `None` when it has splits the walk does not take
+    /// (categorical, LightGBM's rule, linear leaves, non-finite thresholds). `ensemble` must
+    /// be validated (every node and leaf reachable exactly once, features in range).
+    fn of(ensemble: &Ensemble) -> Option<FlatTrees> {
+        let walkable = ensemble.rule == SplitRule::XgBoost
+            && ensemble.trees.iter().all(|t| {
+                t.category_sets.is_empty()
+                    && t.linear.is_none()
+                    && t.nodes.iter().all(|n| (n.threshold as f32).is_finite())
+            });
+        let total: usize = ensemble
+            .trees
+            .iter()
+            .map(|t| t.nodes.len() + t.leaves.len())
+            .sum();
+        let width = ensemble.num_features;
+        if !walkable || u32::try_from(total + 1).is_err() || u32::try_from(2 * width).is_err() {
+            return None;
+        }
+        let mut flat = FlatTrees {
+            nodes: Vec::with_capacity(total),
+            values: Vec::with_capacity(total),
+            trees: Vec::with_capacity(ensemble.trees.len()),
+            width,
+        };
+        for tree in &ensemble.trees {
+            let root = flat.nodes.len() as u32;
+            let depth = flat.add_tree(tree);
+            flat.trees.push((root, depth, tree.group as u32));
+        }
+        Some(flat)
+    }
+
+    /// Appends `tree`, breadth first from its root, each split node's children allocated as a
+    /// pair; returns its depth.
+    fn add_tree(&mut self, tree: &Tree) -> u32 {
+        let width = self.width as u32;
+        // (the tree's child: a node index or `!leaf`, its flat index, its level)
+        let mut pending = std::collections::VecDeque::from([(0_i32, self.nodes.len() as u32, 0)]);
+        let mut depth = 0;
+        self.nodes.push(FlatNode {
+            threshold: f32::NAN,
+            feature: 0,
+            left: 0,
+        });
+        self.values.push(0.0);
+        while let Some((child, at, level)) = pending.pop_front() {
+            if child < 0 || tree.nodes.is_empty() {
+                let leaf = if tree.nodes.is_empty() {
+                    0
+                } else {
+                    !child as usize
+                };
+                self.nodes[at as usize] = FlatNode {
+                    threshold: f32::NAN,
+                    feature: 0,
+                    // `left + 1` is the leaf itself (wrapping for a single-leaf tree at 0).
+                    left: at.wrapping_sub(1),
+                };
+                self.values[at as usize] = tree.leaves[leaf] as f32;
+                depth = depth.max(level);
+                continue;
+            }
+            let node = &tree.nodes[child as usize];
+            let left = self.nodes.len() as u32;
+            self.nodes[at as usize] = FlatNode {
+                threshold: node.threshold as f32,
+                feature: node.feature + if node.default_left { 0 } else { width },
+                left,
+            };
+            for _ in 0..2 {
+                self.nodes.push(FlatNode {
+                    threshold: f32::NAN,
+                    feature: 0,
+                    left: 0,
+                });
+                self.values.push(0.0);
+            }
+            pending.push_back((node.left, left, level + 1));
+            pending.push_back((node.right, left + 1, level + 1));
+        }
+        depth
+    }
+
+    /// Adds every tree's leaf values for `rows` rows of `features` (row-major, `width` per
+    /// row, NaN for missing, already f32 values) to `sums` (`groups` per row), tree by tree.
+    fn add_margins(&self, features: &[f64], rows: usize, groups: usize, sums: &mut [f32]) {
+        let width = self.width;
+        // Each row twice: NaN as -inf, then NaN as +inf (see the type's documentation).
+        let mut doubled = Vec::with_capacity(rows * 2 * width);
+        for row in features.chunks_exact(width).take(rows) {
+            doubled.extend(row.iter().map(|&x| {
+                if x.is_nan() {
+                    f32::NEG_INFINITY
+                } else {
+                    x as f32
+                }
+            }));
+            doubled.extend(
+                row.iter()
+                    .map(|&x| if x.is_nan() { f32::INFINITY } else { x as f32 }),
+            );
+        }
+        let mut base = [0_usize; FLAT_LANES];
+        for &(root, depth, group) in &self.trees {
+            for first in (0..rows).step_by(FLAT_LANES) {
+                let lanes = FLAT_LANES.min(rows - first);
+                for (lane, offset) in base.iter_mut().enumerate() {
+                    // Lanes past the last row walk the last row again; their leaves are dropped.
+                    *offset = (first + lane.min(lanes - 1)) * 2 * width;
+                }
+                let mut at = [root; FLAT_LANES];
+                for _ in 0..depth {
+                    for (position, offset) in at.iter_mut().zip(&base) {
+                        let node = self.nodes[*position as usize];
+                        let x = doubled[offset + node.feature as usize];
+                        *position = node.left.wrapping_add(u32::from(!(x < node.threshold)));
+                    }
+                }
+                for (lane, position) in at.iter().enumerate().take(lanes) {
+                    sums[(first + lane) * groups + group as usize] +=
+                        self.values[*position as usize];
+                }
+            }
+        }
+    }
+}
+
+/// Rows that walk a flat tree together: enough independent loads in flight to hide the
+/// latency of each step's node and feature reads.
+const FLAT_LANES: usize = 16;
 
 /// Rows per evaluation block: the block's features stay in cache across all trees.
 pub const BLOCK_ROWS: usize = 64;
@@ -258,6 +430,13 @@ impl Ensemble {
                     for group in 0..groups {
                         sums[row * groups + group] = self.base_margins[group] as f32;
                     }
+                }
+                if let Some(flat) = &self.flat {
+                    flat.add_margins(features, rows, groups, &mut sums);
+                    for (o, s) in out.iter_mut().zip(sums) {
+                        *o = f64::from(s);
+                    }
+                    return;
                 }
                 let mut values = [0.0; LANES];
                 for tree in &self.trees {
@@ -305,8 +484,9 @@ impl Ensemble {
     }
 
     /// Checks the structure: child and feature indices in range, one group per tree, category
-    /// sets present. Evaluation relies on it, so every reader calls it.
-    pub fn validate(&self) -> Result<(), String> {
+    /// sets present. Evaluation relies on it, so every reader calls it; it then builds the
+    /// [`FlatTrees`] layout where the model allows one.
+    pub fn validate(&mut self) -> Result<(), String> {
         if self.base_margins.len() != self.num_groups || self.num_groups == 0 {
             return Err(format!(
                 "{} base margins for {} outputs",
@@ -360,6 +540,7 @@ impl Ensemble {
             }
             check_reachability(tree).map_err(|e| format!("tree {t}: {e}"))?;
         }
+        self.flat = FlatTrees::of(self);
         Ok(())
     }
 }
@@ -402,4 +583,160 @@ pub fn insert_category(bits: &mut Vec<u32>, category: u32) {
         bits.resize(word + 1, 0);
     }
     bits[word] |= 1 << (category % 32);
+}
+
+#[cfg(test)]
+mod flat_walk {
+    //! The flat walk ([`FlatTrees`]) must give exactly the margins of the general walk (whose
+    //! exactness against XGBoost the fixture tests prove) on everything a row can hold: NaN
+    //! with either default, infinities, values equal to a threshold; and on every tree shape:
+    //! unbalanced, single-leaf, deeper than the block's other trees.
+
+    use super::*;
+
+    /// A small deterministic generator (a test needs no crate for this).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A random tree: each split node is grown further with probability 1/2 to `max_depth`.
+    fn random_tree(rng: &mut Lcg, features: u32, max_depth: u32, thresholds: &[f64]) -> Tree {
+        let mut tree = Tree {
+            nodes: Vec::new(),
+            leaves: Vec::new(),
+            linear: None,
+            category_sets: Vec::new(),
+            group: 0,
+        };
+        fn grow(
+            tree: &mut Tree,
+            rng: &mut Lcg,
+            features: u32,
+            depth: u32,
+            thresholds: &[f64],
+        ) -> i32 {
+            if depth == 0 || rng.below(4) == 0 {
+                tree.leaves.push(rng.below(2001) as f64 / 1000.0 - 1.0);
+                return !(tree.leaves.len() as i32 - 1);
+            }
+            let at = tree.nodes.len();
+            tree.nodes.push(Node {
+                feature: rng.below(u64::from(features)) as u32,
+                threshold: thresholds[rng.below(thresholds.len() as u64) as usize],
+                left: 0,
+                right: 0,
+                default_left: rng.below(2) == 0,
+                missing: Missing::NaN,
+                categories: None,
+            });
+            let left = grow(tree, rng, features, depth - 1, thresholds);
+            let right = grow(tree, rng, features, depth - 1, thresholds);
+            tree.nodes[at].left = left;
+            tree.nodes[at].right = right;
+            at as i32
+        }
+        if rng.below(10) == 0 {
+            tree.leaves.push(0.25);
+        } else {
+            grow(&mut tree, rng, features, max_depth, thresholds);
+        }
+        tree
+    }
+
+    #[test]
+    fn the_flat_walk_equals_the_general_walk_bit_for_bit() {
+        let mut rng = Lcg(42);
+        let thresholds = [-1.5, -0.5, 0.0, 0.25, 0.5, 1.0, 3.0];
+        let width = 5;
+        for groups in [1, 3] {
+            let trees: Vec<Tree> = (0..60)
+                .map(|t| {
+                    let mut tree = random_tree(&mut rng, width as u32, 1 + t % 9, &thresholds);
+                    tree.group = t as usize % groups;
+                    tree
+                })
+                .collect();
+            let mut ensemble = Ensemble {
+                rule: SplitRule::XgBoost,
+                num_features: width,
+                num_groups: groups,
+                base_margins: vec![0.5; groups],
+                trees,
+                average: false,
+                flat: None,
+            };
+            ensemble.validate().unwrap();
+            assert!(ensemble.flat.is_some());
+            let general = Ensemble {
+                flat: None,
+                ..ensemble.clone()
+            };
+            // Values at, around and away from the thresholds, NaN and both infinities; 203 rows
+            // (not a multiple of a block or of the lanes).
+            let specials = [
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                0.0,
+                -0.0,
+                0.5,
+                0.499_999_99,
+                1.0,
+                -1.5,
+                7.0,
+            ];
+            let rows = 203;
+            let features: Vec<f64> = (0..rows * width)
+                .map(|_| {
+                    let x = specials[rng.below(specials.len() as u64) as usize];
+                    f64::from(x as f32)
+                })
+                .collect();
+            let mut flat_margins = vec![0.0; rows * groups];
+            let mut general_margins = vec![0.0; rows * groups];
+            ensemble.margins(&features, rows, &mut flat_margins);
+            general.margins(&features, rows, &mut general_margins);
+            for (i, (a, b)) in flat_margins.iter().zip(&general_margins).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "margin {i}: {a} against {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn models_the_flat_walk_cannot_take_keep_the_general_walk() {
+        let mut rng = Lcg(7);
+        let tree = random_tree(&mut rng, 3, 4, &[0.0, 1.0]);
+        let ensemble = |rule, tree: Tree| Ensemble {
+            rule,
+            num_features: 3,
+            num_groups: 1,
+            base_margins: vec![0.0],
+            trees: vec![tree],
+            average: false,
+            flat: None,
+        };
+        let mut lightgbm = ensemble(SplitRule::LightGbm, tree.clone());
+        lightgbm.validate().unwrap();
+        assert!(lightgbm.flat.is_none());
+        let mut categorical = tree.clone();
+        if let Some(node) = categorical.nodes.first_mut() {
+            categorical.category_sets.push(vec![0b101]);
+            node.categories = Some(0);
+        }
+        let mut categorical = ensemble(SplitRule::XgBoost, categorical);
+        categorical.validate().unwrap();
+        assert!(categorical.flat.is_none());
+    }
 }

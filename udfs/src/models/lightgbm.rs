@@ -134,13 +134,14 @@ pub fn read(text: &str) -> Result<TreeModel, String> {
     if trees.is_empty() {
         return Err("the model has no trees".to_string());
     }
-    let ensemble = Ensemble {
+    let mut ensemble = Ensemble {
         rule: SplitRule::LightGbm,
         num_features,
         num_groups: trees_per_iteration,
         base_margins: vec![0.0; trees_per_iteration],
         trees,
         average: flags.contains(&"average_output"),
+        flat: None,
     };
     ensemble.validate()?;
     Ok(TreeModel {

@@ -111,13 +111,14 @@ pub fn read(doc: &Value) -> Result<TreeModel, String> {
             .collect(),
         _ => vec![FeatureKind::Numeric; num_feature],
     };
-    let ensemble = Ensemble {
+    let mut ensemble = Ensemble {
         rule: SplitRule::XgBoost,
         num_features: num_feature,
         num_groups,
         base_margins,
         trees,
         average: false,
+        flat: None,
     };
     ensemble.validate()?;
     Ok(TreeModel {
