@@ -458,7 +458,12 @@ fn sql_runs_a_script_of_statements_in_one_session() {
     let lines = project.json(&[&["sql", "-f", "script.sql"][..], &table[..]].concat());
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(lines[1]["statement"], 2);
-    assert!(lines[1]["sql"].as_str().unwrap().starts_with("SELECT country"));
+    assert!(
+        lines[1]["sql"]
+            .as_str()
+            .unwrap()
+            .starts_with("SELECT country")
+    );
     assert!(lines[1]["elapsed_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(
         lines[1]["rows"],
@@ -483,7 +488,12 @@ fn sql_runs_a_script_of_statements_in_one_session() {
     assert!(stderr.contains("statement 1: "), "{stderr}");
     assert!(stderr.contains("statement 2: "), "{stderr}");
     assert!(stderr.contains(" ms, 1 row\n"), "{stderr}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).matches("| 4 |").count(), 2);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .matches("| 4 |")
+            .count(),
+        2
+    );
 
     // A failing statement names itself; what ran before it was printed, nothing after runs.
     let output = project.run(&[
