@@ -376,7 +376,11 @@ impl FlatTrees {
                     for (position, offset) in at.iter_mut().zip(&base) {
                         let node = self.nodes[*position as usize];
                         let x = doubled[offset + node.feature as usize];
-                        *position = node.left.wrapping_add(u32::from(!(x < node.threshold)));
+                        // `!(x < t)`, not `x >= t`: a leaf's threshold is NaN, and only the
+                        // negation is true for it, which keeps the walk on the leaf.
+                        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+                        let right = !(x < node.threshold);
+                        *position = node.left.wrapping_add(u32::from(right));
                     }
                 }
                 for (lane, position) in at.iter().enumerate().take(lanes) {
