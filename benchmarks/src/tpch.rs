@@ -224,11 +224,7 @@ impl TpchSuite<'_> {
         let verdicts = first["check"]
             .as_object()
             .context("the peers script returned no check")?;
-        let wrong: Vec<String> = verdicts
-            .iter()
-            .filter(|(_, v)| !v.as_str().unwrap_or_default().starts_with("ok"))
-            .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
-            .collect();
+        let wrong = not_ok(verdicts);
         if !wrong.is_empty() {
             bail!(
                 "Lakeforge's TPC-H answers differ from DuckDB's:\n{}",
@@ -236,13 +232,10 @@ impl TpchSuite<'_> {
             );
         }
         eprintln!("  all 22 answers equal DuckDB's");
-        let mismatched_counts: Vec<String> = first["row_counts"]
+        let counts = first["row_counts"]
             .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(_, v)| v.as_str() != Some("ok"))
-            .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
-            .collect();
+            .context("the peers script returned no row counts")?;
+        let mismatched_counts = not_ok(counts);
         if !mismatched_counts.is_empty() {
             bail!(
                 "DataFusion's TPC-H row counts differ from DuckDB's:\n{}",
@@ -588,6 +581,15 @@ fn totals_and_ratios(queries: &[(String, String)], measurements: &[Measurement])
         }
     }
     ratios
+}
+
+/// `QUERY: VERDICT` for each query of the peers script's `verdicts` that is not `ok...`.
+fn not_ok(verdicts: &serde_json::Map<String, Value>) -> Vec<String> {
+    verdicts
+        .iter()
+        .filter(|(_, v)| !v.as_str().unwrap_or_default().starts_with("ok"))
+        .map(|(q, v)| format!("{q}: {}", v.as_str().unwrap_or_default()))
+        .collect()
 }
 
 fn run_peers(

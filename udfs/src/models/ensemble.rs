@@ -57,8 +57,8 @@ pub struct LinearLeaf {
     pub terms: Vec<(u32, f64)>,
 }
 
-/// One tree.
-#[derive(Debug, Clone, PartialEq)]
+/// One tree ([`Tree::default`]: no nodes, no leaves, group 0, for readers to fill in).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tree {
     /// Split nodes; node 0 is the root. Empty for a single-leaf tree.
     pub nodes: Vec<Node>,
@@ -238,6 +238,15 @@ struct FlatNode {
     left: u32,
 }
 
+impl FlatNode {
+    /// A slot allocated for a child, filled in when the walk reaches it.
+    const UNSET: FlatNode = FlatNode {
+        threshold: f32::NAN,
+        feature: 0,
+        left: 0,
+    };
+}
+
 /// Numeric XGBoost trees laid out for a branch-free walk: every tree's split nodes and leaves
 /// in one array of 12-byte nodes, a split node's children next to each other, each leaf a node
 /// that leads to itself. A row then takes exactly its tree's depth in steps, whichever leaf it
@@ -300,11 +309,7 @@ impl FlatTrees {
         // (the tree's child: a node index or `!leaf`, its flat index, its level)
         let mut pending = std::collections::VecDeque::from([(0_i32, self.nodes.len() as u32, 0)]);
         let mut depth = 0;
-        self.nodes.push(FlatNode {
-            threshold: f32::NAN,
-            feature: 0,
-            left: 0,
-        });
+        self.nodes.push(FlatNode::UNSET);
         self.values.push(0.0);
         while let Some((child, at, level)) = pending.pop_front() {
             if child < 0 || tree.nodes.is_empty() {
@@ -330,14 +335,8 @@ impl FlatTrees {
                 feature: node.feature + if node.default_left { 0 } else { width },
                 left,
             };
-            for _ in 0..2 {
-                self.nodes.push(FlatNode {
-                    threshold: f32::NAN,
-                    feature: 0,
-                    left: 0,
-                });
-                self.values.push(0.0);
-            }
+            self.nodes.extend([FlatNode::UNSET; 2]);
+            self.values.extend([0.0; 2]);
             pending.push_back((node.left, left, level + 1));
             pending.push_back((node.right, left + 1, level + 1));
         }
@@ -617,13 +616,7 @@ mod flat_walk {
 
     /// A random tree: each split node is grown further with probability 1/2 to `max_depth`.
     fn random_tree(rng: &mut Lcg, features: u32, max_depth: u32, thresholds: &[f64]) -> Tree {
-        let mut tree = Tree {
-            nodes: Vec::new(),
-            leaves: Vec::new(),
-            linear: None,
-            category_sets: Vec::new(),
-            group: 0,
-        };
+        let mut tree = Tree::default();
         fn grow(
             tree: &mut Tree,
             rng: &mut Lcg,

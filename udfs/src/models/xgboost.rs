@@ -178,13 +178,7 @@ fn read_tree(doc: &Value, weight: f64) -> Result<Tree, String> {
 
     // Renumber by a walk from the root: split nodes and leaves get their own dense indices,
     // and nodes deleted by pruning (unreachable) are left out.
-    let mut tree = Tree {
-        nodes: Vec::new(),
-        leaves: Vec::new(),
-        linear: None,
-        category_sets: Vec::new(),
-        group: 0,
-    };
+    let mut tree = Tree::default();
     let is_leaf = |id: usize| left[id] < 0.0;
     // Assign each XGBoost node its new reference in breadth-first order.
     let mut order = vec![0_usize];
